@@ -1,0 +1,150 @@
+//! The command line (contract section 6). Each command returns its exit status: 0 done,
+//! 1 failed at run time, 2 bad input or configuration.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lake::schema::Dataset;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flowhealth",
+    version,
+    about = "Sales process-flow health: action logs to a Parquet lake, SQL metrics, weekly reports and alerts.",
+    long_about = "Sales process-flow health: action logs to a Parquet lake, SQL metrics, weekly reports and alerts.\n\n\
+        Start with `flowhealth demo`: it generates a realistic organisation, lands it in ./lake and says\n\
+        where everything is. Point `config.yaml` at your own inbox to land real CRM and store exports.",
+    after_help = "Exit status: 0 done, 1 failed at run time, 2 bad input or configuration."
+)]
+pub struct Cli {
+    /// Configuration file. Without it, ./config.yaml if present, else the embedded defaults.
+    #[arg(long, short, global = true, env = "FLOWHEALTH_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr: `auto` is readable text on a terminal (with progress bars) and
+    /// JSON lines otherwise. The level comes from RUST_LOG (default: warn on a terminal, info otherwise).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a realistic organisation (reps, opportunities, a retail chain of stores) with the
+    /// article's process problems planted in it, write it to the inbox as CSV/NDJSON/XLSX exports,
+    /// and ingest it into the lake.
+    Demo(DemoArgs),
+    /// Check the configuration without running anything; every problem is reported at once.
+    Validate,
+    /// Land new inbox files (inbox/<dataset>/*) in the lake: validated, deduplicated, with
+    /// rejected rows in quarantine/. Re-running is a no-op for files already ingested.
+    Ingest {
+        /// Datasets to ingest (actions, stage_changes, opportunities); all when none is given.
+        datasets: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Random seed: the same seed and --until give the same files, byte for byte.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Number of retail stores.
+    #[arg(long, default_value_t = 40)]
+    pub stores: usize,
+    /// Number of sales reps.
+    #[arg(long, default_value_t = 24)]
+    pub reps: usize,
+    /// Weeks of history to generate.
+    #[arg(long, default_value_t = 12)]
+    pub weeks: u32,
+    /// Last day of the generated history (YYYY-MM-DD); default: yesterday in the configured timezone.
+    #[arg(long)]
+    pub until: Option<chrono::NaiveDate>,
+}
+
+/// Runs the parsed command line and returns the exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(execute(cli))
+}
+
+async fn execute(cli: Cli) -> Result<i32> {
+    let config = load_config(cli.config.as_deref())?;
+    match cli.command {
+        Command::Validate => {
+            println!(
+                "{}: ok ({} stages, lake {}, inbox {})",
+                config.source,
+                config.stages.len(),
+                config.lake.url,
+                config.inbox.url
+            );
+            Ok(0)
+        }
+        Command::Ingest { datasets } => {
+            let datasets = datasets
+                .iter()
+                .map(|name| {
+                    Dataset::from_name(name).ok_or_else(|| {
+                        Error::Usage(format!(
+                            "unknown dataset `{name}`: expected one of {}",
+                            Dataset::ALL.map(Dataset::name).join(", ")
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let report = crate::ingest::ingest(&config, &datasets).await?;
+            print!("{report}");
+            Ok(report.exit_code())
+        }
+        Command::Demo(args) => crate::demo::run(&config, &args).await,
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    match path {
+        Some(path) => Config::load(Some(path)),
+        None if std::path::Path::new("config.yaml").exists() => {
+            Config::load(Some(std::path::Path::new("config.yaml")))
+        }
+        None => Config::load(None),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let terminal = std::io::stderr().is_terminal();
+    let default_level = if terminal { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = match format {
+        LogFormat::Auto => !terminal,
+        LogFormat::Text => false,
+        LogFormat::Json => true,
+    };
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,652 @@
+//! `config.yaml` -> typed [`Config`].
+//!
+//! Loading is: read the file, interpolate `${VAR}` references ([`vars`]), parse YAML, deserialize
+//! each top-level section on its own (so one mistyped key does not hide the next), then run the
+//! semantic checks of [`validation`]. Every problem is collected and reported together, each
+//! naming the file and the key path.
+
+pub mod validation;
+pub mod vars;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// The configuration shipped in the repository, embedded so `demo` runs without any file.
+pub const EMBEDDED: &str = include_str!("../../config.yaml");
+
+/// The whole configuration. See `config.yaml` for a commented example of every field.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from, for messages (`config.yaml` or `<embedded>`).
+    pub source: String,
+    /// Folder that relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+    /// IANA timezone in which periods, local dates (`dt=` partitions) and naive timestamps are read.
+    pub timezone: Tz,
+    pub lake: StoreConfig,
+    pub inbox: StoreConfig,
+    pub datasets: DatasetsConfig,
+    pub stages: Vec<StageConfig>,
+    pub rules: RulesConfig,
+    pub thresholds: BTreeMap<String, Threshold>,
+    pub index_weights: IndexWeights,
+    pub calendar: Option<CalendarConfig>,
+    pub email: EmailConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// A place holding files: a local folder or an object-store prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A local path (relative to the config file), `file:///abs/path` or `s3://bucket/prefix`.
+    pub url: String,
+    /// S3 settings; anything left out is read from the usual `AWS_*` environment variables.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+/// Connection settings for an S3-compatible store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL for S3-compatible servers (MinIO, moto, ...); AWS when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region; `AWS_REGION` or `us-east-1` when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// Allow plain `http://` endpoints (test servers on loopback).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// How each input dataset's files are read and mapped onto the canonical columns.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetsConfig {
+    #[serde(default)]
+    pub actions: DatasetConfig,
+    #[serde(default)]
+    pub stage_changes: DatasetConfig,
+    #[serde(default)]
+    pub opportunities: DatasetConfig,
+}
+
+impl DatasetsConfig {
+    pub fn get(&self, dataset: &str) -> Option<&DatasetConfig> {
+        match dataset {
+            "actions" => Some(&self.actions),
+            "stage_changes" => Some(&self.stage_changes),
+            "opportunities" => Some(&self.opportunities),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// Canonical column -> source column header. A canonical column without an entry is looked
+    /// up under its own name; header matching ignores case and surrounding spaces.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Canonical column -> source value -> canonical value, for exports whose codes differ
+    /// (e.g. `status: { Engaging: open, Won: won }`). Values not listed pass through unchanged.
+    #[serde(default)]
+    pub values: BTreeMap<String, BTreeMap<String, String>>,
+    /// chrono `strftime` patterns tried, in order, for timestamps that are not ISO 8601
+    /// (e.g. `"%m/%d/%Y %H:%M"`). ISO 8601 is always accepted.
+    #[serde(default)]
+    pub timestamp_formats: Vec<String>,
+    /// Text encoding of CSV files: `auto` (UTF-8, with or without BOM, else GBK), `utf-8` or `gbk`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// CSV field delimiter (one ASCII character).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// XLSX sheet to read; the first sheet when absent.
+    #[serde(default)]
+    pub sheet: Option<String>,
+}
+
+const fn default_delimiter() -> char {
+    ','
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Encoding {
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    #[serde(rename = "gbk", alias = "gb18030")]
+    Gbk,
+}
+
+/// One stage of the opportunity pipeline, in order (contract section 2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    pub name: String,
+    /// Hours an opportunity may sit in this stage without activity before it is overdue.
+    #[serde(default = "default_silent_timeout_h")]
+    pub silent_timeout_h: f64,
+    /// A closing stage (won, lost): opportunities in it are no longer open.
+    #[serde(default)]
+    pub terminal: bool,
+    /// Any stage may move here without it counting as a skip (lost).
+    #[serde(default)]
+    pub from_any: bool,
+    /// Opportunities may be created in this stage without it counting as a skip.
+    #[serde(default)]
+    pub entry: bool,
+}
+
+const fn default_silent_timeout_h() -> f64 {
+    48.0
+}
+
+/// Domain rules used by metrics and alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Action types that must carry evidence (attachment, recording, signature).
+    #[serde(default = "default_evidence_required")]
+    pub evidence_required: Vec<String>,
+    /// Store action types and the daily minimum count of each.
+    #[serde(default = "default_store_actions")]
+    pub store_actions: BTreeMap<String, u32>,
+    /// A silent opportunity with fewer hours remaining than this is `due_soon`.
+    #[serde(default = "default_due_soon_h")]
+    pub due_soon_h: f64,
+    /// Member sign-ups further than this from the WeChat follow time are flagged.
+    #[serde(default = "default_signup_gap_minutes")]
+    pub signup_gap_minutes: f64,
+    /// A chronic follow-up is valid only within this many days of the last test report.
+    #[serde(default = "default_chronic_report_max_days")]
+    pub chronic_report_max_days: u32,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            evidence_required: default_evidence_required(),
+            store_actions: default_store_actions(),
+            due_soon_h: default_due_soon_h(),
+            signup_gap_minutes: default_signup_gap_minutes(),
+            chronic_report_max_days: default_chronic_report_max_days(),
+        }
+    }
+}
+
+fn default_evidence_required() -> Vec<String> {
+    [
+        "demo",
+        "proposal_sent",
+        "contract_submitted",
+        "member_signup",
+        "chronic_followup",
+        "high_margin_recommendation",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_store_actions() -> BTreeMap<String, u32> {
+    [
+        "member_signup",
+        "chronic_followup",
+        "high_margin_recommendation",
+    ]
+    .map(|a| (a.to_string(), 1))
+    .into()
+}
+
+const fn default_due_soon_h() -> f64 {
+    12.0
+}
+
+const fn default_signup_gap_minutes() -> f64 {
+    15.0
+}
+
+const fn default_chronic_report_max_days() -> u32 {
+    30
+}
+
+/// A metric's healthy range: `min` for rates that should be high, `max` for those that should be low.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// Weights of the process health index components (6:3:1 by default); normalised when used.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexWeights {
+    #[serde(default = "default_weight_stage_compliance")]
+    pub stage_compliance: f64,
+    #[serde(default = "default_weight_evidence")]
+    pub evidence: f64,
+    #[serde(default = "default_weight_silent")]
+    pub silent: f64,
+}
+
+impl Default for IndexWeights {
+    fn default() -> Self {
+        IndexWeights {
+            stage_compliance: default_weight_stage_compliance(),
+            evidence: default_weight_evidence(),
+            silent: default_weight_silent(),
+        }
+    }
+}
+
+const fn default_weight_stage_compliance() -> f64 {
+    6.0
+}
+const fn default_weight_evidence() -> f64 {
+    3.0
+}
+const fn default_weight_silent() -> f64 {
+    1.0
+}
+
+/// The optional business calendar for `business_hours`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// Working weekdays, as `mon` .. `sun`.
+    #[serde(default = "default_workdays")]
+    pub workdays: Vec<String>,
+    /// Working hours as `HH:MM-HH:MM`, local time.
+    #[serde(default = "default_hours")]
+    pub hours: String,
+    /// Dates (`YYYY-MM-DD`) that are not working days.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+fn default_workdays() -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_hours() -> String {
+    "09:00-18:00".into()
+}
+
+/// Report delivery. Used by `report`; `transport: file` writes messages to `outbox`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `file` (write `.eml` files to `outbox`) or `smtp`.
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// Folder for `transport: file` and for reports waiting to be sent.
+    #[serde(default = "default_outbox")]
+    pub outbox: String,
+    #[serde(default = "default_from")]
+    pub from: String,
+    /// Recipients of the weekly and monthly reports.
+    #[serde(default)]
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            transport: default_transport(),
+            outbox: default_outbox(),
+            from: default_from(),
+            to: Vec::new(),
+            smtp: None,
+        }
+    }
+}
+
+fn default_transport() -> String {
+    "file".into()
+}
+fn default_outbox() -> String {
+    "./outbox".into()
+}
+fn default_from() -> String {
+    "flowhealth <flowhealth@localhost>".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `starttls`, `implicit` or `none`.
+    #[serde(default = "default_smtp_tls")]
+    pub tls: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+const fn default_smtp_port() -> u16 {
+    587
+}
+fn default_smtp_tls() -> String {
+    "starttls".into()
+}
+
+/// Webhook alerts. Used by `alerts`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    /// `dingtalk` (signed robot) or `json` (generic incoming webhook).
+    pub kind: String,
+    pub url: Secret,
+    /// DingTalk robot signing secret.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Config {
+    /// Loads `path`, or the embedded default configuration when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Config(vec![format!("{}: cannot read: {e}", path.display())])
+                })?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                Config::parse(&text, &path.display().to_string(), base, |k| {
+                    std::env::var(k).ok()
+                })
+            }
+            None => Config::parse(
+                EMBEDDED,
+                "<embedded config.yaml>",
+                PathBuf::from("."),
+                |k| std::env::var(k).ok(),
+            ),
+        }
+    }
+
+    /// Parses configuration text. `source` names it in messages; relative paths resolve
+    /// against `base_dir`.
+    pub fn parse(
+        text: &str,
+        source: &str,
+        base_dir: PathBuf,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config> {
+        let fail = |problems: Vec<String>| {
+            Error::Config(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{source}: {p}"))
+                    .collect(),
+            )
+        };
+        let text = vars::interpolate(text, env).map_err(fail)?;
+        let root: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|e| fail(vec![format!("not valid YAML: {e}")]))?;
+        let serde_yaml::Value::Mapping(mut root) = root else {
+            return Err(fail(vec![
+                "expected a mapping of settings at the top level".into(),
+            ]));
+        };
+        let mut problems = Vec::new();
+        let mut sections = Sections {
+            root: &mut root,
+            problems: &mut problems,
+        };
+        let timezone = sections.take::<String>("timezone", || Some("Asia/Shanghai".into())).and_then(|name| {
+            name.parse::<Tz>()
+                .map_err(|_| problems_push(&mut sections, format!("timezone: `{name}` is not an IANA timezone (e.g. Asia/Shanghai, Europe/Berlin)")))
+                .ok()
+        });
+        let lake = sections.take("lake", || {
+            Some(StoreConfig {
+                url: "./lake".into(),
+                s3: None,
+            })
+        });
+        let inbox = sections.take("inbox", || {
+            Some(StoreConfig {
+                url: "./inbox".into(),
+                s3: None,
+            })
+        });
+        let datasets = sections.take("datasets", || Some(DatasetsConfig::default()));
+        let stages = sections.take("stages", || None);
+        let rules = sections.take("rules", || Some(RulesConfig::default()));
+        let thresholds = sections.take("thresholds", || Some(BTreeMap::new()));
+        let index_weights = sections.take("index_weights", || Some(IndexWeights::default()));
+        let calendar = sections.take("calendar", || Some(None));
+        let email = sections.take("email", || Some(EmailConfig::default()));
+        let alerts = sections.take("alerts", || Some(AlertsConfig::default()));
+        for key in root.keys() {
+            problems.push(format!(
+                "{}: unknown setting (expected one of timezone, lake, inbox, datasets, stages, rules, \
+                 thresholds, index_weights, calendar, email, alerts)",
+                serde_yaml::to_string(key).unwrap_or_default().trim()
+            ));
+        }
+        let (
+            Some(timezone),
+            Some(lake),
+            Some(inbox),
+            Some(datasets),
+            Some(stages),
+            Some(rules),
+            Some(thresholds),
+            Some(index_weights),
+            Some(calendar),
+            Some(email),
+            Some(alerts),
+        ) = (
+            timezone,
+            lake,
+            inbox,
+            datasets,
+            stages,
+            rules,
+            thresholds,
+            index_weights,
+            calendar,
+            email,
+            alerts,
+        )
+        else {
+            return Err(fail(problems));
+        };
+        let config = Config {
+            source: source.to_string(),
+            base_dir,
+            timezone,
+            lake,
+            inbox,
+            datasets,
+            stages,
+            rules,
+            thresholds,
+            index_weights,
+            calendar,
+            email,
+            alerts,
+        };
+        problems.extend(validation::check(&config));
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
+    }
+
+    /// Resolves a path or URL from the config file: relative local paths are taken from the
+    /// config file's folder.
+    pub fn resolve_local(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The stage named `name`, with its 1-based rank.
+    pub fn stage(&self, name: &str) -> Option<(usize, &StageConfig)> {
+        self.stages
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.name == name)
+            .map(|(i, s)| (i + 1, s))
+    }
+}
+
+fn problems_push(sections: &mut Sections<'_>, problem: String) {
+    sections.problems.push(problem);
+}
+
+/// Takes top-level sections out of the YAML mapping one at a time, collecting problems.
+struct Sections<'a> {
+    root: &'a mut serde_yaml::Mapping,
+    problems: &'a mut Vec<String>,
+}
+
+impl Sections<'_> {
+    fn take<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        default: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
+        match self.root.remove(key) {
+            None | Some(serde_yaml::Value::Null) => {
+                let value = default();
+                if value.is_none() {
+                    self.problems
+                        .push(format!("{key}: missing (it is required)"));
+                }
+                value
+            }
+            Some(value) => match serde_path_to_error::deserialize::<_, T>(value) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let at = if path == "." {
+                        key.to_string()
+                    } else {
+                        format!("{key}.{path}")
+                    };
+                    self.problems.push(format!("{at}: {}", e.into_inner()));
+                    None
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, "test.yaml", PathBuf::from("."), |_| None)
+    }
+
+    #[test]
+    fn the_shipped_config_loads() {
+        let config = Config::parse(EMBEDDED, "config.yaml", PathBuf::from("."), |_| None).unwrap();
+        assert_eq!(config.stage("lead").map(|(rank, _)| rank), Some(1));
+        assert!(config.stages.iter().any(|s| s.terminal && s.from_any));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = "timezone: Mars/Olympus\nlake: { url: ./lake, bucket: x }\nstages:\n  - { name: a, silent_timeout_h: soon }\nwhatever: 1\n";
+        let Err(Error::Config(problems)) = parse(text) else {
+            panic!("expected config errors")
+        };
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("test.yaml: timezone:"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].starts_with("test.yaml: lake: unknown field `bucket`"),
+            "{}",
+            problems[1]
+        );
+        assert!(
+            problems[2].starts_with("test.yaml: stages[0].silent_timeout_h:"),
+            "{}",
+            problems[2]
+        );
+        assert!(
+            problems[3].starts_with("test.yaml: whatever: unknown setting"),
+            "{}",
+            problems[3]
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug_output() {
+        let text =
+            "stages: [{ name: a }]\nlake: { url: s3://b/p, s3: { secret_access_key: hunter2 } }\n";
+        let config = parse(text).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("***"));
+    }
+}

@@ -1,0 +1,266 @@
+//! Semantic checks of a parsed [`Config`]: everything serde cannot see. Returns every problem,
+//! each starting with the key path it is about.
+
+use std::collections::HashSet;
+
+use chrono::format::{Item, StrftimeItems};
+
+use super::{Config, StoreConfig};
+use crate::lake::schema::Dataset;
+
+pub fn check(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| problems.push(format!("{key}: {message}"));
+
+    for (key, store) in [("lake", &config.lake), ("inbox", &config.inbox)] {
+        if let Err(message) = check_store(store) {
+            problem(&format!("{key}.url"), message);
+        }
+    }
+
+    for dataset in Dataset::ALL {
+        let Some(spec) = config.datasets.get(dataset.name()) else {
+            continue;
+        };
+        let key = format!("datasets.{}", dataset.name());
+        for column in spec.columns.keys().chain(spec.values.keys()) {
+            if dataset.column(column).is_none() {
+                problem(
+                    &format!(
+                        "{key}.{}.{column}",
+                        if spec.columns.contains_key(column) {
+                            "columns"
+                        } else {
+                            "values"
+                        }
+                    ),
+                    format!(
+                        "not a column of {} (expected one of {})",
+                        dataset.name(),
+                        dataset
+                            .columns()
+                            .iter()
+                            .map(|c| c.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        for (i, format) in spec.timestamp_formats.iter().enumerate() {
+            if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
+                problem(
+                    &format!("{key}.timestamp_formats[{i}]"),
+                    format!("`{format}` is not a valid strftime pattern"),
+                );
+            }
+        }
+        if !spec.delimiter.is_ascii() || spec.delimiter == '"' || spec.delimiter == '\n' {
+            problem(
+                &format!("{key}.delimiter"),
+                format!(
+                    "`{}` cannot be a CSV delimiter: use one ASCII character",
+                    spec.delimiter
+                ),
+            );
+        }
+    }
+
+    if config.stages.is_empty() {
+        problem("stages", "at least one stage is needed".into());
+    }
+    let mut seen = HashSet::new();
+    for (i, stage) in config.stages.iter().enumerate() {
+        let key = format!("stages[{i}]");
+        if stage.name.trim().is_empty() || stage.name.trim() != stage.name {
+            problem(
+                &format!("{key}.name"),
+                format!("`{}` is not a usable stage name", stage.name),
+            );
+        }
+        if !seen.insert(stage.name.as_str()) {
+            problem(
+                &format!("{key}.name"),
+                format!("stage `{}` is listed twice", stage.name),
+            );
+        }
+        if !(stage.silent_timeout_h.is_finite() && stage.silent_timeout_h > 0.0) {
+            problem(
+                &format!("{key}.silent_timeout_h"),
+                "must be a positive number of hours".into(),
+            );
+        }
+    }
+    if !config.stages.is_empty() && config.stages.iter().all(|s| s.terminal) {
+        problem(
+            "stages",
+            "every stage is terminal: at least one open stage is needed".into(),
+        );
+    }
+
+    for (action, minimum) in &config.rules.store_actions {
+        if *minimum == 0 {
+            problem(
+                &format!("rules.store_actions.{action}"),
+                "the daily minimum must be at least 1".into(),
+            );
+        }
+    }
+    if config
+        .rules
+        .evidence_required
+        .iter()
+        .any(|a| a.trim().is_empty())
+    {
+        problem(
+            "rules.evidence_required",
+            "action types cannot be empty".into(),
+        );
+    }
+    for (key, value) in [
+        ("rules.due_soon_h", config.rules.due_soon_h),
+        ("rules.signup_gap_minutes", config.rules.signup_gap_minutes),
+    ] {
+        if !(value.is_finite() && value >= 0.0) {
+            problem(key, "must be zero or more".into());
+        }
+    }
+
+    for (metric, threshold) in &config.thresholds {
+        let key = format!("thresholds.{metric}");
+        match (threshold.min, threshold.max) {
+            (None, None) => problem(&key, "give `min`, `max` or both".into()),
+            (Some(min), Some(max)) if min > max => {
+                problem(&key, format!("min {min} is above max {max}"))
+            }
+            _ => {}
+        }
+    }
+
+    let w = config.index_weights;
+    let weights = [w.stage_compliance, w.evidence, w.silent];
+    if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || weights.iter().sum::<f64>() <= 0.0 {
+        problem(
+            "index_weights",
+            "weights must be zero or more, and not all zero".into(),
+        );
+    }
+
+    if let Some(calendar) = &config.calendar {
+        const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        for (i, day) in calendar.workdays.iter().enumerate() {
+            if !DAYS.contains(&day.as_str()) {
+                problem(
+                    &format!("calendar.workdays[{i}]"),
+                    format!("`{day}` is not one of {}", DAYS.join(", ")),
+                );
+            }
+        }
+        if parse_hours(&calendar.hours).is_none() {
+            problem(
+                "calendar.hours",
+                format!(
+                    "`{}` is not `HH:MM-HH:MM` with the start before the end",
+                    calendar.hours
+                ),
+            );
+        }
+        for (i, day) in calendar.holidays.iter().enumerate() {
+            if chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_err() {
+                problem(
+                    &format!("calendar.holidays[{i}]"),
+                    format!("`{day}` is not a YYYY-MM-DD date"),
+                );
+            }
+        }
+    }
+
+    let email = &config.email;
+    match email.transport.as_str() {
+        "file" => {}
+        "smtp" => match &email.smtp {
+            None => problem(
+                "email.smtp",
+                "`transport: smtp` needs an `smtp:` section with at least `host`".into(),
+            ),
+            Some(smtp) if !["starttls", "implicit", "none"].contains(&smtp.tls.as_str()) => {
+                problem(
+                    "email.smtp.tls",
+                    format!("`{}` is not one of starttls, implicit, none", smtp.tls),
+                )
+            }
+            Some(_) => {}
+        },
+        other => problem(
+            "email.transport",
+            format!("`{other}` is not one of file, smtp"),
+        ),
+    }
+    for (i, address) in email.to.iter().enumerate() {
+        if !looks_like_address(address) {
+            problem(
+                &format!("email.to[{i}]"),
+                format!("`{address}` is not an email address"),
+            );
+        }
+    }
+    if !looks_like_address(&email.from) {
+        problem(
+            "email.from",
+            format!("`{}` is not an email address", email.from),
+        );
+    }
+
+    for (i, hook) in config.alerts.webhooks.iter().enumerate() {
+        let key = format!("alerts.webhooks[{i}]");
+        if !["dingtalk", "json"].contains(&hook.kind.as_str()) {
+            problem(
+                &format!("{key}.kind"),
+                format!("`{}` is not one of dingtalk, json", hook.kind),
+            );
+        }
+        let url = hook.url.expose();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            problem(&format!("{key}.url"), "must be an http(s) URL".into());
+        }
+    }
+    problems
+}
+
+fn check_store(store: &StoreConfig) -> Result<(), String> {
+    let url = store.url.trim();
+    if url.is_empty() {
+        return Err("must not be empty".into());
+    }
+    match url.split_once("://") {
+        None => Ok(()),
+        Some(("file", rest)) if rest.starts_with('/') => Ok(()),
+        Some(("s3", rest)) if !rest.is_empty() && !rest.starts_with('/') => Ok(()),
+        Some(_) => Err(format!(
+            "`{url}` is not a local path, file:///absolute/path or s3://bucket/prefix"
+        )),
+    }
+}
+
+/// `HH:MM-HH:MM` -> minutes after midnight of start and end.
+pub fn parse_hours(text: &str) -> Option<(u32, u32)> {
+    let minutes = |t: &str| {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+    };
+    let (start, end) = text.split_once('-')?;
+    let (start, end) = (minutes(start)?, minutes(end)?);
+    (start < end).then_some((start, end))
+}
+
+/// A light check (`local@domain`, optionally inside `Name <...>`); delivery does the full parse.
+fn looks_like_address(text: &str) -> bool {
+    let address = match (text.find('<'), text.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &text[open + 1..close],
+        _ => text,
+    };
+    let address = address.trim();
+    matches!(address.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty()
+        && !address.contains(char::is_whitespace) && !address.contains(['\r', '\n']))
+}

@@ -1,0 +1,292 @@
+//! `flowhealth demo`: generate an organisation ([`generate`]), write it to the inbox as the
+//! exports a real team would drop there (CSV with BOM, NDJSON, a GBK CSV re-send, XLSX from a
+//! CRM with its own headers), ingest it, and say where everything is.
+
+pub mod generate;
+
+use bytes::Bytes;
+use chrono::{Duration, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use self::generate::{Action, DemoSize, Organisation};
+use crate::cli::DemoArgs;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+
+pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
+    if args.reps == 0 || args.weeks == 0 {
+        return Err(Error::Usage("--reps and --weeks must be at least 1".into()));
+    }
+    let until = args.until.unwrap_or_else(|| {
+        Utc::now().with_timezone(&config.timezone).date_naive() - Duration::days(1)
+    });
+    let size = DemoSize {
+        seed: args.seed,
+        stores: args.stores,
+        reps: args.reps,
+        weeks: args.weeks,
+        until,
+    };
+    let org = generate::generate(config, &size);
+    let inbox = Lake::open_store(config, &config.inbox)?;
+    let files = exports(config, &org, args.seed)?;
+    for (name, bytes) in &files {
+        inbox
+            .put(
+                &inbox.path(&name.split('/').collect::<Vec<_>>()),
+                bytes.clone(),
+            )
+            .await?;
+    }
+    println!(
+        "demo: seed {}, {} weeks to {}, {} reps, {} stores: {} opportunities, {} stage changes, {} CRM actions, {} store actions",
+        args.seed,
+        args.weeks,
+        until,
+        args.reps,
+        args.stores,
+        org.opportunities.len(),
+        org.stage_changes.len(),
+        org.crm_actions.len(),
+        org.store_actions.len()
+    );
+    println!(
+        "inbox: {} ({} files written)\n",
+        inbox.display(),
+        files.len()
+    );
+    let report = crate::ingest::ingest(config, &[]).await?;
+    print!("{report}");
+    let lake = Lake::open(config)?;
+    println!("\nlake: {}", lake.display());
+    println!("  raw/<dataset>/dt=YYYY-MM-DD/*.parquet         landed rows");
+    println!("  quarantine/<dataset>/dt=YYYY-MM-DD/*.parquet  rejected rows, with the reason");
+    println!(
+        "try: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"",
+        lake.display()
+    );
+    Ok(report.exit_code())
+}
+
+/// The inbox files of the demo: path under the inbox -> content.
+fn exports(config: &Config, org: &Organisation, seed: u64) -> Result<Vec<(String, Bytes)>> {
+    let tz = config.timezone;
+    let naive = |t: NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let prefix = format!("demo-s{seed}");
+    let mut files = Vec::new();
+
+    // The CRM's follow-up log: UTF-8 with a BOM (as Excel saves "CSV UTF-8"), local times.
+    let mut crm: Vec<Vec<String>> = org
+        .crm_actions
+        .iter()
+        .map(|a| action_row(a, naive(a.occurred_at), naive(a.recorded_at)))
+        .collect();
+    // Malformed rows, as real exports have: they must land in quarantine, not vanish.
+    if let Some(first) = org.crm_actions.first() {
+        let mut bad = action_row(first, "31/02/2026 10:00".into(), String::new());
+        bad[0] = "BAD-0001".into();
+        crm.push(bad);
+        let mut bad = action_row(first, naive(first.occurred_at), String::new());
+        bad[0] = "BAD-0002".into();
+        bad[3] = String::new(); // owner_id
+        crm.push(bad);
+        let mut bad = action_row(first, naive(first.occurred_at), String::new());
+        bad[0] = "BAD-0003".into();
+        bad[11] = "{sku: A123".into();
+        crm.push(bad);
+    }
+    files.push((
+        format!("actions/{prefix}-crm-actions.csv"),
+        Bytes::from([b"\xEF\xBB\xBF".as_slice(), &csv(&ACTION_HEADER, &crm)?].concat()),
+    ));
+
+    // Store actions from the store app: NDJSON with explicit offsets.
+    let mut ndjson = Vec::new();
+    for a in &org.store_actions {
+        let mut object = serde_json::Map::new();
+        for (key, value) in ACTION_HEADER.iter().zip(action_row(
+            a,
+            offset_time(tz, a.occurred_at),
+            offset_time(tz, a.recorded_at),
+        )) {
+            if !value.is_empty() {
+                object.insert(key.to_string(), serde_json::Value::String(value));
+            }
+        }
+        ndjson.extend_from_slice(serde_json::Value::Object(object).to_string().as_bytes());
+        ndjson.push(b'\n');
+    }
+    files.push((
+        format!("actions/{prefix}-store-actions.ndjson"),
+        Bytes::from(ndjson),
+    ));
+
+    // A regional office re-sends the last three days from a Chinese Excel: GBK, overlapping ids.
+    if let Some(last) = org.store_actions.iter().map(|a| a.occurred_at).max() {
+        let resend: Vec<Vec<String>> = org
+            .store_actions
+            .iter()
+            .filter(|a| a.occurred_at >= last - Duration::days(3))
+            .map(|a| {
+                let mut row = action_row(a, naive(a.occurred_at), naive(a.recorded_at));
+                row[10] = "门店补录".into();
+                row
+            })
+            .collect();
+        let text = String::from_utf8(csv(&ACTION_HEADER, &resend)?)
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        let (gbk, _, _) = encoding_rs::GBK.encode(&text);
+        files.push((
+            format!("actions/{prefix}-store-resend-gbk.csv"),
+            Bytes::from(gbk.into_owned()),
+        ));
+    }
+
+    let header = [
+        "opportunity_id",
+        "from_stage",
+        "to_stage",
+        "changed_at",
+        "owner_id",
+    ];
+    let mut rows: Vec<Vec<String>> = org
+        .stage_changes
+        .iter()
+        .map(|c| {
+            vec![
+                c.opportunity_id.clone(),
+                c.from_stage.clone().unwrap_or_default(),
+                c.to_stage.clone(),
+                naive(c.changed_at),
+                c.owner_id.clone(),
+            ]
+        })
+        .collect();
+    if let Some(c) = org.stage_changes.first() {
+        rows.push(vec![
+            c.opportunity_id.clone(),
+            "lead".into(),
+            "closing".into(),
+            naive(c.changed_at + Duration::hours(1)),
+            c.owner_id.clone(),
+        ]);
+    }
+    files.push((
+        format!("stage_changes/{prefix}-stage-changes.csv"),
+        Bytes::from(csv(&header, &rows)?),
+    ));
+
+    files.push((
+        format!("opportunities/{prefix}-opportunities.xlsx"),
+        Bytes::from(opportunities_xlsx(org)?),
+    ));
+    Ok(files)
+}
+
+const ACTION_HEADER: [&str; 12] = [
+    "action_id",
+    "occurred_at",
+    "recorded_at",
+    "owner_id",
+    "team",
+    "opportunity_id",
+    "customer_id",
+    "store_id",
+    "action_type",
+    "evidence",
+    "note",
+    "attrs",
+];
+
+fn action_row(a: &Action, occurred_at: String, recorded_at: String) -> Vec<String> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    vec![
+        a.action_id.clone(),
+        occurred_at,
+        recorded_at,
+        a.owner_id.clone(),
+        a.team.clone(),
+        opt(&a.opportunity_id),
+        opt(&a.customer_id),
+        opt(&a.store_id),
+        a.action_type.clone(),
+        opt(&a.evidence),
+        opt(&a.note),
+        a.attrs.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+    ]
+}
+
+fn offset_time(tz: Tz, t: NaiveDateTime) -> String {
+    tz.from_local_datetime(&t).earliest().map_or_else(
+        || t.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        |t| t.to_rfc3339(),
+    )
+}
+
+fn csv(header: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let io = |e: csv::Error| Error::Usage(format!("writing demo CSV: {e}"));
+    writer.write_record(header).map_err(io)?;
+    for row in rows {
+        writer.write_record(row).map_err(io)?;
+    }
+    writer
+        .into_inner()
+        .map_err(|e| Error::Usage(format!("writing demo CSV: {e}")))
+}
+
+/// The CRM's opportunity export, with its own column names and deal-stage codes; `config.yaml`
+/// maps them onto the canonical columns.
+fn opportunities_xlsx(org: &Organisation) -> Result<Vec<u8>> {
+    use rust_xlsxwriter::{DocProperties, ExcelDateTime, Format, Workbook};
+    let fail = |e: rust_xlsxwriter::XlsxError| Error::Usage(format!("writing demo XLSX: {e}"));
+    let mut workbook = Workbook::new();
+    // A fixed creation time, so the same seed gives the same bytes.
+    let created = ExcelDateTime::from_ymd(2026, 1, 1).map_err(fail)?;
+    workbook.set_properties(&DocProperties::new().set_creation_datetime(&created));
+    let sheet = workbook
+        .add_worksheet()
+        .set_name("Opportunities")
+        .map_err(fail)?;
+    let date = Format::new().set_num_format("yyyy-mm-dd hh:mm");
+    let header = [
+        "Opportunity ID",
+        "Account",
+        "Sales Agent",
+        "Team",
+        "Industry",
+        "Close Value",
+        "Engage Date",
+        "Deal Stage",
+        "Close Date",
+    ];
+    for (c, name) in header.iter().enumerate() {
+        sheet.write_string(0, c as u16, *name).map_err(fail)?;
+    }
+    for (i, o) in org.opportunities.iter().enumerate() {
+        let r = i as u32 + 1;
+        let deal_stage = match o.status {
+            "won" => "Won",
+            "lost" => "Lost",
+            _ if o.stage == "lead" => "Prospecting",
+            _ => "Engaging",
+        };
+        sheet.write_string(r, 0, &o.opportunity_id).map_err(fail)?;
+        sheet.write_string(r, 1, &o.customer_id).map_err(fail)?;
+        sheet.write_string(r, 2, &o.owner_id).map_err(fail)?;
+        sheet.write_string(r, 3, &o.team).map_err(fail)?;
+        sheet.write_string(r, 4, &o.industry).map_err(fail)?;
+        sheet.write_number(r, 5, o.amount).map_err(fail)?;
+        sheet
+            .write_datetime_with_format(r, 6, o.created_at, &date)
+            .map_err(fail)?;
+        sheet.write_string(r, 7, deal_stage).map_err(fail)?;
+        if let Some(closed) = o.closed_at {
+            sheet
+                .write_datetime_with_format(r, 8, closed, &date)
+                .map_err(fail)?;
+        }
+    }
+    workbook.save_to_buffer().map_err(fail)
+}

@@ -1,0 +1,656 @@
+//! Inbox files -> validated, deduplicated rows in `raw/<dataset>/dt=YYYY-MM-DD/` and rejected rows
+//! in `quarantine/<dataset>/dt=YYYY-MM-DD/`, with a ledger entry per file.
+//!
+//! How a run stays exact:
+//! - Every Parquet file an input file produces is named `<content hash prefix>-<n>.parquet`, and
+//!   the input file's ledger entry (`_flowhealth/ingest/ledger/<dataset>/<content hash>.json`) is written
+//!   last: it is the commit. A run that dies before it leaves files whose hash has no entry; the
+//!   next run deletes them before it starts, then ingests that input file again from scratch.
+//! - A file whose hash is in the ledger is skipped (re-running is a no-op). A row whose key
+//!   ([`Dataset::key_columns`]) is already in the lake, or earlier in the same file, is counted as
+//!   a duplicate. A file that changed since it was ingested is reported as such.
+//! - One run at a time, enforced by a lock in the lake.
+//! For every file: landed + quarantined + duplicates = rows read.
+
+pub mod buffer;
+pub mod keys;
+pub mod reader;
+pub mod source;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::record_batch::RecordBatch;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use self::buffer::PartitionBuffer;
+use self::keys::{KeyHasher, KeySet};
+use self::reader::{CsvRecords, Format, NdjsonRecords, Records, XlsxRecords};
+use self::source::{InboxFile, Prepared};
+use self::validate::{Validator, Value};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::lake::lock::LakeLock;
+use crate::lake::schema::Dataset;
+
+/// Rows held in memory per input file before they are written out (for `raw/` and for
+/// `quarantine/` each). Bounds memory whatever the input size; it is also the largest file size.
+pub const MAX_BUFFERED_ROWS: usize = 256 * 1024;
+
+/// What happened to one input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Ingested,
+    /// Ingested, and an earlier version of the same file had been ingested before.
+    Changed,
+    /// Its content was ingested before: nothing to do.
+    AlreadyIngested,
+    /// Could not be ingested as a whole; nothing of it landed.
+    Rejected,
+    /// Failed for a reason outside the file (storage); nothing of it landed.
+    Failed,
+}
+
+impl fmt::Display for FileStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileStatus::Ingested => "ingested",
+            FileStatus::Changed => "changed",
+            FileStatus::AlreadyIngested => "already ingested",
+            FileStatus::Rejected => "rejected",
+            FileStatus::Failed => "failed",
+        })
+    }
+}
+
+/// Row counts of one file. `landed + quarantined + duplicates == rows_read`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub rows_read: u64,
+    pub landed: u64,
+    pub quarantined: u64,
+    pub duplicates: u64,
+}
+
+/// The ledger entry of an ingested file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub dataset: String,
+    pub source: String,
+    pub content_hash: String,
+    pub size: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub ingested_at: DateTime<Utc>,
+    /// Lake-relative paths of the Parquet files written for it.
+    pub outputs: Vec<String>,
+}
+
+/// One line of the ingest report.
+#[derive(Debug, Clone)]
+pub struct FileOutcome {
+    pub dataset: Dataset,
+    pub source: String,
+    pub status: FileStatus,
+    pub counts: Counts,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct IngestReport {
+    pub files: Vec<FileOutcome>,
+    /// Files of an interrupted earlier run that were removed before this one.
+    pub recovered: usize,
+}
+
+impl IngestReport {
+    pub fn totals(&self) -> Counts {
+        self.files.iter().fold(Counts::default(), |t, f| Counts {
+            rows_read: t.rows_read + f.counts.rows_read,
+            landed: t.landed + f.counts.landed,
+            quarantined: t.quarantined + f.counts.quarantined,
+            duplicates: t.duplicates + f.counts.duplicates,
+        })
+    }
+
+    /// 0 when every file was ingested (quarantined rows are not a failure: they are accounted
+    /// for), 2 when a file was rejected as bad input, 1 when storage failed.
+    pub fn exit_code(&self) -> i32 {
+        if self.files.iter().any(|f| f.status == FileStatus::Failed) {
+            1
+        } else if self.files.iter().any(|f| f.status == FileStatus::Rejected) {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+impl fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .files
+            .iter()
+            .map(|o| o.source.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(
+            f,
+            "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}  status",
+            "file", "read", "landed", "quarantined", "duplicates"
+        )?;
+        for o in &self.files {
+            let c = o.counts;
+            writeln!(
+                f,
+                "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}  {}",
+                o.source, c.rows_read, c.landed, c.quarantined, c.duplicates, o.status
+            )?;
+        }
+        let t = self.totals();
+        writeln!(
+            f,
+            "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}",
+            "total", t.rows_read, t.landed, t.quarantined, t.duplicates
+        )?;
+        for o in self.files.iter().filter(|o| o.message.is_some()) {
+            writeln!(
+                f,
+                "{}: {}: {}",
+                o.source,
+                o.status,
+                o.message.as_deref().unwrap_or_default()
+            )?;
+        }
+        if self.recovered > 0 {
+            writeln!(
+                f,
+                "removed {} file(s) left by an interrupted earlier run; their inputs were ingested again",
+                self.recovered
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Lands every new inbox file of `datasets` (all datasets when empty).
+pub async fn ingest(config: &Config, datasets: &[Dataset]) -> Result<IngestReport> {
+    let lake = Lake::open(config)?;
+    let inbox = Lake::open_store(config, &config.inbox)?;
+    let lock = LakeLock::acquire(&lake, "ingest").await?;
+    let result = Ingest::new(config, lake.clone(), inbox)
+        .run(if datasets.is_empty() {
+            &Dataset::ALL
+        } else {
+            datasets
+        })
+        .await;
+    lock.release().await?;
+    result
+}
+
+struct Ingest<'c> {
+    config: &'c Config,
+    lake: Lake,
+    inbox: Lake,
+    ingested_at: DateTime<Utc>,
+}
+
+impl<'c> Ingest<'c> {
+    fn new(config: &'c Config, lake: Lake, inbox: Lake) -> Self {
+        Ingest {
+            config,
+            lake,
+            inbox,
+            ingested_at: Utc::now(),
+        }
+    }
+
+    async fn run(&self, datasets: &[Dataset]) -> Result<IngestReport> {
+        let mut report = IngestReport::default();
+        for &dataset in datasets {
+            let ledger = self.load_ledger(dataset).await?;
+            report.recovered += self.remove_uncommitted(dataset, &ledger).await?;
+            let mut by_source: BTreeMap<&str, &LedgerEntry> = BTreeMap::new();
+            for entry in ledger.values() {
+                if by_source
+                    .get(entry.source.as_str())
+                    .is_none_or(|e| e.ingested_at <= entry.ingested_at)
+                {
+                    by_source.insert(&entry.source, entry);
+                }
+            }
+            let mut keys: Option<KeySet> = None;
+            for file in source::list(&self.inbox, dataset).await? {
+                let outcome = self
+                    .ingest_file(&file, &ledger, &by_source, &mut keys)
+                    .await;
+                let outcome = match outcome {
+                    Ok(outcome) => outcome,
+                    Err(e) => FileOutcome {
+                        dataset,
+                        source: file.name.clone(),
+                        status: if e.exit_code() == 2 {
+                            FileStatus::Rejected
+                        } else {
+                            FileStatus::Failed
+                        },
+                        counts: Counts::default(),
+                        message: Some(e.to_string()),
+                    },
+                };
+                match outcome.status {
+                    FileStatus::Rejected | FileStatus::Failed => {
+                        tracing::error!(dataset = dataset.name(), file = %outcome.source, status = %outcome.status, error = outcome.message.as_deref().unwrap_or_default(), "File not ingested.")
+                    }
+                    _ => tracing::info!(
+                        dataset = dataset.name(),
+                        file = %outcome.source,
+                        status = %outcome.status,
+                        rows_read = outcome.counts.rows_read,
+                        landed = outcome.counts.landed,
+                        quarantined = outcome.counts.quarantined,
+                        duplicates = outcome.counts.duplicates,
+                        "File done."
+                    ),
+                }
+                report.files.push(outcome);
+            }
+        }
+        Ok(report)
+    }
+
+    fn ledger_dir(dataset: Dataset) -> [&'static str; 4] {
+        ["_flowhealth", "ingest", "ledger", dataset.name()]
+    }
+
+    /// Ledger entries of `dataset`, by content hash.
+    async fn load_ledger(&self, dataset: Dataset) -> Result<BTreeMap<String, LedgerEntry>> {
+        let mut ledger = BTreeMap::new();
+        for object in self.lake.list(&Self::ledger_dir(dataset)).await? {
+            let Some(bytes) = self.lake.get(&object.location).await? else {
+                continue;
+            };
+            let entry: LedgerEntry = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Lake(format!(
+                    "{}: corrupt ledger entry ({e}); delete it to ingest that file again",
+                    self.lake.relative(&object.location)
+                ))
+            })?;
+            ledger.insert(entry.content_hash.clone(), entry);
+        }
+        Ok(ledger)
+    }
+
+    /// Deletes data files of `dataset` that no ledger entry commits: what a run that was killed
+    /// mid-file left behind. Returns how many were removed.
+    async fn remove_uncommitted(
+        &self,
+        dataset: Dataset,
+        ledger: &BTreeMap<String, LedgerEntry>,
+    ) -> Result<usize> {
+        let committed: HashSet<&str> = ledger.keys().filter_map(|hash| hash.get(..16)).collect();
+        let mut removed = 0;
+        for area in ["raw", "quarantine"] {
+            for object in self.lake.list(&[area, dataset.name()]).await? {
+                let name = object.location.filename().unwrap_or_default();
+                let prefix = name.split('-').next().unwrap_or_default();
+                if name.ends_with(".parquet") && !committed.contains(prefix) {
+                    tracing::warn!(file = %self.lake.relative(&object.location), "Removing a file of an interrupted ingest.");
+                    self.lake.delete(&object.location).await?;
+                    removed += 1;
+                }
+            }
+        }
+        // A local store stages each write as `<name>#<n>` before renaming it into place; a
+        // process killed mid-write leaves that staging file behind.
+        if let Some(root) = self.lake.local_root() {
+            for area in ["raw", "quarantine"] {
+                removed += remove_staging_files(&root.join(area).join(dataset.name()))?;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn ingest_file(
+        &self,
+        file: &InboxFile,
+        ledger: &BTreeMap<String, LedgerEntry>,
+        by_source: &BTreeMap<&str, &LedgerEntry>,
+        keys: &mut Option<KeySet>,
+    ) -> Result<FileOutcome> {
+        let dataset = file.dataset;
+        let rejected = |reason: String| Error::InputFile {
+            file: file.name.clone(),
+            reason,
+        };
+        let format = source::format_of(&file.name).map_err(rejected)?;
+        let prepared = source::prepare(&self.inbox, file).await?;
+        let outcome = |status, counts, message| FileOutcome {
+            dataset,
+            source: file.name.clone(),
+            status,
+            counts,
+            message,
+        };
+        if let Some(entry) = ledger.get(&prepared.content_hash) {
+            let message =
+                (entry.source != file.name).then(|| format!("same content as {}", entry.source));
+            return Ok(outcome(
+                FileStatus::AlreadyIngested,
+                Counts::default(),
+                message,
+            ));
+        }
+        if prepared.size == 0 {
+            return Err(rejected("the file is empty: expected a header row".into()));
+        }
+        let changed = by_source.get(file.name.as_str()).map(|previous| {
+            format!(
+                "changed since it was ingested at {} (content hash {} -> {}); rows already landed counted as duplicates",
+                previous.ingested_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                &previous.content_hash[..12],
+                &prepared.content_hash[..12]
+            )
+        });
+        if keys.is_none() {
+            *keys = Some(keys::load(&self.lake, dataset).await?);
+        }
+        let known = Arc::new(keys.take().expect("loaded above"));
+        let result = self.land(file, format, &prepared, known.clone()).await;
+        *keys = Some(Arc::try_unwrap(known).unwrap_or_else(|shared| (*shared).clone()));
+        let (counts, outputs, new_keys) = result?;
+        let entry = LedgerEntry {
+            dataset: dataset.name().into(),
+            source: file.name.clone(),
+            content_hash: prepared.content_hash.clone(),
+            size: prepared.size,
+            counts,
+            ingested_at: self.ingested_at,
+            outputs,
+        };
+        let entry_name = format!("{}.json", prepared.content_hash);
+        let mut entry_parts = Self::ledger_dir(dataset).to_vec();
+        entry_parts.push(&entry_name);
+        let entry_path = self.lake.path(&entry_parts);
+        self.lake.put_json(&entry_path, &entry).await?;
+        keys.as_mut().expect("restored above").extend(new_keys);
+        let status = if changed.is_some() {
+            FileStatus::Changed
+        } else {
+            FileStatus::Ingested
+        };
+        Ok(outcome(status, counts, changed))
+    }
+
+    /// Parses, validates and writes one file. On failure, whatever it wrote is removed again.
+    async fn land(
+        &self,
+        file: &InboxFile,
+        format: Format,
+        prepared: &Prepared,
+        known: Arc<KeySet>,
+    ) -> Result<(Counts, Vec<String>, KeySet)> {
+        let dataset = file.dataset;
+        let spec = self
+            .config
+            .datasets
+            .get(dataset.name())
+            .cloned()
+            .unwrap_or_default();
+        let records: Box<dyn Records> = match format {
+            Format::Csv => {
+                let (text, decoded) =
+                    source::open_text(prepared, spec.encoding, dataset).map_err(|reason| {
+                        Error::InputFile {
+                            file: file.name.clone(),
+                            reason,
+                        }
+                    })?;
+                Box::new(
+                    CsvRecords::new(text, decoded, dataset, &spec).map_err(|reason| {
+                        Error::InputFile {
+                            file: file.name.clone(),
+                            reason,
+                        }
+                    })?,
+                )
+            }
+            Format::Ndjson => {
+                let input = std::fs::File::open(&prepared.path)
+                    .map_err(|e| Error::io(&prepared.path, e))?;
+                Box::new(NdjsonRecords::new(Box::new(input), dataset, &spec))
+            }
+            Format::Xlsx => {
+                let path = prepared.path.clone();
+                let spec = spec.clone();
+                let opened =
+                    tokio::task::spawn_blocking(move || XlsxRecords::open(&path, dataset, &spec))
+                        .await?;
+                Box::new(opened.map_err(|reason| Error::InputFile {
+                    file: file.name.clone(),
+                    reason,
+                })?)
+            }
+        };
+        let progress = progress_bar(
+            &file.name,
+            if format == Format::Xlsx {
+                None
+            } else {
+                Some(prepared.size)
+            },
+        );
+        let (sender, mut receiver) =
+            tokio::sync::mpsc::channel::<(object_store::path::Path, RecordBatch)>(2);
+        let parse = FileParse {
+            records,
+            validator: Validator::new(self.config, dataset),
+            dataset,
+            source: file.name.clone(),
+            prefix: prepared.content_hash[..16].to_string(),
+            ingested_at: self.ingested_at.timestamp_micros(),
+            lake: self.lake.clone(),
+            known,
+            progress: progress.clone(),
+        };
+        let parser = tokio::task::spawn_blocking(move || parse.run(sender));
+        let mut outputs = Vec::new();
+        let mut write_error = None;
+        while let Some((path, batch)) = receiver.recv().await {
+            if write_error.is_some() {
+                continue; // drain, so the parser finishes
+            }
+            let encoded =
+                tokio::task::spawn_blocking(move || crate::lake::encode_parquet(&batch)).await;
+            match encoded {
+                Ok(Ok(bytes)) => match self.lake.put(&path, bytes).await {
+                    Ok(()) => outputs.push(path),
+                    Err(e) => write_error = Some(e),
+                },
+                Ok(Err(e)) => write_error = Some(e),
+                Err(e) => write_error = Some(e.into()),
+            }
+        }
+        let parsed = parser.await;
+        progress.finish_and_clear();
+        let result = match (parsed, write_error) {
+            (Ok(Ok(parsed)), None) => Ok(parsed),
+            (Ok(Err(reason)), _) => Err(Error::InputFile {
+                file: file.name.clone(),
+                reason,
+            }),
+            (Err(e), _) => Err(e.into()),
+            (_, Some(e)) => Err(e),
+        };
+        match result {
+            Ok((counts, new_keys)) => Ok((
+                counts,
+                outputs.iter().map(|p| self.lake.relative(p)).collect(),
+                new_keys,
+            )),
+            Err(e) => {
+                for path in &outputs {
+                    self.lake.delete(path).await?;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The blocking half of landing a file: records in, batches out.
+struct FileParse {
+    records: Box<dyn Records>,
+    validator: Validator,
+    dataset: Dataset,
+    source: String,
+    prefix: String,
+    ingested_at: i64,
+    lake: Lake,
+    known: Arc<KeySet>,
+    progress: ProgressBar,
+}
+
+type Sink = tokio::sync::mpsc::Sender<(object_store::path::Path, RecordBatch)>;
+
+impl FileParse {
+    /// Returns the counts and the keys this file added, or why the file as a whole failed.
+    fn run(mut self, sink: Sink) -> std::result::Result<(Counts, KeySet), String> {
+        let dataset = self.dataset;
+        let mut raw = PartitionBuffer::new(dataset.raw_schema());
+        let mut quarantine = PartitionBuffer::new(dataset.quarantine_schema());
+        let mut hasher = KeyHasher::new(dataset);
+        let mut new_keys = KeySet::default();
+        let mut counts = Counts::default();
+        let mut sequence = 0usize;
+        let ingest_date = self.validator.local_date(self.ingested_at);
+        let partition = dataset.partition_column();
+        let source = Value::Text(self.source.clone().into());
+        let ingested_at = Value::Timestamp(self.ingested_at);
+        let started = Instant::now();
+        let width = dataset.columns().len();
+        while self.records.advance()? {
+            counts.rows_read += 1;
+            let line = Value::Int(self.records.line() as i64);
+            let records = &*self.records;
+            let verdict = match records.problem() {
+                Some(problem) => Err(problem),
+                None => self.validator.validate(|i| records.cell(i)),
+            };
+            match verdict {
+                Ok(values) => {
+                    let key = hasher.key(&values);
+                    if self.known.contains(&key) || !new_keys.insert(key) {
+                        counts.duplicates += 1;
+                    } else {
+                        let dt = match partition.map(|p| &values[p]) {
+                            Some(Value::Timestamp(t)) => self.validator.local_date(*t),
+                            _ => ingest_date,
+                        };
+                        raw.push(dt, values.iter().chain([&source, &line, &ingested_at]));
+                        counts.landed += 1;
+                    }
+                }
+                Err(reason) => {
+                    let texts: Vec<Value> = (0..width)
+                        .map(|i| {
+                            records
+                                .cell(i)
+                                .to_text()
+                                .map_or(Value::Null, |t| Value::Text(t.into()))
+                        })
+                        .collect();
+                    let extra = [
+                        Value::Text(reason.into()),
+                        source.clone(),
+                        line.clone(),
+                        Value::Text(records.raw_json().into()),
+                        ingested_at.clone(),
+                    ];
+                    quarantine.push(ingest_date, texts.iter().chain(extra.iter()));
+                    counts.quarantined += 1;
+                }
+            }
+            if raw.rows() >= MAX_BUFFERED_ROWS {
+                self.flush(&mut raw, "raw", &mut sequence, &sink)?;
+            }
+            if quarantine.rows() >= MAX_BUFFERED_ROWS {
+                self.flush(&mut quarantine, "quarantine", &mut sequence, &sink)?;
+            }
+            if counts.rows_read % 16384 == 0 {
+                self.progress.set_position(self.records.position());
+                let rate = counts.rows_read as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                self.progress
+                    .set_message(format!("{} rows, {:.0} rows/s", counts.rows_read, rate));
+            }
+        }
+        self.flush(&mut raw, "raw", &mut sequence, &sink)?;
+        self.flush(&mut quarantine, "quarantine", &mut sequence, &sink)?;
+        Ok((counts, new_keys))
+    }
+
+    fn flush(
+        &self,
+        buffer: &mut PartitionBuffer,
+        area: &str,
+        sequence: &mut usize,
+        sink: &Sink,
+    ) -> std::result::Result<(), String> {
+        for (dt, batch) in buffer.drain().map_err(|e| e.to_string())? {
+            *sequence += 1;
+            let path = self.lake.path(&[
+                area,
+                self.dataset.name(),
+                &format!("dt={}", dt.format("%Y-%m-%d")),
+                &format!("{}-{:05}.parquet", self.prefix, sequence),
+            ]);
+            sink.blocking_send((path, batch))
+                .map_err(|_| "the writer stopped".to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn progress_bar(name: &str, bytes: Option<u64>) -> ProgressBar {
+    let bar = match bytes {
+        Some(total) => ProgressBar::new(total).with_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ({eta})")
+                .expect("static template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {prefix} {msg}").expect("static template"),
+        ),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar.with_prefix(name.to_string())
+}
+
+/// Removes `<name>#<digits>` staging files below `dir`; returns how many.
+fn remove_staging_files(dir: &std::path::Path) -> Result<usize> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            removed += remove_staging_files(&path)?;
+        } else if let Some((_, suffix)) = entry.file_name().to_string_lossy().rsplit_once('#') {
+            if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,407 @@
+//! One record's canonical cells -> typed values, or the reason it goes to quarantine.
+//!
+//! Timestamps: ISO 8601; with an offset it is respected, without one it is local time in the
+//! configured timezone. A local time that a DST change skips (02:30 on the spring-forward night)
+//! is read with the offset before the change; one that occurs twice takes the earlier instant.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use chrono::{Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone};
+use chrono_tz::Tz;
+
+use super::reader::Cell;
+use crate::config::Config;
+use crate::lake::schema::{ColumnType, DECIMAL_PRECISION, DECIMAL_SCALE, Dataset, Domain};
+
+/// A validated value, ready for an Arrow builder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Text(Cow<'a, str>),
+    /// UTC microseconds since the epoch.
+    Timestamp(i64),
+    /// Scaled by `DECIMAL_SCALE`.
+    Decimal(i128),
+    Int(i64),
+}
+
+pub struct Validator {
+    dataset: Dataset,
+    tz: Tz,
+    formats: Vec<String>,
+    stages: HashSet<String>,
+    stage_list: String,
+    /// Per canonical column, source value -> canonical value.
+    values: Vec<Option<std::collections::BTreeMap<String, String>>>,
+    recorded_at: Option<(usize, usize)>,
+}
+
+impl Validator {
+    pub fn new(config: &Config, dataset: Dataset) -> Validator {
+        let spec = config
+            .datasets
+            .get(dataset.name())
+            .cloned()
+            .unwrap_or_default();
+        let recorded_at = match dataset {
+            Dataset::Actions => dataset
+                .column_index("recorded_at")
+                .zip(dataset.column_index("occurred_at")),
+            _ => None,
+        };
+        let values = dataset
+            .columns()
+            .iter()
+            .map(|c| spec.values.get(c.name).cloned())
+            .collect();
+        Validator {
+            values,
+            dataset,
+            tz: config.timezone,
+            formats: spec.timestamp_formats,
+            stages: config.stages.iter().map(|s| s.name.clone()).collect(),
+            stage_list: config
+                .stages
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            recorded_at,
+        }
+    }
+
+    pub fn timezone(&self) -> Tz {
+        self.tz
+    }
+
+    /// Validates the record whose canonical cell `i` is `cell(i)`.
+    pub fn validate<'a>(&self, cell: impl Fn(usize) -> Cell<'a>) -> Result<Vec<Value<'a>>, String> {
+        let columns = self.dataset.columns();
+        let mut values = Vec::with_capacity(columns.len());
+        for (i, column) in columns.iter().enumerate() {
+            let name = column.name;
+            let text = match cell(i) {
+                Cell::Error(e) => return Err(format!("{name}: {e}")),
+                Cell::DateTime(naive) if column.ty == ColumnType::Timestamp => {
+                    values.push(Value::Timestamp(local_to_utc(naive, self.tz)));
+                    continue;
+                }
+                Cell::DateTime(naive) => Cow::Owned(naive.format("%Y-%m-%dT%H:%M:%S").to_string()),
+                Cell::Null => Cow::Borrowed(""),
+                Cell::Text(text) => trim_cow(text),
+            };
+            let text = match self.values[i]
+                .as_ref()
+                .and_then(|map| map.get(text.as_ref()))
+            {
+                Some(mapped) => Cow::Owned(mapped.clone()),
+                None => text,
+            };
+            if text.is_empty() {
+                if column.required {
+                    return Err(format!("{name}: required value is missing"));
+                }
+                values.push(Value::Null);
+                continue;
+            }
+            let value = match column.ty {
+                ColumnType::Timestamp => match parse_timestamp(&text, self.tz, &self.formats) {
+                    Some(micros) => Value::Timestamp(micros),
+                    None => {
+                        return Err(format!(
+                            "{name}: `{text}` is not a timestamp (ISO 8601 or datasets.{}.timestamp_formats)",
+                            self.dataset.name()
+                        ));
+                    }
+                },
+                ColumnType::Decimal => match parse_decimal(&text) {
+                    Some(scaled) => Value::Decimal(scaled),
+                    None => {
+                        return Err(format!(
+                            "{name}: `{text}` is not a decimal number of at most {} digits",
+                            DECIMAL_PRECISION
+                        ));
+                    }
+                },
+                ColumnType::Text => match column.domain {
+                    Domain::Any => Value::Text(text),
+                    Domain::Stage if self.stages.contains(text.as_ref()) => Value::Text(text),
+                    Domain::Stage => {
+                        return Err(format!(
+                            "{name}: unknown stage `{text}` (configured: {})",
+                            self.stage_list
+                        ));
+                    }
+                    Domain::JsonObject => match serde_json::from_str::<serde_json::Value>(&text) {
+                        Ok(serde_json::Value::Object(_)) => Value::Text(text),
+                        Ok(_) => {
+                            return Err(format!("{name}: must be a JSON object, got `{text}`"));
+                        }
+                        Err(e) => return Err(format!("{name}: malformed JSON ({e})")),
+                    },
+                    Domain::Status => match text.to_ascii_lowercase().as_str() {
+                        status @ ("open" | "won" | "lost") => {
+                            Value::Text(Cow::Owned(status.to_string()))
+                        }
+                        _ => return Err(format!("{name}: `{text}` is not one of open, won, lost")),
+                    },
+                },
+            };
+            values.push(value);
+        }
+        if let Some((recorded, occurred)) = self.recorded_at {
+            if values[recorded] == Value::Null {
+                values[recorded] = values[occurred].clone();
+            }
+        }
+        Ok(values)
+    }
+
+    /// The local date of a UTC instant: the row's `dt=` partition.
+    pub fn local_date(&self, micros: i64) -> NaiveDate {
+        let utc = chrono::DateTime::from_timestamp_micros(micros)
+            .unwrap_or_default()
+            .naive_utc();
+        let offset = self.tz.offset_from_utc_datetime(&utc).fix();
+        (utc + offset).date()
+    }
+}
+
+fn trim_cow(text: Cow<'_, str>) -> Cow<'_, str> {
+    match text {
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+        Cow::Owned(s) if s.trim().len() == s.len() => Cow::Owned(s),
+        Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+    }
+}
+
+/// Local wall-clock time in `tz` -> UTC microseconds (see the module doc for DST).
+pub fn local_to_utc(naive: NaiveDateTime, tz: Tz) -> i64 {
+    let offset: FixedOffset = match tz.offset_from_local_datetime(&naive) {
+        LocalResult::Single(offset) | LocalResult::Ambiguous(offset, _) => offset.fix(),
+        LocalResult::None => tz
+            .offset_from_local_datetime(&(naive - Duration::hours(3)))
+            .earliest()
+            .map_or_else(
+                || FixedOffset::east_opt(0).expect("zero offset"),
+                |o| o.fix(),
+            ),
+    };
+    (naive - offset).and_utc().timestamp_micros()
+}
+
+/// Parses ISO 8601 (fast path) or one of `formats`, returning UTC microseconds.
+pub fn parse_timestamp(text: &str, tz: Tz, formats: &[String]) -> Option<i64> {
+    if let Some((naive, offset)) = parse_iso(text.as_bytes()) {
+        return Some(match offset {
+            Some(seconds) => (naive - Duration::seconds(i64::from(seconds)))
+                .and_utc()
+                .timestamp_micros(),
+            None => local_to_utc(naive, tz),
+        });
+    }
+    for format in formats {
+        if let Ok(dt) = chrono::DateTime::parse_from_str(text, format) {
+            return Some(dt.timestamp_micros());
+        }
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(local_to_utc(naive, tz));
+        }
+        if let Ok(date) = NaiveDate::parse_from_str(text, format) {
+            return Some(local_to_utc(date.and_hms_opt(0, 0, 0)?, tz));
+        }
+    }
+    None
+}
+
+/// `YYYY-MM-DD[( |T)HH:MM[:SS[.fraction]]][Z|±HH[:MM]]` -> the wall-clock time and its offset
+/// in seconds, if one was given.
+fn parse_iso(s: &[u8]) -> Option<(NaiveDateTime, Option<i32>)> {
+    fn num(s: &[u8], range: std::ops::Range<usize>) -> Option<u32> {
+        let digits = s.get(range)?;
+        digits.iter().try_fold(0u32, |acc, &b| {
+            b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+        })
+    }
+    if s.len() < 10 || s[4] != b'-' || s[7] != b'-' {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(num(s, 0..4)? as i32, num(s, 5..7)?, num(s, 8..10)?)?;
+    if s.len() == 10 {
+        return Some((date.and_hms_opt(0, 0, 0)?, None));
+    }
+    if !matches!(s[10], b'T' | b't' | b' ') || s.len() < 16 || s[13] != b':' {
+        return None;
+    }
+    let (hour, minute) = (num(s, 11..13)?, num(s, 14..16)?);
+    let mut at = 16;
+    let mut second = 0;
+    let mut nanos = 0;
+    if s.get(at) == Some(&b':') {
+        second = num(s, at + 1..at + 3)?;
+        at += 3;
+        if matches!(s.get(at), Some(b'.' | b',')) {
+            let start = at + 1;
+            let mut end = start;
+            while end < s.len() && s[end].is_ascii_digit() {
+                end += 1;
+            }
+            if end == start || end - start > 9 {
+                return None;
+            }
+            nanos = num(s, start..end)? * 10u32.pow(9 - (end - start) as u32);
+            at = end;
+        }
+    }
+    let time = date.and_hms_nano_opt(hour, minute, second, nanos)?;
+    let offset = match s.get(at..)? {
+        [] => None,
+        [b'Z' | b'z'] => Some(0),
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let (h, m) = match rest.len() {
+                2 => (num(rest, 0..2)?, 0),
+                4 => (num(rest, 0..2)?, num(rest, 2..4)?),
+                5 if rest[2] == b':' => (num(rest, 0..2)?, num(rest, 3..5)?),
+                _ => return None,
+            };
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let seconds = (h * 3600 + m * 60) as i32;
+            Some(if *sign == b'-' { -seconds } else { seconds })
+        }
+        _ => return None,
+    };
+    Some((time, offset))
+}
+
+/// A plain decimal (`-1234.5`) -> the value scaled by `DECIMAL_SCALE`, rounded half away from zero.
+pub fn parse_decimal(text: &str) -> Option<i128> {
+    let (negative, digits) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+        || whole.trim_start_matches('0').len()
+            > usize::from(DECIMAL_PRECISION) - DECIMAL_SCALE as usize
+    {
+        return None;
+    }
+    let scale = DECIMAL_SCALE as usize;
+    let mut scaled: i128 = 0;
+    for b in whole
+        .bytes()
+        .chain(fraction.bytes().chain(std::iter::repeat(b'0')).take(scale))
+    {
+        scaled = scaled * 10 + i128::from(b - b'0');
+    }
+    if fraction.as_bytes().get(scale).is_some_and(|b| *b >= b'5') {
+        scaled += 1;
+    }
+    Some(if negative { -scaled } else { scaled })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_micros()
+    }
+
+    #[test]
+    fn iso_timestamps_with_and_without_offsets() {
+        let berlin = chrono_tz::Europe::Berlin;
+        let shanghai = chrono_tz::Asia::Shanghai;
+        assert_eq!(
+            parse_timestamp("2026-03-01T10:00:00Z", berlin, &[]),
+            Some(utc("2026-03-01T10:00:00Z"))
+        );
+        assert_eq!(
+            parse_timestamp("2026-03-01 10:00:00+08:00", berlin, &[]),
+            Some(utc("2026-03-01T02:00:00Z"))
+        );
+        assert_eq!(
+            parse_timestamp("2026-03-01T10:00:00.250-0130", berlin, &[]),
+            Some(utc("2026-03-01T11:30:00.250Z"))
+        );
+        assert_eq!(
+            parse_timestamp("2026-03-01 10:00", shanghai, &[]),
+            Some(utc("2026-03-01T02:00:00Z"))
+        );
+        assert_eq!(
+            parse_timestamp("2026-03-01", shanghai, &[]),
+            Some(utc("2026-02-28T16:00:00Z"))
+        );
+        for bad in [
+            "2026-02-30",
+            "2026-03-01T25:00",
+            "yesterday",
+            "2026-03-01T10:00:00+2",
+            "2026-03-01T10:00:00 UTC",
+        ] {
+            assert_eq!(parse_timestamp(bad, shanghai, &[]), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn configured_formats_are_tried_after_iso() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let formats = vec!["%m/%d/%Y %H:%M".to_string(), "%m/%d/%Y".to_string()];
+        assert_eq!(
+            parse_timestamp("03/01/2026 10:00", tz, &formats),
+            Some(utc("2026-03-01T02:00:00Z"))
+        );
+        assert_eq!(
+            parse_timestamp("03/01/2026", tz, &formats),
+            Some(utc("2026-02-28T16:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn dst_gaps_and_overlaps_in_berlin() {
+        let berlin = chrono_tz::Europe::Berlin;
+        // 2026-03-29 02:30 does not exist: read with the winter offset (+01:00).
+        assert_eq!(
+            parse_timestamp("2026-03-29T02:30:00", berlin, &[]),
+            Some(utc("2026-03-29T01:30:00Z"))
+        );
+        // 2026-10-25 02:30 happens twice: the earlier one (+02:00).
+        assert_eq!(
+            parse_timestamp("2026-10-25T02:30:00", berlin, &[]),
+            Some(utc("2026-10-25T00:30:00Z"))
+        );
+        assert_eq!(
+            parse_timestamp("2026-07-01T12:00:00", berlin, &[]),
+            Some(utc("2026-07-01T10:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn decimals_scale_and_round() {
+        assert_eq!(parse_decimal("1234.5"), Some(123450));
+        assert_eq!(parse_decimal("-0.005"), Some(-1));
+        assert_eq!(parse_decimal("12"), Some(1200));
+        assert_eq!(parse_decimal(".25"), Some(25));
+        for bad in [
+            "",
+            "-",
+            "1,234.00",
+            "1e5",
+            "12.3.4",
+            "abc",
+            "1234567890123456789",
+        ] {
+            assert_eq!(parse_decimal(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The lake: a root on an object store (a local folder or `s3://bucket/prefix`), its layout
+//! (contract section 5), atomic Parquet writes, and the small JSON state objects flowhealth keeps
+//! beside the data under `_flowhealth/` (which Hive-style readers skip).
+//!
+//! Atomicity: every object is written with one `put`. On S3 a PUT is atomic; the local store
+//! writes a staging file `<name>#<n>` and renames it into place. Either way a reader sees the whole
+//! file or nothing, and `*.parquet` globs never match a staging file.
+
+pub mod lock;
+pub mod schema;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+use crate::config::{Config, StoreConfig};
+use crate::error::{Error, Result};
+
+/// A folder of objects on some store: the lake, or an object-store inbox.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    /// The same store when it is the local file system, to map objects to files.
+    local: Option<Arc<LocalFileSystem>>,
+    /// The lake's root inside `store`.
+    root: Path,
+    /// The store's own URL (`file:///` or `s3://bucket/`), as DataFusion registers it.
+    store_url: Url,
+    /// What users see in messages.
+    display: String,
+}
+
+impl Lake {
+    /// Opens the lake of `config`, creating a local root folder if needed.
+    pub fn open(config: &Config) -> Result<Lake> {
+        Lake::open_store(config, &config.lake)
+    }
+
+    /// Opens any configured store location (the lake or an object-store inbox).
+    pub fn open_store(config: &Config, store: &StoreConfig) -> Result<Lake> {
+        let url = store.url.trim();
+        match url.split_once("://") {
+            Some(("s3", rest)) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let s3 = store.s3.clone().unwrap_or_default();
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(region) = &s3.region {
+                    builder = builder.with_region(region);
+                }
+                if let Some(key) = &s3.access_key_id {
+                    builder = builder.with_access_key_id(key);
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    builder = builder.with_secret_access_key(secret.expose());
+                }
+                if s3.allow_http {
+                    builder = builder.with_allow_http(true);
+                }
+                let store = builder.build()?;
+                Ok(Lake {
+                    store: Arc::new(store),
+                    local: None,
+                    root: Path::from(prefix),
+                    store_url: Url::parse(&format!("s3://{bucket}/"))
+                        .map_err(|e| Error::Usage(format!("{url}: {e}")))?,
+                    display: url.trim_end_matches('/').to_string(),
+                })
+            }
+            _ => {
+                let local = match url.strip_prefix("file://") {
+                    Some(path) => std::path::PathBuf::from(path),
+                    None => config.resolve_local(url),
+                };
+                std::fs::create_dir_all(&local).map_err(|e| Error::io(&local, e))?;
+                let local = local.canonicalize().map_err(|e| Error::io(&local, e))?;
+                let store = Arc::new(LocalFileSystem::new());
+                Ok(Lake {
+                    store: store.clone(),
+                    local: Some(store),
+                    root: Path::from_absolute_path(&local)
+                        .map_err(|e| Error::Lake(format!("{}: {e}", local.display())))?,
+                    store_url: Url::parse("file:///").expect("static URL"),
+                    display: local.display().to_string(),
+                })
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn store_url(&self) -> &Url {
+        &self.store_url
+    }
+
+    /// The lake's location, for messages.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The local file behind `location`, when the store is the local file system.
+    pub fn local_path(&self, location: &Path) -> Option<std::path::PathBuf> {
+        self.local
+            .as_ref()
+            .and_then(|fs| fs.path_to_filesystem(location).ok())
+    }
+
+    /// The local folder of the lake, when it is one.
+    pub fn local_root(&self) -> Option<std::path::PathBuf> {
+        self.local_path(&self.root)
+    }
+
+    /// `root/part/part/...`. Each part is one path segment: `/` and `..` inside a part are
+    /// percent-encoded by `object_store`, so no value can name a place outside the root.
+    pub fn path(&self, parts: &[&str]) -> Path {
+        parts
+            .iter()
+            .fold(self.root.clone(), |path, part| path.join(*part))
+    }
+
+    /// The path of `full` relative to the root, for messages and ledgers.
+    pub fn relative(&self, full: &Path) -> String {
+        match full.prefix_match(&self.root) {
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+            None => full.to_string(),
+        }
+    }
+
+    /// The URL of a folder in the lake, as DataFusion's listing tables want it.
+    pub fn url_of(&self, parts: &[&str]) -> String {
+        format!("{}{}/", self.store_url, self.path(parts))
+    }
+
+    /// Writes `bytes` at `path` in one atomic put.
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.store.put(path, PutPayload::from(bytes)).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, path: &Path) -> Result<Option<Bytes>> {
+        match self.store.get(path).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every object under `root/parts...`, sorted by path.
+    pub async fn list(&self, parts: &[&str]) -> Result<Vec<ObjectMeta>> {
+        let prefix = self.path(parts);
+        let mut objects: Vec<ObjectMeta> = self.store.list(Some(&prefix)).try_collect().await?;
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects)
+    }
+
+    /// Writes `batch` as one Parquet file at `path`, atomically.
+    pub async fn write_parquet(&self, path: &Path, batch: &RecordBatch) -> Result<()> {
+        self.put(path, encode_parquet(batch)?).await
+    }
+
+    /// Stores a JSON state object.
+    pub async fn put_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        self.put(path, Bytes::from(serde_json::to_vec_pretty(value)?))
+            .await
+    }
+}
+
+/// Encodes a batch as a Parquet file in memory. Snappy, as most BI tools' own writers use, so
+/// every reader opens it.
+pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4);
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(Bytes::from(buffer))
+}

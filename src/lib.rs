@@ -1,0 +1,25 @@
+//! flowhealth: sales process-flow health, from action logs to a Parquet lake to SQL metrics.
+//!
+//! # Layout
+//!
+//! Data flows top to bottom:
+//!
+//! - [`config`]: `config.yaml` -> a typed [`config::Config`]: `${VAR}` interpolation, per-section
+//!   parsing with unknown keys rejected, and semantic validation that reports every problem.
+//! - [`lake`]: the lake on `object_store` (local folder or S3): the canonical dataset schemas
+//!   ([`lake::schema`]), the partition layout, atomic Parquet writes and the lock that keeps two
+//!   runs apart.
+//! - [`ingest`]: inbox files (CSV in UTF-8 or GBK, NDJSON, XLSX) -> validated Arrow batches ->
+//!   `raw/` and `quarantine/`, with a ledger that makes runs idempotent and crash-safe.
+//! - [`demo`]: a generated organisation with the article's process problems planted in it,
+//!   written to the inbox as real export files.
+//! - [`cli`]: the commands; `main.rs` only parses arguments and calls [`cli::run`].
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod ingest;
+pub mod lake;
+
+pub use error::{Error, Result};

@@ -1,0 +1,132 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flowhealth::config::Config;
+use flowhealth::ingest::IngestReport;
+
+/// Stages used by most tests (the shipped ones).
+pub const STAGES: &str = "stages:
+  - { name: lead }
+  - { name: qualified, entry: true }
+  - { name: demo }
+  - { name: proposal, silent_timeout_h: 72 }
+  - { name: negotiation }
+  - { name: contract_approval }
+  - { name: won, terminal: true }
+  - { name: lost, terminal: true, from_any: true }
+";
+
+pub const ACTION_HEADER: &str = "action_id,occurred_at,recorded_at,owner_id,team,opportunity_id,customer_id,store_id,action_type,evidence,note,attrs";
+
+/// A temporary folder with a config.yaml, an inbox and a lake.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// A workspace whose config is the test stages plus `extra` YAML (e.g. a `datasets:` section).
+    pub fn new(extra: &str) -> Workspace {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = format!(
+            "timezone: Asia/Shanghai\nlake: {{ url: ./lake }}\ninbox: {{ url: ./inbox }}\n{STAGES}{extra}"
+        );
+        std::fs::write(dir.path().join("config.yaml"), text).expect("write config");
+        Workspace { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn lake(&self) -> PathBuf {
+        self.path().join("lake")
+    }
+
+    /// Writes `bytes` to `inbox/<relative>`.
+    pub fn inbox(&self, relative: &str, bytes: impl AsRef<[u8]>) {
+        let path = self.path().join("inbox").join(relative);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write inbox file");
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(Some(&self.path().join("config.yaml"))).expect("valid test config")
+    }
+
+    pub async fn ingest(&self) -> IngestReport {
+        flowhealth::ingest::ingest(&self.config(), &[])
+            .await
+            .expect("ingest runs")
+    }
+
+    /// The flowhealth binary, run in this workspace.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flowhealth"));
+        command
+            .current_dir(self.path())
+            .env_remove("FLOWHEALTH_CONFIG")
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    /// Runs a DuckDB query with `{lake}` replaced by the lake folder.
+    pub fn duckdb(&self, sql: &str) -> Vec<Vec<serde_json::Value>> {
+        duckdb(&sql.replace("{lake}", &self.lake().display().to_string()))
+    }
+
+    /// Every file below the lake, relative to it, sorted.
+    pub fn lake_files(&self) -> Vec<String> {
+        let mut files = Vec::new();
+        walk(&self.lake(), &self.lake(), &mut files);
+        files.sort();
+        files
+    }
+}
+
+fn walk(root: &Path, dir: &Path, files: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(root, &path, files);
+        } else {
+            files.push(
+                path.strip_prefix(root)
+                    .expect("below root")
+                    .display()
+                    .to_string(),
+            );
+        }
+    }
+}
+
+const DUCKDB: &str = "import duckdb, json, sys
+con = duckdb.connect()
+con.execute(\"SET TimeZone='UTC'\")
+print(json.dumps(con.execute(sys.argv[1]).fetchall(), default=str))";
+
+/// Runs `sql` in DuckDB (Python package) and returns the rows as JSON values.
+pub fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
+    let output = Command::new("python3")
+        .args(["-c", DUCKDB, sql])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "duckdb failed on {sql}:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("duckdb printed JSON")
+}
+
+/// `read_parquet` over a lake folder, as BI tools read it.
+pub fn scan(area: &str) -> String {
+    format!("read_parquet('{{lake}}/{area}/**/*.parquet', hive_partitioning=1)")
+}
+
+pub fn count(workspace: &Workspace, area: &str) -> i64 {
+    workspace.duckdb(&format!("select count(*) from {}", scan(area)))[0][0]
+        .as_i64()
+        .expect("a count")
+}

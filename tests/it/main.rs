@@ -1,0 +1,9 @@
+//! Integration tests: one binary, one module per area. They run the real binary or library
+//! against real files, read the lake back with DuckDB (an independent reader, through its Python
+//! package) and use a real S3-compatible server on loopback (moto).
+
+mod common;
+mod config;
+mod demo;
+mod ingest;
+mod s3;

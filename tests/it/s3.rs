@@ -1,0 +1,147 @@
+//! The lake and the inbox on S3, against a real S3-compatible server on loopback: moto in server
+//! mode (installed by scripts/test).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowhealth::config::Config;
+use flowhealth::ingest::FileStatus;
+use flowhealth::lake::Lake;
+
+use crate::common::{ACTION_HEADER, STAGES};
+
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto() -> Moto {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto server starts (pip install 'moto[server]')");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let create = Command::new("python3")
+        .args([
+            "-c",
+            "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+             aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket='flowhealth')",
+            &endpoint,
+        ])
+        .status()
+        .unwrap();
+    assert!(create.success(), "bucket created");
+    Moto { child, endpoint }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_and_inbox_on_s3() {
+    let moto = start_moto();
+    let s3 = format!(
+        "s3: {{ endpoint: \"{}\", region: us-east-1, access_key_id: test, secret_access_key: test, allow_http: true }}",
+        moto.endpoint
+    );
+    let text = format!(
+        "timezone: Europe/Berlin\nlake: {{ url: s3://flowhealth/lake, {s3} }}\ninbox: {{ url: s3://flowhealth/inbox, {s3} }}\n{STAGES}"
+    );
+    let config = Config::parse(&text, "s3.yaml", ".".into(), |_| None).unwrap();
+    let inbox = Lake::open_store(&config, &config.inbox).unwrap();
+    let mut csv = format!("{ACTION_HEADER}\n");
+    for i in 0..500 {
+        csv += &format!(
+            "s{i},2026-03-{:02} 10:00,,R1,east,,,../../etc,call,,,\n",
+            1 + i % 28
+        );
+    }
+    csv += "broken,not-a-time,,R1,,,,,call,,,\n";
+    inbox
+        .put(&inbox.path(&["actions", "export.csv"]), csv.into())
+        .await
+        .unwrap();
+    inbox.put(&inbox.path(&["actions", "again.ndjson"]), "{\"action_id\":\"s1\",\"occurred_at\":\"2026-03-02T10:00:00Z\",\"owner_id\":\"R1\",\"action_type\":\"call\"}\n".into()).await.unwrap();
+
+    let report = flowhealth::ingest::ingest(&config, &[]).await.unwrap();
+    let t = report.totals();
+    assert_eq!(
+        (t.rows_read, t.landed, t.quarantined, t.duplicates),
+        (502, 500, 1, 1),
+        "{report}"
+    );
+
+    // Read back what is on the server: every data file under lake/raw/actions/dt=.../
+    let lake = Lake::open(&config).unwrap();
+    let objects = lake.list(&["raw", "actions"]).await.unwrap();
+    assert!(!objects.is_empty());
+    let mut rows = 0;
+    for object in &objects {
+        let key = object.location.as_ref();
+        assert!(
+            key.starts_with("lake/raw/actions/dt=2026-03-") && key.ends_with(".parquet"),
+            "{key}"
+        );
+        let bytes = lake.get(&object.location).await.unwrap().unwrap();
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                bytes,
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+        rows += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+    }
+    assert_eq!(rows, 500);
+    assert_eq!(
+        lake.list(&["quarantine", "actions"]).await.unwrap().len(),
+        1
+    );
+    assert!(
+        lake.list(&["_flowhealth", "locks"])
+            .await
+            .unwrap()
+            .is_empty(),
+        "the lock is released"
+    );
+
+    let again = flowhealth::ingest::ingest(&config, &[]).await.unwrap();
+    assert!(
+        again
+            .files
+            .iter()
+            .all(|f| f.status == FileStatus::AlreadyIngested),
+        "{again}"
+    );
+    assert_eq!(
+        lake.list(&["raw", "actions"]).await.unwrap().len(),
+        objects.len()
+    );
+}

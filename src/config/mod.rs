@@ -95,7 +95,7 @@ impl DatasetsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     /// Canonical column -> source column header. A canonical column without an entry is looked
@@ -119,6 +119,19 @@ pub struct DatasetConfig {
     /// XLSX sheet to read; the first sheet when absent.
     #[serde(default)]
     pub sheet: Option<String>,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        DatasetConfig {
+            columns: BTreeMap::new(),
+            values: BTreeMap::new(),
+            timestamp_formats: Vec::new(),
+            encoding: Encoding::default(),
+            delimiter: default_delimiter(),
+            sheet: None,
+        }
+    }
 }
 
 const fn default_delimiter() -> char {
@@ -584,10 +597,10 @@ impl Sections<'_> {
                 Ok(v) => Some(v),
                 Err(e) => {
                     let path = e.path().to_string();
-                    let at = if path == "." {
-                        key.to_string()
-                    } else {
-                        format!("{key}.{path}")
+                    let at = match path.as_str() {
+                        "." => key.to_string(),
+                        index if index.starts_with('[') => format!("{key}{index}"),
+                        field => format!("{key}.{field}"),
                     };
                     self.problems.push(format!("{at}: {}", e.into_inner()));
                     None
@@ -625,7 +638,7 @@ mod tests {
             problems[0]
         );
         assert!(
-            problems[1].starts_with("test.yaml: lake: unknown field `bucket`"),
+            problems[1].starts_with("test.yaml: lake.bucket: unknown field `bucket`"),
             "{}",
             problems[1]
         );

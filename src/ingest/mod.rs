@@ -217,22 +217,11 @@ impl<'c> Ingest<'c> {
     async fn run(&self, datasets: &[Dataset]) -> Result<IngestReport> {
         let mut report = IngestReport::default();
         for &dataset in datasets {
-            let ledger = self.load_ledger(dataset).await?;
+            let mut ledger = self.load_ledger(dataset).await?;
             report.recovered += self.remove_uncommitted(dataset, &ledger).await?;
-            let mut by_source: BTreeMap<&str, &LedgerEntry> = BTreeMap::new();
-            for entry in ledger.values() {
-                if by_source
-                    .get(entry.source.as_str())
-                    .is_none_or(|e| e.ingested_at <= entry.ingested_at)
-                {
-                    by_source.insert(&entry.source, entry);
-                }
-            }
             let mut keys: Option<KeySet> = None;
             for file in source::list(&self.inbox, dataset).await? {
-                let outcome = self
-                    .ingest_file(&file, &ledger, &by_source, &mut keys)
-                    .await;
+                let outcome = self.ingest_file(&file, &mut ledger, &mut keys).await;
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
                     Err(e) => FileOutcome {
@@ -323,8 +312,7 @@ impl<'c> Ingest<'c> {
     async fn ingest_file(
         &self,
         file: &InboxFile,
-        ledger: &BTreeMap<String, LedgerEntry>,
-        by_source: &BTreeMap<&str, &LedgerEntry>,
+        ledger: &mut BTreeMap<String, LedgerEntry>,
         keys: &mut Option<KeySet>,
     ) -> Result<FileOutcome> {
         let dataset = file.dataset;
@@ -353,11 +341,15 @@ impl<'c> Ingest<'c> {
         if prepared.size == 0 {
             return Err(rejected("the file is empty: expected a header row".into()));
         }
-        let changed = by_source.get(file.name.as_str()).map(|previous| {
+        let previous = ledger
+            .values()
+            .filter(|e| e.source == file.name)
+            .max_by_key(|e| e.ingested_at);
+        let changed = previous.map(|previous| {
             format!(
                 "changed since it was ingested at {} (content hash {} -> {}); rows already landed counted as duplicates",
                 previous.ingested_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                &previous.content_hash[..12],
+                previous.content_hash.get(..12).unwrap_or(&previous.content_hash),
                 &prepared.content_hash[..12]
             )
         });
@@ -382,6 +374,7 @@ impl<'c> Ingest<'c> {
         entry_parts.push(&entry_name);
         let entry_path = self.lake.path(&entry_parts);
         self.lake.put_json(&entry_path, &entry).await?;
+        ledger.insert(entry.content_hash.clone(), entry);
         keys.as_mut().expect("restored above").extend(new_keys);
         let status = if changed.is_some() {
             FileStatus::Changed

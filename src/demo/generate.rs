@@ -322,7 +322,7 @@ fn stay_actions(
         if first && action_type == "demo" {
             // The article's rule: customer feedback within 48 h of the demo; some come late or never.
             let roll: f64 = rng.random();
-            if roll < 0.8 || roll >= 0.92 {
+            if !(0.8..0.92).contains(&roll) {
                 let hours = if roll < 0.8 {
                     rng.random_range(3..40)
                 } else {

@@ -10,6 +10,7 @@
 //!   ([`Dataset::key_columns`]) is already in the lake, or earlier in the same file, is counted as
 //!   a duplicate. A file that changed since it was ingested is reported as such.
 //! - One run at a time, enforced by a lock in the lake.
+//!
 //! For every file: landed + quarantined + duplicates = rows read.
 
 pub mod buffer;
@@ -638,11 +639,12 @@ fn remove_staging_files(dir: &std::path::Path) -> Result<usize> {
         let path = entry.path();
         if path.is_dir() {
             removed += remove_staging_files(&path)?;
-        } else if let Some((_, suffix)) = entry.file_name().to_string_lossy().rsplit_once('#') {
-            if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) {
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                removed += 1;
-            }
+        } else if let Some((_, suffix)) = entry.file_name().to_string_lossy().rsplit_once('#')
+            && !suffix.is_empty()
+            && suffix.bytes().all(|b| b.is_ascii_digit())
+        {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            removed += 1;
         }
     }
     Ok(removed)

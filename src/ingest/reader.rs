@@ -429,10 +429,10 @@ impl XlsxRecords {
                 match cells.next_cell() {
                     Ok(Some(cell)) => {
                         let (r, c) = cell.get_position();
-                        if row.as_ref().is_some_and(|(current, _)| *current != r) {
-                            if sender.send(Ok(row.take().expect("checked"))).is_err() {
-                                return;
-                            }
+                        if row.as_ref().is_some_and(|(current, _)| *current != r)
+                            && sender.send(Ok(row.take().expect("checked"))).is_err()
+                        {
+                            return;
                         }
                         let (_, values) = row.get_or_insert_with(|| (r, Vec::new()));
                         let c = c as usize;

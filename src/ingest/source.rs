@@ -114,12 +114,12 @@ fn scan(path: &std::path::Path) -> Result<(String, u64, bool, Option<u64>)> {
             break;
         }
         carry = 0;
-        if first_non_utf8.is_none() {
-            if let Err(e) = std::str::from_utf8(&buffer[..filled]) {
-                match e.error_len() {
-                    Some(_) => first_non_utf8 = Some(offset + e.valid_up_to() as u64),
-                    None => carry = filled - e.valid_up_to(),
-                }
+        if first_non_utf8.is_none()
+            && let Err(e) = std::str::from_utf8(&buffer[..filled])
+        {
+            match e.error_len() {
+                Some(_) => first_non_utf8 = Some(offset + e.valid_up_to() as u64),
+                None => carry = filled - e.valid_up_to(),
             }
         }
         buffer.copy_within(filled - carry..filled, 0);

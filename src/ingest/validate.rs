@@ -150,10 +150,10 @@ impl Validator {
             };
             values.push(value);
         }
-        if let Some((recorded, occurred)) = self.recorded_at {
-            if values[recorded] == Value::Null {
-                values[recorded] = values[occurred].clone();
-            }
+        if let Some((recorded, occurred)) = self.recorded_at
+            && values[recorded] == Value::Null
+        {
+            values[recorded] = values[occurred].clone();
         }
         Ok(values)
     }

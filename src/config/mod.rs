@@ -464,10 +464,15 @@ impl Config {
             root: &mut root,
             problems: &mut problems,
         };
-        let timezone = sections.take::<String>("timezone", || Some("Asia/Shanghai".into())).and_then(|name| {
-            name.parse::<Tz>()
-                .map_err(|_| problems_push(&mut sections, format!("timezone: `{name}` is not an IANA timezone (e.g. Asia/Shanghai, Europe/Berlin)")))
-                .ok()
+        let timezone = sections.take::<String>("timezone", || Some("Asia/Shanghai".into()));
+        let timezone = timezone.and_then(|name| match name.parse::<Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                sections.problems.push(format!(
+                    "timezone: `{name}` is not an IANA timezone (e.g. Asia/Shanghai, Europe/Berlin)"
+                ));
+                None
+            }
         });
         let lake = sections.take("lake", || {
             Some(StoreConfig {
@@ -566,10 +571,6 @@ impl Config {
             .find(|(_, s)| s.name == name)
             .map(|(i, s)| (i + 1, s))
     }
-}
-
-fn problems_push(sections: &mut Sections<'_>, problem: String) {
-    sections.problems.push(problem);
 }
 
 /// Takes top-level sections out of the YAML mapping one at a time, collecting problems.

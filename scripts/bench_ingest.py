@@ -64,7 +64,7 @@ def main():
         duck_s, duck_mb = measure([sys.executable, "-c",
                                    "import duckdb, sys; duckdb.sql(f\"COPY (SELECT * FROM read_csv('{sys.argv[1]}')) TO '{sys.argv[2]}' (FORMAT parquet)\")",
                                    csv_path, out])
-        landed = duckdb.sql(f"select count(*) from read_parquet('{work}/lake/raw/actions/**/*.parquet')").fetchone()[0]
+        landed = duckdb.sql(f"select count(*) from read_parquet('{work}/lake/raw/actions/**/*.parquet')").fetchall()[0][0]
         print(f"\ninput: {rows:,} rows, {size:,.0f} MiB CSV; flowhealth landed {landed:,}")
         print(f"{'':12} {'seconds':>8} {'rows/s':>12} {'peak MiB':>9}")
         print(f"{'flowhealth':12} {fh_s:8.2f} {rows / fh_s:12,.0f} {fh_mb:9.0f}")

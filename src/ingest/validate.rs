@@ -5,9 +5,12 @@
 //! is read with the offset before the change; one that occurs twice takes the earlier instant.
 
 use std::borrow::Cow;
+
 use std::collections::HashSet;
 
-use chrono::{Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone};
+use chrono::{
+    Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
+};
 use chrono_tz::Tz;
 
 use super::reader::Cell;
@@ -28,7 +31,7 @@ pub enum Value<'a> {
 
 pub struct Validator {
     dataset: Dataset,
-    tz: Tz,
+    zone: Zone,
     formats: Vec<String>,
     stages: HashSet<String>,
     stage_list: String,
@@ -58,7 +61,7 @@ impl Validator {
         Validator {
             values,
             dataset,
-            tz: config.timezone,
+            zone: Zone::new(config.timezone),
             formats: spec.timestamp_formats,
             stages: config.stages.iter().map(|s| s.name.clone()).collect(),
             stage_list: config
@@ -71,10 +74,6 @@ impl Validator {
         }
     }
 
-    pub fn timezone(&self) -> Tz {
-        self.tz
-    }
-
     /// Validates the record whose canonical cell `i` is `cell(i)`.
     pub fn validate<'a>(&self, cell: impl Fn(usize) -> Cell<'a>) -> Result<Vec<Value<'a>>, String> {
         let columns = self.dataset.columns();
@@ -84,7 +83,7 @@ impl Validator {
             let text = match cell(i) {
                 Cell::Error(e) => return Err(format!("{name}: {e}")),
                 Cell::DateTime(naive) if column.ty == ColumnType::Timestamp => {
-                    values.push(Value::Timestamp(local_to_utc(naive, self.tz)));
+                    values.push(Value::Timestamp(self.zone.local_to_utc(naive)));
                     continue;
                 }
                 Cell::DateTime(naive) => Cow::Owned(naive.format("%Y-%m-%dT%H:%M:%S").to_string()),
@@ -106,7 +105,7 @@ impl Validator {
                 continue;
             }
             let value = match column.ty {
-                ColumnType::Timestamp => match parse_timestamp(&text, self.tz, &self.formats) {
+                ColumnType::Timestamp => match parse_timestamp(&text, &self.zone, &self.formats) {
                     Some(micros) => Value::Timestamp(micros),
                     None => {
                         return Err(format!(
@@ -133,13 +132,17 @@ impl Validator {
                             self.stage_list
                         ));
                     }
-                    Domain::JsonObject => match serde_json::from_str::<serde_json::Value>(&text) {
-                        Ok(serde_json::Value::Object(_)) => Value::Text(text),
-                        Ok(_) => {
-                            return Err(format!("{name}: must be a JSON object, got `{text}`"));
+                    // A syntax check only: the text is kept as it came, so there is no need to
+                    // build the value.
+                    Domain::JsonObject if !text.starts_with('{') => {
+                        return Err(format!("{name}: must be a JSON object, got `{text}`"));
+                    }
+                    Domain::JsonObject => {
+                        match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+                            Ok(_) => Value::Text(text),
+                            Err(e) => return Err(format!("{name}: malformed JSON ({e})")),
                         }
-                        Err(e) => return Err(format!("{name}: malformed JSON ({e})")),
-                    },
+                    }
                     Domain::Status => match text.to_ascii_lowercase().as_str() {
                         status @ ("open" | "won" | "lost") => {
                             Value::Text(Cow::Owned(status.to_string()))
@@ -160,15 +163,111 @@ impl Validator {
 
     /// The local date of a UTC instant: the row's `dt=` partition.
     pub fn local_date(&self, micros: i64) -> NaiveDate {
+        self.zone.local_date(micros)
+    }
+}
+
+/// A timezone that remembers the UTC offsets of the last few hours it converted, in each
+/// direction. Rows of an export are mostly close in time (though `occurred_at` and `recorded_at`
+/// of one row may be hours apart, hence more than one entry), and a tz lookup costs far more than
+/// the check. An hour is remembered only when one offset holds from its first to its last second,
+/// so an hour with a DST change inside is always looked up.
+pub struct Zone {
+    tz: Tz,
+    /// Offsets of local wall-clock hours, for `local_to_utc`.
+    local_hours: HourCache,
+    /// Offsets of UTC hours, for `local_date`.
+    utc_hours: HourCache,
+}
+
+/// (hour since the epoch, UTC offset in seconds) pairs, replaced round-robin.
+#[derive(Default)]
+struct HourCache {
+    entries: [std::cell::Cell<(i64, i32)>; 4],
+    next: std::cell::Cell<usize>,
+}
+
+impl HourCache {
+    fn new() -> HourCache {
+        let cache = HourCache::default();
+        cache.entries.iter().for_each(|e| e.set((i64::MIN, 0)));
+        cache
+    }
+
+    fn get(&self, hour: i64) -> Option<i32> {
+        self.entries
+            .iter()
+            .map(std::cell::Cell::get)
+            .find(|(h, _)| *h == hour)
+            .map(|(_, offset)| offset)
+    }
+
+    fn put(&self, hour: i64, offset: i32) {
+        let slot = self.next.get();
+        self.entries[slot].set((hour, offset));
+        self.next.set((slot + 1) % self.entries.len());
+    }
+}
+
+impl Zone {
+    pub fn new(tz: Tz) -> Zone {
+        Zone {
+            tz,
+            local_hours: HourCache::new(),
+            utc_hours: HourCache::new(),
+        }
+    }
+
+    /// Local wall-clock time -> UTC microseconds (see the module doc for DST).
+    pub fn local_to_utc(&self, naive: NaiveDateTime) -> i64 {
+        let hour = naive.and_utc().timestamp().div_euclid(3600);
+        if let Some(offset) = self.local_hours.get(hour) {
+            return (naive - Duration::seconds(i64::from(offset)))
+                .and_utc()
+                .timestamp_micros();
+        }
+        let micros = local_to_utc(naive, self.tz);
+        let start = naive.date().and_time(NaiveTime::MIN) + Duration::hours(hour.rem_euclid(24));
+        let single = |t: NaiveDateTime| match self.tz.offset_from_local_datetime(&t) {
+            LocalResult::Single(o) => Some(o.fix().local_minus_utc()),
+            _ => None,
+        };
+        if let (Some(a), Some(b)) = (single(start), single(start + Duration::seconds(3599)))
+            && a == b
+        {
+            self.local_hours.put(hour, a);
+        }
+        micros
+    }
+
+    /// The local date of a UTC instant.
+    pub fn local_date(&self, micros: i64) -> NaiveDate {
         let utc = chrono::DateTime::from_timestamp_micros(micros)
             .unwrap_or_default()
             .naive_utc();
-        let offset = self.tz.offset_from_utc_datetime(&utc).fix();
-        (utc + offset).date()
+        let hour = utc.and_utc().timestamp().div_euclid(3600);
+        let offset = if let Some(offset) = self.utc_hours.get(hour) {
+            offset
+        } else {
+            let at =
+                |t: NaiveDateTime| self.tz.offset_from_utc_datetime(&t).fix().local_minus_utc();
+            let start = utc.date().and_time(NaiveTime::MIN) + Duration::hours(hour.rem_euclid(24));
+            let (a, b) = (at(start), at(start + Duration::seconds(3599)));
+            if a == b {
+                self.utc_hours.put(hour, a);
+            }
+            at(utc)
+        };
+        (utc + Duration::seconds(i64::from(offset))).date()
     }
 }
 
 fn trim_cow(text: Cow<'_, str>) -> Cow<'_, str> {
+    // Most values have no surrounding white space: check the end bytes before the Unicode trim.
+    let plain = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+    if plain(text.as_bytes().first()) && plain(text.as_bytes().last()) {
+        return text;
+    }
     match text {
         Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
         Cow::Owned(s) if s.trim().len() == s.len() => Cow::Owned(s),
@@ -192,13 +291,13 @@ pub fn local_to_utc(naive: NaiveDateTime, tz: Tz) -> i64 {
 }
 
 /// Parses ISO 8601 (fast path) or one of `formats`, returning UTC microseconds.
-pub fn parse_timestamp(text: &str, tz: Tz, formats: &[String]) -> Option<i64> {
+pub fn parse_timestamp(text: &str, zone: &Zone, formats: &[String]) -> Option<i64> {
     if let Some((naive, offset)) = parse_iso(text.as_bytes()) {
         return Some(match offset {
             Some(seconds) => (naive - Duration::seconds(i64::from(seconds)))
                 .and_utc()
                 .timestamp_micros(),
-            None => local_to_utc(naive, tz),
+            None => zone.local_to_utc(naive),
         });
     }
     for format in formats {
@@ -206,10 +305,10 @@ pub fn parse_timestamp(text: &str, tz: Tz, formats: &[String]) -> Option<i64> {
             return Some(dt.timestamp_micros());
         }
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
-            return Some(local_to_utc(naive, tz));
+            return Some(zone.local_to_utc(naive));
         }
         if let Ok(date) = NaiveDate::parse_from_str(text, format) {
-            return Some(local_to_utc(date.and_hms_opt(0, 0, 0)?, tz));
+            return Some(zone.local_to_utc(date.and_hms_opt(0, 0, 0)?));
         }
     }
     None
@@ -323,23 +422,23 @@ mod tests {
         let berlin = chrono_tz::Europe::Berlin;
         let shanghai = chrono_tz::Asia::Shanghai;
         assert_eq!(
-            parse_timestamp("2026-03-01T10:00:00Z", berlin, &[]),
+            parse_timestamp("2026-03-01T10:00:00Z", &Zone::new(berlin), &[]),
             Some(utc("2026-03-01T10:00:00Z"))
         );
         assert_eq!(
-            parse_timestamp("2026-03-01 10:00:00+08:00", berlin, &[]),
+            parse_timestamp("2026-03-01 10:00:00+08:00", &Zone::new(berlin), &[]),
             Some(utc("2026-03-01T02:00:00Z"))
         );
         assert_eq!(
-            parse_timestamp("2026-03-01T10:00:00.250-0130", berlin, &[]),
+            parse_timestamp("2026-03-01T10:00:00.250-0130", &Zone::new(berlin), &[]),
             Some(utc("2026-03-01T11:30:00.250Z"))
         );
         assert_eq!(
-            parse_timestamp("2026-03-01 10:00", shanghai, &[]),
+            parse_timestamp("2026-03-01 10:00", &Zone::new(shanghai), &[]),
             Some(utc("2026-03-01T02:00:00Z"))
         );
         assert_eq!(
-            parse_timestamp("2026-03-01", shanghai, &[]),
+            parse_timestamp("2026-03-01", &Zone::new(shanghai), &[]),
             Some(utc("2026-02-28T16:00:00Z"))
         );
         for bad in [
@@ -349,7 +448,11 @@ mod tests {
             "2026-03-01T10:00:00+2",
             "2026-03-01T10:00:00 UTC",
         ] {
-            assert_eq!(parse_timestamp(bad, shanghai, &[]), None, "{bad}");
+            assert_eq!(
+                parse_timestamp(bad, &Zone::new(shanghai), &[]),
+                None,
+                "{bad}"
+            );
         }
     }
 
@@ -358,11 +461,11 @@ mod tests {
         let tz = chrono_tz::Asia::Shanghai;
         let formats = vec!["%m/%d/%Y %H:%M".to_string(), "%m/%d/%Y".to_string()];
         assert_eq!(
-            parse_timestamp("03/01/2026 10:00", tz, &formats),
+            parse_timestamp("03/01/2026 10:00", &Zone::new(tz), &formats),
             Some(utc("2026-03-01T02:00:00Z"))
         );
         assert_eq!(
-            parse_timestamp("03/01/2026", tz, &formats),
+            parse_timestamp("03/01/2026", &Zone::new(tz), &formats),
             Some(utc("2026-02-28T16:00:00Z"))
         );
     }
@@ -372,18 +475,43 @@ mod tests {
         let berlin = chrono_tz::Europe::Berlin;
         // 2026-03-29 02:30 does not exist: read with the winter offset (+01:00).
         assert_eq!(
-            parse_timestamp("2026-03-29T02:30:00", berlin, &[]),
+            parse_timestamp("2026-03-29T02:30:00", &Zone::new(berlin), &[]),
             Some(utc("2026-03-29T01:30:00Z"))
         );
         // 2026-10-25 02:30 happens twice: the earlier one (+02:00).
         assert_eq!(
-            parse_timestamp("2026-10-25T02:30:00", berlin, &[]),
+            parse_timestamp("2026-10-25T02:30:00", &Zone::new(berlin), &[]),
             Some(utc("2026-10-25T00:30:00Z"))
         );
         assert_eq!(
-            parse_timestamp("2026-07-01T12:00:00", berlin, &[]),
+            parse_timestamp("2026-07-01T12:00:00", &Zone::new(berlin), &[]),
             Some(utc("2026-07-01T10:00:00Z"))
         );
+    }
+
+    #[test]
+    fn the_zone_cache_agrees_with_plain_lookups_minute_by_minute_across_dst() {
+        let berlin = chrono_tz::Europe::Berlin;
+        let zone = Zone::new(berlin);
+        for day in ["2026-03-28", "2026-03-29", "2026-10-25", "2026-10-26"] {
+            let start = NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                .unwrap()
+                .and_time(NaiveTime::MIN);
+            for minute in 0..(26 * 60) {
+                let local = start + Duration::minutes(minute);
+                assert_eq!(
+                    zone.local_to_utc(local),
+                    local_to_utc(local, berlin),
+                    "{local}"
+                );
+                let micros = (start + Duration::minutes(minute))
+                    .and_utc()
+                    .timestamp_micros();
+                let utc = start + Duration::minutes(minute);
+                let expected = (utc + berlin.offset_from_utc_datetime(&utc).fix()).date();
+                assert_eq!(zone.local_date(micros), expected, "{utc} UTC");
+            }
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -189,12 +190,28 @@ impl Lake {
     }
 }
 
+/// Columns whose values are (nearly) all different: a dictionary would be built and then thrown
+/// away, and building it costs more than the rest of the encoding.
+const UNIQUE_COLUMNS: [&str; 7] = [
+    "action_id",
+    "occurred_at",
+    "recorded_at",
+    "changed_at",
+    "evidence",
+    "source_line",
+    "raw_record",
+];
+
 /// Encodes a batch as a Parquet file in memory. Snappy, as most BI tools' own writers use, so
 /// every reader opens it.
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
+    let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+    for column in UNIQUE_COLUMNS {
+        if batch.schema().column_with_name(column).is_some() {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        }
+    }
+    let props = props.build();
     let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))?;
     writer.write(batch)?;

@@ -109,6 +109,8 @@ pub struct IngestReport {
     pub files: Vec<FileOutcome>,
     /// Files of an interrupted earlier run that were removed before this one.
     pub recovered: usize,
+    /// Where the files were looked for, for messages.
+    pub inbox: String,
 }
 
 impl IngestReport {
@@ -136,6 +138,13 @@ impl IngestReport {
 
 impl fmt::Display for IngestReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.files.is_empty() {
+            return writeln!(
+                f,
+                "no files to ingest in {}/<dataset>/ (datasets: actions, stage_changes, opportunities)",
+                self.inbox
+            );
+        }
         let width = self
             .files
             .iter()
@@ -187,6 +196,7 @@ pub async fn ingest(config: &Config, datasets: &[Dataset]) -> Result<IngestRepor
     let lake = Lake::open(config)?;
     let inbox = Lake::open_store(config, &config.inbox)?;
     let lock = LakeLock::acquire(&lake, "ingest").await?;
+    let inbox_display = inbox.display().to_string();
     let result = Ingest::new(config, lake.clone(), inbox)
         .run(if datasets.is_empty() {
             &Dataset::ALL
@@ -195,7 +205,10 @@ pub async fn ingest(config: &Config, datasets: &[Dataset]) -> Result<IngestRepor
         })
         .await;
     lock.release().await?;
-    result
+    result.map(|report| IngestReport {
+        inbox: inbox_display,
+        ..report
+    })
 }
 
 struct Ingest<'c> {

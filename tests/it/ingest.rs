@@ -375,6 +375,18 @@ fn bad_files_are_rejected_whole_with_exit_2_and_the_rest_still_lands() {
     );
 }
 
+#[test]
+fn an_empty_inbox_says_where_it_looked() {
+    let ws = Workspace::new("");
+    let output = ws.command().arg("ingest").output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("no files to ingest in ") && stdout.contains("/inbox/<dataset>/"),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn rerunning_ingest_is_a_no_op() {
     let ws = Workspace::new("");

@@ -247,7 +247,11 @@ impl<'c> Ingest<'c> {
                             FileStatus::Failed
                         },
                         counts: Counts::default(),
-                        message: Some(e.to_string()),
+                        // The report names the file already; keep just the reason.
+                        message: Some(match e {
+                            Error::InputFile { reason, .. } => reason,
+                            other => other.to_string(),
+                        }),
                     },
                 };
                 match outcome.status {

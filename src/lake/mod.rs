@@ -22,7 +22,6 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
-use url::Url;
 
 use crate::config::{Config, StoreConfig};
 use crate::error::{Error, Result};
@@ -35,8 +34,6 @@ pub struct Lake {
     local: Option<Arc<LocalFileSystem>>,
     /// The lake's root inside `store`.
     root: Path,
-    /// The store's own URL (`file:///` or `s3://bucket/`), as DataFusion registers it.
-    store_url: Url,
     /// What users see in messages.
     display: String,
 }
@@ -75,8 +72,6 @@ impl Lake {
                     store: Arc::new(store),
                     local: None,
                     root: Path::from(prefix),
-                    store_url: Url::parse(&format!("s3://{bucket}/"))
-                        .map_err(|e| Error::Usage(format!("{url}: {e}")))?,
                     display: url.trim_end_matches('/').to_string(),
                 })
             }
@@ -93,7 +88,6 @@ impl Lake {
                     local: Some(store),
                     root: Path::from_absolute_path(&local)
                         .map_err(|e| Error::Lake(format!("{}: {e}", local.display())))?,
-                    store_url: Url::parse("file:///").expect("static URL"),
                     display: local.display().to_string(),
                 })
             }
@@ -102,10 +96,6 @@ impl Lake {
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
-    }
-
-    pub fn store_url(&self) -> &Url {
-        &self.store_url
     }
 
     /// The lake's location, for messages.
@@ -144,11 +134,6 @@ impl Lake {
         }
     }
 
-    /// The URL of a folder in the lake, as DataFusion's listing tables want it.
-    pub fn url_of(&self, parts: &[&str]) -> String {
-        format!("{}{}/", self.store_url, self.path(parts))
-    }
-
     /// Writes `bytes` at `path` in one atomic put.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
         self.store.put(path, PutPayload::from(bytes)).await?;
@@ -176,11 +161,6 @@ impl Lake {
         let mut objects: Vec<ObjectMeta> = self.store.list(Some(&prefix)).try_collect().await?;
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
-    }
-
-    /// Writes `batch` as one Parquet file at `path`, atomically.
-    pub async fn write_parquet(&self, path: &Path, batch: &RecordBatch) -> Result<()> {
-        self.put(path, encode_parquet(batch)?).await
     }
 
     /// Stores a JSON state object.

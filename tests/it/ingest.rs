@@ -332,12 +332,16 @@ fn bad_files_are_rejected_whole_with_exit_2_and_the_rest_still_lands() {
     let says = |file: &str, text: &str| {
         let line = stdout
             .lines()
-            .find(|l| l.starts_with(&format!("{file}: rejected")))
+            .find(|l| l.starts_with(&format!("{file}: rejected: ")))
             .unwrap_or_else(|| panic!("no message for {file}:\n{stdout}"));
-        assert!(line.contains(text), "{line}");
+        let reason = &line[format!("{file}: rejected: ").len()..];
+        assert!(reason.starts_with(text), "{line}");
     };
     says("actions/empty.csv", "the file is empty");
-    says("actions/no-owner.csv", "lacks required column(s) owner_id");
+    says(
+        "actions/no-owner.csv",
+        "the header lacks required column(s) owner_id",
+    );
     says("actions/export.parquet", "unsupported file type");
     says("actions/truncated.xlsx", "not a readable XLSX workbook");
     says(

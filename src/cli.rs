@@ -55,6 +55,19 @@ pub enum Command {
         /// Datasets to ingest (actions, stage_changes, opportunities); all when none is given.
         datasets: Vec<String>,
     },
+    /// Run one SQL statement over the lake. Tables: actions, stage_changes, opportunities (the
+    /// latest snapshot of each), opportunity_snapshots, quarantine_<dataset>; each has the `dt`
+    /// partition column (a local date), and a filter on it reads only those days.
+    Query {
+        /// The SQL; read from standard input when left out.
+        sql: Option<String>,
+        /// How to print the result.
+        #[arg(long, value_enum, default_value_t = crate::engine::query::OutputFormat::Table)]
+        format: crate::engine::query::OutputFormat,
+        /// Write the result to this file instead of standard output (required for parquet).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +129,26 @@ async fn execute(cli: Cli) -> Result<i32> {
             Ok(report.exit_code())
         }
         Command::Demo(args) => crate::demo::run(&config, &args).await,
+        Command::Query {
+            sql,
+            format,
+            output,
+        } => {
+            let sql = match sql {
+                Some(sql) => sql,
+                None if std::io::stdin().is_terminal() => {
+                    return Err(Error::Usage(
+                        "give the SQL as an argument or on standard input, e.g. flowhealth query \"select count(*) from actions\"".into(),
+                    ));
+                }
+                None => std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| Error::io("<stdin>", e))?,
+            };
+            let lake = crate::lake::Lake::open(&config)?;
+            let ctx = crate::engine::session(&config, &lake).await?;
+            crate::engine::query::run(&ctx, &sql, format, output.as_deref()).await?;
+            Ok(0)
+        }
     }
 }
 

@@ -20,6 +20,10 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A query that does not parse or plan, with the hint a user needs.
+    #[error("{0}")]
+    Query(String),
+
     /// The lake holds something flowhealth did not expect (a corrupt ledger entry, say).
     #[error("lake: {0}")]
     Lake(String),
@@ -61,7 +65,7 @@ impl Error {
     /// failure at run time (contract section 6).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::InputFile { .. } | Error::Usage(_) => 2,
+            Error::Config(_) | Error::InputFile { .. } | Error::Usage(_) | Error::Query(_) => 2,
             _ => 1,
         }
     }

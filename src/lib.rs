@@ -11,6 +11,8 @@
 //!   runs apart.
 //! - [`ingest`]: inbox files (CSV in UTF-8 or GBK, NDJSON, XLSX) -> validated Arrow batches ->
 //!   `raw/` and `quarantine/`, with a ledger that makes runs idempotent and crash-safe.
+//! - [`engine`]: the DataFusion session over the lake (every dataset a table, `dt` partitions
+//!   pruned, the configured timezone) and `flowhealth query`.
 //! - [`demo`]: a generated organisation with the article's process problems planted in it,
 //!   written to the inbox as real export files.
 //! - [`cli`]: the commands; `main.rs` only parses arguments and calls [`cli::run`].
@@ -18,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod lake;

@@ -63,7 +63,10 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
     println!("  raw/<dataset>/dt=YYYY-MM-DD/*.parquet         landed rows");
     println!("  quarantine/<dataset>/dt=YYYY-MM-DD/*.parquet  rejected rows, with the reason");
     println!(
-        "try: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"",
+        "try: flowhealth query \"select action_type, count(*) from actions group by 1 order by 2 desc\""
+    );
+    println!(
+        "  or: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"",
         lake.display()
     );
     Ok(report.exit_code())

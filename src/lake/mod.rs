@@ -32,6 +32,8 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     /// The same store when it is the local file system, to map objects to files.
     local: Option<Arc<LocalFileSystem>>,
+    /// The store's base URL (`file:///` or `s3://bucket/`), as DataFusion names stores.
+    base_url: String,
     /// The lake's root inside `store`.
     root: Path,
     /// What users see in messages.
@@ -71,6 +73,7 @@ impl Lake {
                 Ok(Lake {
                     store: Arc::new(store),
                     local: None,
+                    base_url: format!("s3://{bucket}/"),
                     root: Path::from(prefix),
                     display: url.trim_end_matches('/').to_string(),
                 })
@@ -86,6 +89,7 @@ impl Lake {
                 Ok(Lake {
                     store: store.clone(),
                     local: Some(store),
+                    base_url: "file:///".into(),
                     root: Path::from_absolute_path(&local)
                         .map_err(|e| Error::Lake(format!("{}: {e}", local.display())))?,
                     display: local.display().to_string(),
@@ -101,6 +105,11 @@ impl Lake {
     /// The lake's location, for messages.
     pub fn display(&self) -> &str {
         &self.display
+    }
+
+    /// The URL of a folder of the lake, as DataFusion's listing tables take it.
+    pub fn folder_url(&self, parts: &[&str]) -> String {
+        format!("{}{}/", self.base_url, self.path(parts))
     }
 
     /// The local file behind `location`, when the store is the local file system.

@@ -6,4 +6,5 @@ mod common;
 mod config;
 mod demo;
 mod ingest;
+mod query;
 mod s3;

@@ -1,0 +1,93 @@
+//! The DataFusion session over the lake: every dataset registered as a table (with its `dt`
+//! partition column, so a filter on `dt` reads only those folders) and the configured timezone.
+//! Everything that runs SQL builds its session here.
+//!
+//! Tables: `actions`, `stage_changes`, `opportunities` (the latest snapshot of each opportunity),
+//! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows.
+
+pub mod query;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::lake::Lake;
+use crate::lake::schema::Dataset;
+
+/// A session with every lake table registered.
+pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
+    let session_config = SessionConfig::new()
+        .with_information_schema(true)
+        .set_str("datafusion.execution.time_zone", config.timezone.name());
+    let ctx = SessionContext::new_with_config(session_config);
+    for dataset in Dataset::ALL {
+        let raw_name = match dataset {
+            Dataset::Opportunities => "opportunity_snapshots",
+            other => other.name(),
+        };
+        register(
+            &ctx,
+            lake,
+            raw_name,
+            &["raw", dataset.name()],
+            dataset.raw_schema(),
+        )?;
+        let quarantine = format!("quarantine_{}", dataset.name());
+        register(
+            &ctx,
+            lake,
+            &quarantine,
+            &["quarantine", dataset.name()],
+            dataset.quarantine_schema(),
+        )?;
+    }
+    // The dimension: latest snapshot wins (the latest ingest, then the last line of that file).
+    ctx.sql(
+        "CREATE VIEW opportunities AS
+         SELECT * EXCLUDE (snapshot_rank) FROM (
+           SELECT *, row_number() OVER (PARTITION BY opportunity_id ORDER BY ingested_at DESC, source_line DESC) AS snapshot_rank
+           FROM opportunity_snapshots)
+         WHERE snapshot_rank = 1",
+    )
+    .await?;
+    Ok(ctx)
+}
+
+/// Registers the Parquet files under `parts` as table `name`, with the schema given (so an empty
+/// folder is an empty table) and `dt` as a Hive partition column.
+fn register(
+    ctx: &SessionContext,
+    lake: &Lake,
+    name: &str,
+    parts: &[&str],
+    schema: Arc<Schema>,
+) -> Result<()> {
+    let url = ListingTableUrl::parse(lake.folder_url(parts))?;
+    ctx.register_object_store(url.object_store().as_ref(), lake.store().clone());
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![("dt".to_string(), DataType::Date32)]);
+    let table_config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    ctx.register_table(name, Arc::new(ListingTable::try_new(table_config)?))?;
+    Ok(())
+}
+
+/// Names of the tables and views a query can use, for hints.
+pub fn table_names(ctx: &SessionContext) -> Vec<String> {
+    let mut names: Vec<String> = ctx
+        .catalog("datafusion")
+        .and_then(|catalog| catalog.schema("public"))
+        .map(|schema| schema.table_names())
+        .unwrap_or_default();
+    names.sort();
+    names
+}

@@ -27,6 +27,8 @@ pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
         .with_information_schema(true)
         .set_str("datafusion.execution.time_zone", config.timezone.name());
     let ctx = SessionContext::new_with_config(session_config);
+    let lake_url = ListingTableUrl::parse(lake.folder_url(&[]))?;
+    ctx.register_object_store(lake_url.object_store().as_ref(), lake.store().clone());
     for dataset in Dataset::ALL {
         let raw_name = match dataset {
             Dataset::Opportunities => "opportunity_snapshots",
@@ -60,7 +62,8 @@ pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-/// Registers the Parquet files under `parts` as table `name`, with the schema given (so an empty
+/// Registers the Parquet files under `parts` (on the lake's store, registered by the caller) as
+/// table `name`, with the schema given (so an empty
 /// folder is an empty table) and `dt` as a Hive partition column.
 fn register(
     ctx: &SessionContext,
@@ -70,7 +73,6 @@ fn register(
     schema: Arc<Schema>,
 ) -> Result<()> {
     let url = ListingTableUrl::parse(lake.folder_url(parts))?;
-    ctx.register_object_store(url.object_store().as_ref(), lake.store().clone());
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![("dt".to_string(), DataType::Date32)]);

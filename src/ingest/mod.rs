@@ -196,7 +196,6 @@ pub async fn ingest(config: &Config, datasets: &[Dataset]) -> Result<IngestRepor
     let lake = Lake::open(config)?;
     let inbox = Lake::open_store(config, &config.inbox)?;
     let lock = LakeLock::acquire(&lake, "ingest").await?;
-    let inbox_display = inbox.display().to_string();
     let result = Ingest::new(config, lake.clone(), inbox)
         .run(if datasets.is_empty() {
             &Dataset::ALL
@@ -205,10 +204,7 @@ pub async fn ingest(config: &Config, datasets: &[Dataset]) -> Result<IngestRepor
         })
         .await;
     lock.release().await?;
-    result.map(|report| IngestReport {
-        inbox: inbox_display,
-        ..report
-    })
+    result
 }
 
 struct Ingest<'c> {
@@ -229,7 +225,10 @@ impl<'c> Ingest<'c> {
     }
 
     async fn run(&self, datasets: &[Dataset]) -> Result<IngestReport> {
-        let mut report = IngestReport::default();
+        let mut report = IngestReport {
+            inbox: self.inbox.display().to_string(),
+            ..IngestReport::default()
+        };
         for &dataset in datasets {
             let mut ledger = self.load_ledger(dataset).await?;
             report.recovered += self.remove_uncommitted(dataset, &ledger).await?;

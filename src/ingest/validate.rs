@@ -5,12 +5,9 @@
 //! is read with the offset before the change; one that occurs twice takes the earlier instant.
 
 use std::borrow::Cow;
-
 use std::collections::HashSet;
 
-use chrono::{
-    Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
-};
+use chrono::{Duration, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
 use super::reader::Cell;
@@ -181,7 +178,6 @@ pub struct Zone {
 }
 
 /// (hour since the epoch, UTC offset in seconds) pairs, replaced round-robin.
-#[derive(Default)]
 struct HourCache {
     entries: [std::cell::Cell<(i64, i32)>; 4],
     next: std::cell::Cell<usize>,
@@ -189,9 +185,10 @@ struct HourCache {
 
 impl HourCache {
     fn new() -> HourCache {
-        let cache = HourCache::default();
-        cache.entries.iter().for_each(|e| e.set((i64::MIN, 0)));
-        cache
+        HourCache {
+            entries: std::array::from_fn(|_| std::cell::Cell::new((i64::MIN, 0))),
+            next: std::cell::Cell::new(0),
+        }
     }
 
     fn get(&self, hour: i64) -> Option<i32> {
@@ -221,23 +218,24 @@ impl Zone {
     /// Local wall-clock time -> UTC microseconds (see the module doc for DST).
     pub fn local_to_utc(&self, naive: NaiveDateTime) -> i64 {
         let hour = naive.and_utc().timestamp().div_euclid(3600);
-        if let Some(offset) = self.local_hours.get(hour) {
-            return (naive - Duration::seconds(i64::from(offset)))
+        let offset = self.local_hours.get(hour).or_else(|| {
+            let single = |t: NaiveDateTime| match self.tz.offset_from_local_datetime(&t) {
+                LocalResult::Single(o) => Some(o.fix().local_minus_utc()),
+                _ => None,
+            };
+            let start = hour_start(hour);
+            let offset =
+                single(start).filter(|a| single(start + Duration::seconds(3599)) == Some(*a))?;
+            self.local_hours.put(hour, offset);
+            Some(offset)
+        });
+        match offset {
+            Some(offset) => (naive - Duration::seconds(i64::from(offset)))
                 .and_utc()
-                .timestamp_micros();
+                .timestamp_micros(),
+            // A DST change inside this hour: look the time itself up.
+            None => local_to_utc(naive, self.tz),
         }
-        let micros = local_to_utc(naive, self.tz);
-        let start = naive.date().and_time(NaiveTime::MIN) + Duration::hours(hour.rem_euclid(24));
-        let single = |t: NaiveDateTime| match self.tz.offset_from_local_datetime(&t) {
-            LocalResult::Single(o) => Some(o.fix().local_minus_utc()),
-            _ => None,
-        };
-        if let (Some(a), Some(b)) = (single(start), single(start + Duration::seconds(3599)))
-            && a == b
-        {
-            self.local_hours.put(hour, a);
-        }
-        micros
     }
 
     /// The local date of a UTC instant.
@@ -246,20 +244,29 @@ impl Zone {
             .unwrap_or_default()
             .naive_utc();
         let hour = utc.and_utc().timestamp().div_euclid(3600);
-        let offset = if let Some(offset) = self.utc_hours.get(hour) {
-            offset
-        } else {
-            let at =
-                |t: NaiveDateTime| self.tz.offset_from_utc_datetime(&t).fix().local_minus_utc();
-            let start = utc.date().and_time(NaiveTime::MIN) + Duration::hours(hour.rem_euclid(24));
-            let (a, b) = (at(start), at(start + Duration::seconds(3599)));
-            if a == b {
-                self.utc_hours.put(hour, a);
+        let at = |t: NaiveDateTime| self.tz.offset_from_utc_datetime(&t).fix().local_minus_utc();
+        let offset = match self.utc_hours.get(hour) {
+            Some(offset) => offset,
+            None => {
+                let start = hour_start(hour);
+                let (a, b) = (at(start), at(start + Duration::seconds(3599)));
+                if a == b {
+                    self.utc_hours.put(hour, a);
+                    a
+                } else {
+                    at(utc)
+                }
             }
-            at(utc)
         };
         (utc + Duration::seconds(i64::from(offset))).date()
     }
+}
+
+/// The first second of `hour` (hours since the epoch) as a naive date-time.
+fn hour_start(hour: i64) -> NaiveDateTime {
+    chrono::DateTime::from_timestamp(hour * 3600, 0)
+        .unwrap_or_default()
+        .naive_utc()
 }
 
 fn trim_cow(text: Cow<'_, str>) -> Cow<'_, str> {
@@ -410,6 +417,7 @@ pub fn parse_decimal(text: &str) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveTime;
 
     fn utc(text: &str) -> i64 {
         chrono::DateTime::parse_from_rfc3339(text)

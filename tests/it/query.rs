@@ -11,6 +11,18 @@ fn query(ws: &Workspace, args: &[&str]) -> Output {
     ws.command().arg("query").args(args).output().unwrap()
 }
 
+/// Runs a query that must succeed and returns what it printed.
+fn query_ok(ws: &Workspace, args: &[&str]) -> String {
+    let output = query(ws, args);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn workspace_with_actions() -> Workspace {
     let ws = Workspace::new("");
     let mut csv = format!("{ACTION_HEADER}\n");
@@ -32,7 +44,7 @@ fn workspace_with_actions() -> Workspace {
 #[test]
 fn query_results_match_duckdb_on_the_same_parquet() {
     let ws = workspace_with_actions();
-    let output = query(
+    let stdout = query_ok(
         &ws,
         &[
             "select action_type, count(*) as n from actions where dt >= date '2026-03-03' group by 1 order by 1",
@@ -40,17 +52,7 @@ fn query_results_match_duckdb_on_the_same_parquet() {
             "csv",
         ],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let ours: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .skip(1)
-        .map(String::from)
-        .collect();
+    let ours: Vec<String> = stdout.lines().skip(1).map(String::from).collect();
     let duck = ws.duckdb(&format!(
         "select action_type, count(*) from {} where dt >= date '2026-03-03' group by 1 order by 1",
         scan("raw/actions")
@@ -65,7 +67,7 @@ fn query_results_match_duckdb_on_the_same_parquet() {
 #[test]
 fn a_one_day_query_reads_only_that_days_files() {
     let ws = workspace_with_actions();
-    let output = query(
+    let plan = query_ok(
         &ws,
         &[
             "explain select action_id from actions where dt = date '2026-03-04' and action_type like 'c%'",
@@ -73,13 +75,6 @@ fn a_one_day_query_reads_only_that_days_files() {
             "json",
         ],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let plan = String::from_utf8_lossy(&output.stdout);
     let files: Vec<&str> = plan
         .split(".parquet")
         .filter_map(|s| s.rsplit("/raw/actions/").next())

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
@@ -33,8 +34,10 @@ pub async fn run(
         return Err(Error::Usage("--format parquet needs --output PATH".into()));
     }
     let frame = ctx.sql(sql).await.map_err(|e| planning_error(ctx, e))?;
+    // The plan's schema, not the first batch's: a query with no rows still has columns.
+    let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await?;
-    let bytes = encode(&batches, format)?;
+    let bytes = encode(&batches, schema, format)?;
     match output {
         None => std::io::stdout()
             .write_all(&bytes)
@@ -53,7 +56,7 @@ pub async fn run(
     }
 }
 
-fn encode(batches: &[RecordBatch], format: OutputFormat) -> Result<Vec<u8>> {
+fn encode(batches: &[RecordBatch], schema: SchemaRef, format: OutputFormat) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     match format {
         OutputFormat::Table => {
@@ -77,13 +80,8 @@ fn encode(batches: &[RecordBatch], format: OutputFormat) -> Result<Vec<u8>> {
             out.push(b'\n');
         }
         OutputFormat::Parquet => {
-            let Some(first) = batches.first() else {
-                return Err(Error::Usage(
-                    "the query returned no batches to write as Parquet".into(),
-                ));
-            };
             let mut writer =
-                datafusion::parquet::arrow::ArrowWriter::try_new(&mut out, first.schema(), None)?;
+                datafusion::parquet::arrow::ArrowWriter::try_new(&mut out, schema, None)?;
             for batch in batches {
                 writer.write(batch)?;
             }

@@ -164,6 +164,20 @@ fn parquet_output_is_read_by_duckdb_and_bad_queries_exit_2() {
         out.display()
     ));
     assert_eq!(rows[0][0], json!(100));
+    // No rows is still a result: an empty file with the query's columns.
+    let empty = ws.path().join("empty.parquet");
+    query_ok(
+        &ws,
+        &[
+            "select action_id, occurred_at from actions where false",
+            "--format",
+            "parquet",
+            "--output",
+            empty.to_str().unwrap(),
+        ],
+    );
+    let rows = ws.duckdb(&format!("select count(*), (select count(*) from (describe select * from read_parquet('{0}'))) from read_parquet('{0}')", empty.display()));
+    assert_eq!(rows[0], vec![json!(0), json!(2)]);
 
     let output = query(&ws, &["select * from action"]);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -55,11 +55,18 @@ pub enum Command {
         /// Datasets to ingest (actions, stage_changes, opportunities); all when none is given.
         datasets: Vec<String>,
     },
-    /// Run one SQL statement over the lake. Tables: actions, stage_changes, opportunities (the
-    /// latest snapshot of each), opportunity_snapshots, quarantine_<dataset>; each has the `dt`
-    /// partition column (a local date), and a filter on it reads only those days.
+    /// Run SQL over the lake. Tables: actions, stage_changes, opportunities (the latest snapshot
+    /// of each), opportunity_snapshots, quarantine_<dataset>; each has the `dt` partition column
+    /// (a local date), and a filter on it reads only those days. The process-flow functions
+    /// (stage_rank, is_stage_skip, silent_hours, business_hours, ...) follow config.yaml; list
+    /// them with --functions.
+    #[command(after_help = "Examples:\n  \
+        flowhealth query \"select action_type, count(*) from actions group by 1\" --format csv\n  \
+        flowhealth query \"select * from stage_changes where is_stage_skip(from_stage, to_stage)\"\n  \
+        flowhealth query --format parquet --output skips.parquet < skips.sql\n  \
+        flowhealth query            (on a terminal: an interactive prompt with history)")]
     Query {
-        /// The SQL; read from standard input when left out.
+        /// The SQL; read from standard input when left out, or an interactive prompt on a terminal.
         sql: Option<String>,
         /// How to print the result.
         #[arg(long, value_enum, default_value_t = crate::engine::query::OutputFormat::Table)]
@@ -67,6 +74,9 @@ pub enum Command {
         /// Write the result to this file instead of standard output (required for parquet).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// List the process-flow SQL functions with their arguments and examples, then exit.
+        #[arg(long, conflicts_with_all = ["sql", "output"])]
+        functions: bool,
     },
 }
 
@@ -133,20 +143,36 @@ async fn execute(cli: Cli) -> Result<i32> {
             sql,
             format,
             output,
+            functions,
         } => {
+            if functions {
+                print!("{}", crate::udf::help(&config));
+                return Ok(0);
+            }
             let sql = match sql {
-                Some(sql) => sql,
-                None if std::io::stdin().is_terminal() => {
-                    return Err(Error::Usage(
-                        "give the SQL as an argument or on standard input, e.g. flowhealth query \"select count(*) from actions\"".into(),
-                    ));
-                }
-                None => std::io::read_to_string(std::io::stdin())
-                    .map_err(|e| Error::io("<stdin>", e))?,
+                Some(sql) => Some(sql),
+                None if std::io::stdin().is_terminal() => None,
+                None => Some(
+                    std::io::read_to_string(std::io::stdin())
+                        .map_err(|e| Error::io("<stdin>", e))?,
+                ),
             };
             let lake = crate::lake::Lake::open(&config)?;
             let ctx = crate::engine::session(&config, &lake).await?;
-            crate::engine::query::run(&ctx, &sql, format, output.as_deref()).await?;
+            match sql {
+                Some(sql) => {
+                    crate::engine::query::run(&ctx, &sql, format, output.as_deref()).await?
+                }
+                None if output.is_some() => {
+                    return Err(Error::Usage(
+                        "--output needs the SQL as an argument or on standard input".into(),
+                    ));
+                }
+                None => {
+                    let functions = crate::udf::help(&config);
+                    crate::engine::query::interactive(&ctx, format, &functions).await?
+                }
+            }
             Ok(0)
         }
     }

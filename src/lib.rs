@@ -12,7 +12,9 @@
 //! - [`ingest`]: inbox files (CSV in UTF-8 or GBK, NDJSON, XLSX) -> validated Arrow batches ->
 //!   `raw/` and `quarantine/`, with a ledger that makes runs idempotent and crash-safe.
 //! - [`engine`]: the DataFusion session over the lake (every dataset a table, `dt` partitions
-//!   pruned, the configured timezone) and `flowhealth query`.
+//!   pruned, the configured timezone, the [`udf`] function library) and `flowhealth query`.
+//! - [`udf`]: the process-flow SQL functions (stage rules, silent hours, business calendar),
+//!   driven by the config; [`zone`] is the local-time arithmetic they share with ingest.
 //! - [`demo`]: a generated organisation with the article's process problems planted in it,
 //!   written to the inbox as real export files.
 //! - [`cli`]: the commands; `main.rs` only parses arguments and calls [`cli::run`].
@@ -24,5 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod lake;
+pub mod udf;
+pub mod zone;
 
 pub use error::{Error, Result};

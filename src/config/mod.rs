@@ -297,6 +297,17 @@ pub struct CalendarConfig {
     pub holidays: Vec<String>,
 }
 
+/// Without a `calendar:` section, business hours are Monday to Friday, 09:00-18:00.
+impl Default for CalendarConfig {
+    fn default() -> Self {
+        CalendarConfig {
+            workdays: default_workdays(),
+            hours: default_hours(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
 fn default_workdays() -> Vec<String> {
     ["mon", "tue", "wed", "thu", "fri"]
         .map(String::from)

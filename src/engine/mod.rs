@@ -1,6 +1,7 @@
 //! The DataFusion session over the lake: every dataset registered as a table (with its `dt`
-//! partition column, so a filter on `dt` reads only those folders) and the configured timezone.
-//! Everything that runs SQL builds its session here.
+//! partition column, so a filter on `dt` reads only those folders), the configured timezone and
+//! the process-flow function library ([`crate::udf`]). Everything that runs SQL builds its
+//! session here; nothing else registers tables or functions.
 //!
 //! Tables: `actions`, `stage_changes`, `opportunities` (the latest snapshot of each opportunity),
 //! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows.
@@ -50,6 +51,7 @@ pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
             dataset.quarantine_schema(),
         )?;
     }
+    crate::udf::register(&ctx, config);
     // The dimension: latest snapshot wins (the latest ingest, then the last line of that file).
     ctx.sql(
         "CREATE VIEW opportunities AS

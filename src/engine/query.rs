@@ -91,19 +91,97 @@ fn encode(batches: &[RecordBatch], schema: SchemaRef, format: OutputFormat) -> R
     Ok(out)
 }
 
-/// A query that fails before it runs is the user's to fix (exit 2): say what is there.
+/// A query that fails before it runs is the user's to fix (exit 2): say what is there. Only a
+/// failure to reach the data (the lake's store, a file) is a run-time error.
 fn planning_error(ctx: &SessionContext, error: DataFusionError) -> Error {
-    let message = error.to_string();
-    match error.find_root() {
-        DataFusionError::Plan(_) | DataFusionError::SQL(..) | DataFusionError::SchemaError(..) => {
-            let hint = if message.contains("not found") && message.to_lowercase().contains("table")
-            {
-                format!("\ntables: {}", super::table_names(ctx).join(", "))
-            } else {
-                String::new()
-            };
-            Error::Query(format!("{message}{hint}"))
-        }
-        _ => Error::DataFusion(error),
+    if matches!(
+        error.find_root(),
+        DataFusionError::ObjectStore(_)
+            | DataFusionError::IoError(_)
+            | DataFusionError::ParquetError(_)
+    ) {
+        return Error::DataFusion(error);
     }
+    let message = error.strip_backtrace();
+    let hint = if message.contains("not found") && message.to_lowercase().contains("table") {
+        format!("\ntables: {}", super::table_names(ctx).join(", "))
+    } else {
+        String::new()
+    };
+    Error::Query(format!("{message}{hint}"))
+}
+
+/// The interactive prompt of `flowhealth query` on a terminal: statements end with `;`, history
+/// is kept in `~/.flowhealth_history`, and `\d`, `\df`, `\q` list tables, list functions, quit.
+pub async fn interactive(
+    ctx: &SessionContext,
+    format: OutputFormat,
+    functions: &str,
+) -> Result<()> {
+    use rustyline::error::ReadlineError;
+
+    let mut editor = rustyline::DefaultEditor::new()
+        .map_err(|e| Error::Usage(format!("cannot start the interactive prompt: {e}")))?;
+    let history = std::env::var_os("HOME").map(|home| Path::new(&home).join(".flowhealth_history"));
+    if let Some(history) = &history {
+        // A first session has no history yet.
+        let _ = editor.load_history(history);
+    }
+    println!(
+        "flowhealth SQL over the lake. End statements with `;`. \\d tables, \\df functions, \\q quit."
+    );
+    let mut statement = String::new();
+    loop {
+        let prompt = if statement.is_empty() {
+            "flowhealth> "
+        } else {
+            "        ...> "
+        };
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                statement.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(Error::Usage(format!("cannot read the prompt: {e}"))),
+        };
+        let trimmed = line.trim();
+        if statement.is_empty() {
+            match trimmed {
+                "" => continue,
+                "\\q" | "quit" | "exit" => break,
+                "\\d" => {
+                    let _ = editor.add_history_entry(trimmed);
+                    println!("{}", super::table_names(ctx).join("\n"));
+                    continue;
+                }
+                "\\df" => {
+                    let _ = editor.add_history_entry(trimmed);
+                    print!("{functions}");
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        statement.push_str(&line);
+        statement.push('\n');
+        if !trimmed.ends_with(';') {
+            continue;
+        }
+        let _ = editor.add_history_entry(statement.trim_end());
+        if let Err(error) = run(ctx, &statement, format, None).await {
+            eprintln!("error: {error}");
+        }
+        statement.clear();
+    }
+    if let Some(history) = &history
+        && let Err(e) = editor.save_history(history)
+    {
+        tracing::warn!(
+            "could not save the prompt history to {}: {e}",
+            history.display()
+        );
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 mod common;
 mod config;
 mod demo;
+mod functions;
 mod ingest;
 mod query;
 mod s3;

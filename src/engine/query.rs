@@ -103,6 +103,13 @@ fn planning_error(ctx: &SessionContext, error: DataFusionError) -> Error {
         return Error::DataFusion(error);
     }
     let message = error.strip_backtrace();
+    // DataFusion wraps a function's own argument check in three layers of context; the
+    // function's message (`expected silent_hours(last_activity: timestamp, ...), got (...)`)
+    // is what the user needs.
+    if let Some((_, inner)) = message.split_once("coercion failed with: Error during planning: ") {
+        let inner = inner.split(". No function matches").next().unwrap_or(inner);
+        return Error::Query(format!("wrong arguments: {inner}"));
+    }
     let hint = if message.contains("not found") && message.to_lowercase().contains("table") {
         format!("\ntables: {}", super::table_names(ctx).join(", "))
     } else {

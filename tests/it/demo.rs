@@ -174,3 +174,168 @@ fn the_same_seed_gives_the_same_files() {
         );
     }
 }
+
+/// Runs `flowhealth query SQL --format csv` and returns the data rows.
+fn query_csv(ws: &Workspace, sql: &str) -> Vec<String> {
+    let output = ws
+        .command()
+        .args(["query", sql, "--format", "csv"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .skip(1)
+        .map(String::from)
+        .collect()
+}
+
+/// DuckDB rows as comma-joined text, the way the CSV output writes them.
+fn duck_csv(ws: &Workspace, sql: &str) -> Vec<String> {
+    ws.duckdb(sql)
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// is_stage_skip for the shipped stages, written as plain SQL for DuckDB (contract 4.1).
+const DUCK_SKIP: &str = "CASE
+    WHEN r_to IS NULL OR (NOT created AND r_from IS NULL) THEN NULL
+    WHEN to_stage = 'lost' THEN false
+    WHEN created AND to_stage = 'qualified' THEN false
+    ELSE r_to > coalesce(r_from, 0) + 1 END";
+
+const DUCK_RANKS: &str = "SELECT *, coalesce(from_stage, '') = '' AS created,
+    list_position(['lead','qualified','demo','proposal','negotiation','contract_approval','won','lost'], to_stage) AS r_to,
+    list_position(['lead','qualified','demo','proposal','negotiation','contract_approval','won','lost'], from_stage) AS r_from";
+
+#[test]
+fn queries_and_the_function_library_agree_with_duckdb_on_the_demo_lake() {
+    let ws = Workspace::new("");
+    run_demo(&ws);
+    let actions = crate::common::scan("raw/actions");
+    let changes = crate::common::scan("raw/stage_changes");
+
+    // The issue's example, as CSV.
+    assert_eq!(
+        query_csv(
+            &ws,
+            "select action_type, count(*) from actions group by 1 order by 1"
+        ),
+        duck_csv(
+            &ws,
+            &format!("select action_type, count(*) from {actions} group by 1 order by 1")
+        )
+    );
+
+    // Skips, change by change and per opportunity, against the rules written out in plain SQL.
+    assert_eq!(
+        query_csv(
+            &ws,
+            "select count(*) filter (where is_stage_skip(from_stage, to_stage)), count(is_stage_skip(from_stage, to_stage)) from stage_changes"
+        ),
+        duck_csv(
+            &ws,
+            &format!(
+                "select count(*) filter (where {DUCK_SKIP}), count({DUCK_SKIP}) from ({DUCK_RANKS} from {changes})"
+            )
+        )
+    );
+    let skips = query_csv(
+        &ws,
+        "select count(*) filter (where is_stage_skip(from_stage, to_stage)) from stage_changes",
+    );
+    assert_ne!(skips, vec!["0"], "the demo plants skips");
+    assert_eq!(
+        query_csv(
+            &ws,
+            "select count(*) filter (where ok), count(*) filter (where not ok) from (
+               select stage_path_compliant(from_stage, to_stage order by changed_at) as ok
+               from stage_changes group by opportunity_id)"
+        ),
+        duck_csv(
+            &ws,
+            &format!(
+                "select count(*) filter (where ok), count(*) filter (where not ok) from (
+                   select bool_and(not ({DUCK_SKIP})) as ok from ({DUCK_RANKS} from {changes})
+                   group by opportunity_id)"
+            )
+        )
+    );
+
+    // Entry lag in hours, summed (Asia/Shanghai has no DST: plain subtraction is the truth).
+    let ours: f64 = query_csv(
+        &ws,
+        "select sum(silent_hours(occurred_at, recorded_at)) from actions",
+    )[0]
+    .parse()
+    .unwrap();
+    let theirs = ws.duckdb(&format!(
+        "select sum(epoch_us(recorded_at) - epoch_us(occurred_at)) / 3600e6 from {actions}"
+    ))[0][0]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (ours - theirs).abs() < 1e-6 * theirs.abs().max(1.0),
+        "{ours} vs {theirs}"
+    );
+
+    // The longest run of days without a chronic follow-up per store, against gaps between
+    // consecutive days computed by DuckDB.
+    let window = "DATE '2026-03-11', DATE '2026-03-31'";
+    assert_eq!(
+        query_csv(
+            &ws,
+            &format!(
+                "select store_id, longest_zero_run(dt, {window}) from actions
+                 where action_type = 'chronic_followup' and dt between {window_between}
+                 group by 1 order by 1",
+                window_between = "DATE '2026-03-11' and DATE '2026-03-31'"
+            )
+        ),
+        duck_csv(
+            &ws,
+            &format!(
+                "with d as (select distinct store_id, dt from {actions}
+                            where action_type = 'chronic_followup' and dt between DATE '2026-03-11' and DATE '2026-03-31'),
+                 gaps as (select store_id, dt - coalesce(lag(dt) over (partition by store_id order by dt), DATE '2026-03-10') - 1 as gap from d
+                          union all select store_id, DATE '2026-03-31' - max(dt) from d group by 1)
+                 select store_id, max(gap) from gaps group by 1 order by 1"
+            )
+        )
+    );
+
+    // A one-week query reads that week's files only (the plan lists the first five files of
+    // each file group), though the lake holds three weeks.
+    let plan = query_csv(
+        &ws,
+        "explain select action_type, count(*) from actions where dt between date '2026-03-16' and date '2026-03-22' group by 1",
+    )
+    .join("\n");
+    let mut days: Vec<&str> = plan
+        .split("/raw/actions/")
+        .skip(1)
+        .filter_map(|s| s.get(..13))
+        .collect();
+    days.sort();
+    days.dedup();
+    let week: Vec<String> = (16..=22).map(|d| format!("dt=2026-03-{d}")).collect();
+    assert!(!days.is_empty(), "{plan}");
+    assert!(days.iter().all(|d| week.iter().any(|w| w == d)), "{plan}");
+    assert!(
+        std::fs::read_dir(ws.lake().join("raw/actions"))
+            .unwrap()
+            .count()
+            > 14
+    );
+}

@@ -193,3 +193,68 @@ fn parquet_output_is_read_by_duckdb_and_bad_queries_exit_2() {
         String::from_utf8_lossy(&output.stderr).contains("--format parquet needs --output PATH")
     );
 }
+
+/// Drives `flowhealth query` on a pseudo-terminal (Python's pty module) like a user would.
+const PROMPT_SESSION: &str = r#"
+import os, pty, select, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "query"])
+seen = b""
+def expect(token):
+    global seen
+    while token not in seen:
+        ready, _, _ = select.select([fd], [], [], 30)
+        if not ready:
+            sys.exit("timed out waiting for %r; got %r" % (token, seen))
+        seen += os.read(fd, 4096)
+    head, _, rest = seen.partition(token)
+    seen = rest
+    sys.stdout.write(head.decode(errors="replace") + token.decode())
+expect(b"flowhealth> ")
+os.write(fd, b"select stage_rank('proposal')\r")
+expect(b"...> ")
+os.write(fd, b"  as rank;\r")
+expect(b"flowhealth> ")
+os.write(fd, b"\\d\r")
+expect(b"flowhealth> ")
+os.write(fd, b"select * from nowhere;\r")
+expect(b"flowhealth> ")
+os.write(fd, b"\\q\r")
+_, status = os.waitpid(pid, 0)
+print("\nexit", os.waitstatus_to_exitcode(status))
+"#;
+
+#[test]
+fn on_a_terminal_query_opens_a_prompt_with_history() {
+    let ws = workspace_with_actions();
+    let home = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("python3")
+        .args(["-c", PROMPT_SESSION, env!("CARGO_BIN_EXE_flowhealth")])
+        .current_dir(ws.path())
+        .env("HOME", home.path())
+        .env("RUST_LOG", "warn")
+        .env_remove("FLOWHEALTH_CONFIG")
+        .output()
+        .unwrap();
+    let transcript = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{transcript}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A statement over two lines runs once it ends with `;`.
+    assert!(
+        transcript.contains("| rank |") && transcript.contains("| 4    |"),
+        "{transcript}"
+    );
+    // \d lists the tables; an error is shown and the prompt carries on; \q exits 0.
+    assert!(transcript.contains("quarantine_actions"), "{transcript}");
+    assert!(
+        transcript.contains("nowhere") && transcript.contains("tables: actions"),
+        "{transcript}"
+    );
+    assert!(transcript.trim_end().ends_with("exit 0"), "{transcript}");
+    let history = std::fs::read_to_string(home.path().join(".flowhealth_history")).unwrap();
+    assert!(history.contains("stage_rank('proposal')"), "{history}");
+}

@@ -47,8 +47,12 @@ pub enum Command {
     /// article's process problems planted in it, write it to the inbox as CSV/NDJSON/XLSX exports,
     /// and ingest it into the lake.
     Demo(DemoArgs),
-    /// Check the configuration without running anything; every problem is reported at once.
+    /// Check the configuration and the metric catalog (front matter, versions.lock, and that every
+    /// metric's SQL plans) without running anything; every problem is reported at once.
     Validate,
+    /// The metric catalog (queries/<metric>/v<N>.sql): list, run, release.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
     /// Land new inbox files (inbox/<dataset>/*) in the lake: validated, deduplicated, with
     /// rejected rows in quarantine/. Re-running is a no-op for files already ingested.
     Ingest {
@@ -78,6 +82,33 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["sql", "output"])]
         functions: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Every metric in the catalog: versions (drafts are not in queries/versions.lock yet),
+    /// period, owner, healthy range, description.
+    List,
+    /// Compute metrics for a period and write them to metrics/<metric>/version=<N>/period=<id>/
+    /// in the lake, with threshold breaches in breaches/. Dependencies run first; independent
+    /// metrics run concurrently; one that fails does not stop the others (exit 1).
+    #[command(after_help = "Examples:\n  \
+        flowhealth metrics run                              every metric, last complete week / month\n  \
+        flowhealth metrics run --period 2026-W09            the weekly metrics of that week\n  \
+        flowhealth metrics run evidence_rate@1 --period 2026-W09 --as-of 2026-03-01T12:00:00")]
+    Run {
+        /// `name` (its latest version) or `name@N`; all metrics when none is given.
+        metrics: Vec<String>,
+        /// A week (2026-W09) or month (2026-03); default: each metric's last complete period.
+        #[arg(long)]
+        period: Option<String>,
+        /// The instant the metrics look from (ISO 8601); default: the end of the period.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Record every draft version in queries/versions.lock: from then on its SQL must not change
+    /// (validate checks), and a change means a new version file.
+    Release,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,14 +144,56 @@ async fn execute(cli: Cli) -> Result<i32> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Validate => {
+            let catalog = crate::metrics::catalog(&config)?;
+            let problems = crate::metrics::check_plans(&config, &catalog).await?;
+            if !problems.is_empty() {
+                return Err(Error::Config(problems));
+            }
             println!(
-                "{}: ok ({} stages, lake {}, inbox {})",
+                "{}: ok ({} stages, {} metric versions, lake {}, inbox {})",
                 config.source,
                 config.stages.len(),
+                catalog.metrics.len(),
                 config.lake.url,
                 config.inbox.url
             );
             Ok(0)
+        }
+        Command::Metrics(command) => {
+            let mut catalog = crate::metrics::catalog(&config)?;
+            match command {
+                MetricsCommand::List => {
+                    print!("{}", crate::metrics::list(&config, &catalog));
+                    Ok(0)
+                }
+                MetricsCommand::Run {
+                    metrics,
+                    period,
+                    as_of,
+                } => {
+                    let lake = crate::lake::Lake::open(&config)?;
+                    let request = crate::metrics::run::Request {
+                        metrics,
+                        period,
+                        as_of,
+                    };
+                    let report =
+                        crate::metrics::run::run(&config, &lake, &catalog, &request).await?;
+                    print!("{report}");
+                    Ok(report.exit_code())
+                }
+                MetricsCommand::Release => {
+                    let released = catalog.release_all().map_err(|e| {
+                        Error::io(catalog.dir.join(crate::metrics::catalog::LOCK_FILE), e)
+                    })?;
+                    if released.is_empty() {
+                        println!("nothing to release: every version is in versions.lock");
+                    } else {
+                        println!("released: {}", released.join(", "));
+                    }
+                    Ok(0)
+                }
+            }
         }
         Command::Ingest { datasets } => {
             let datasets = datasets

@@ -26,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod lake;
+pub mod metrics;
 pub mod udf;
 pub mod zone;
 

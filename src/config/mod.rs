@@ -32,6 +32,8 @@ pub struct Config {
     pub timezone: Tz,
     pub lake: StoreConfig,
     pub inbox: StoreConfig,
+    /// The metric catalog folder (`queries/<metric>/v<N>.sql`), relative to this file.
+    pub queries: String,
     pub datasets: DatasetsConfig,
     pub stages: Vec<StageConfig>,
     pub rules: RulesConfig,
@@ -497,6 +499,7 @@ impl Config {
                 s3: None,
             })
         });
+        let queries = sections.take("queries", || Some("./queries".to_string()));
         let datasets = sections.take("datasets", || Some(DatasetsConfig::default()));
         let stages = sections.take("stages", || None);
         let rules = sections.take("rules", || Some(RulesConfig::default()));
@@ -507,7 +510,7 @@ impl Config {
         let alerts = sections.take("alerts", || Some(AlertsConfig::default()));
         for key in root.keys() {
             problems.push(format!(
-                "{}: unknown setting (expected one of timezone, lake, inbox, datasets, stages, rules, \
+                "{}: unknown setting (expected one of timezone, lake, inbox, queries, datasets, stages, rules, \
                  thresholds, index_weights, calendar, email, alerts)",
                 serde_yaml::to_string(key).unwrap_or_default().trim()
             ));
@@ -516,6 +519,7 @@ impl Config {
             Some(timezone),
             Some(lake),
             Some(inbox),
+            Some(queries),
             Some(datasets),
             Some(stages),
             Some(rules),
@@ -528,6 +532,7 @@ impl Config {
             timezone,
             lake,
             inbox,
+            queries,
             datasets,
             stages,
             rules,
@@ -546,6 +551,7 @@ impl Config {
             timezone,
             lake,
             inbox,
+            queries,
             datasets,
             stages,
             rules,

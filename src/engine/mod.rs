@@ -4,13 +4,18 @@
 //! session here; nothing else registers tables or functions.
 //!
 //! Tables: `actions`, `stage_changes`, `opportunities` (the latest snapshot of each opportunity),
-//! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows.
+//! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows; the
+//! configured `stages`, `rules_evidence_required` and `rules_store_actions`.
 
 pub mod query;
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -52,6 +57,7 @@ pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
         )?;
     }
     crate::udf::register(&ctx, config);
+    register_rules(&ctx, config)?;
     // The dimension: latest snapshot wins (the latest ingest, then the last line of that file).
     ctx.sql(
         "CREATE VIEW opportunities AS
@@ -62,6 +68,82 @@ pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
     )
     .await?;
     Ok(ctx)
+}
+
+/// The configured stages and rules as small tables, so metric SQL joins them instead of
+/// repeating the config: `stages`, `rules_evidence_required`, `rules_store_actions`.
+fn register_rules(ctx: &SessionContext, config: &Config) -> Result<()> {
+    let stages = &config.stages;
+    let table = |columns: Vec<(&str, ArrayRef)>| -> Result<Arc<MemTable>> {
+        let batch = RecordBatch::try_from_iter(columns)?;
+        Ok(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?))
+    };
+    ctx.register_table(
+        "stages",
+        table(vec![
+            (
+                "name",
+                Arc::new(StringArray::from_iter_values(
+                    stages.iter().map(|s| &s.name),
+                )),
+            ),
+            (
+                "stage_rank",
+                Arc::new(Int64Array::from_iter_values(1..=stages.len() as i64)),
+            ),
+            (
+                "silent_timeout_h",
+                Arc::new(Float64Array::from_iter_values(
+                    stages.iter().map(|s| s.silent_timeout_h),
+                )),
+            ),
+            (
+                "terminal",
+                Arc::new(BooleanArray::from_iter(
+                    stages.iter().map(|s| Some(s.terminal)),
+                )),
+            ),
+            (
+                "from_any",
+                Arc::new(BooleanArray::from_iter(
+                    stages.iter().map(|s| Some(s.from_any)),
+                )),
+            ),
+            (
+                "entry",
+                Arc::new(BooleanArray::from_iter(
+                    stages.iter().map(|s| Some(s.entry)),
+                )),
+            ),
+        ])?,
+    )?;
+    let rules = &config.rules;
+    ctx.register_table(
+        "rules_evidence_required",
+        table(vec![(
+            "action_type",
+            Arc::new(StringArray::from_iter_values(&rules.evidence_required)),
+        )])?,
+    )?;
+    ctx.register_table(
+        "rules_store_actions",
+        table(vec![
+            (
+                "action_type",
+                Arc::new(StringArray::from_iter_values(rules.store_actions.keys())),
+            ),
+            (
+                "daily_minimum",
+                Arc::new(Int64Array::from_iter_values(
+                    rules.store_actions.values().map(|m| *m as i64),
+                )),
+            ),
+        ])?,
+    )?;
+    Ok(())
 }
 
 /// Registers the Parquet files under `parts` (on the lake's store, registered by the caller) as
@@ -82,6 +164,20 @@ fn register(
         .with_listing_options(options)
         .with_schema(schema);
     ctx.register_table(name, Arc::new(ListingTable::try_new(table_config)?))?;
+    Ok(())
+}
+
+/// Registers a computed result (a metric another metric reads) as table `name`, replacing one
+/// registered before.
+pub fn register_result(
+    ctx: &SessionContext,
+    name: &str,
+    schema: Arc<Schema>,
+    batches: Vec<RecordBatch>,
+) -> Result<()> {
+    let table = MemTable::try_new(schema, vec![batches])?;
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, Arc::new(table))?;
     Ok(())
 }
 

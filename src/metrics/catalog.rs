@@ -1,0 +1,343 @@
+//! The metric catalog: `queries/<metric>/v<N>.sql`, one version per file, each opening with a
+//! front matter of `-- key: value` comment lines (YAML, up to the first bare `--` line), and
+//! `queries/versions.lock`, the content hashes of released versions. History stays
+//! reproducible: a released version whose SQL changes without a new version number is a
+//! `validate` error.
+//!
+//! ```sql
+//! -- metric: evidence_rate
+//! -- version: 1
+//! -- owner: sales-ops
+//! -- description: Share of evidence-required actions that carry evidence.
+//! -- grain: team
+//! -- period: week
+//! -- threshold: { min: 0.85 }
+//! -- advice: "{{ team or 'The organisation' }}: ..."
+//! SELECT ...
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::period::PeriodKind;
+use crate::config::Threshold;
+
+/// The lock file, beside the metric folders.
+pub const LOCK_FILE: &str = "versions.lock";
+
+/// The front matter of a metric file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    pub metric: String,
+    pub version: u32,
+    pub owner: String,
+    pub description: String,
+    /// What one row is: `team` (one row per team plus the organisation's, team NULL), or e.g.
+    /// `opportunity`, `store`, `owner`.
+    pub grain: String,
+    pub period: PeriodKind,
+    /// The healthy range of `value`; `thresholds.<metric>` in config.yaml overrides it.
+    #[serde(default)]
+    pub threshold: Option<Threshold>,
+    /// A minijinja template rendered for each breaching row, with the row's columns.
+    #[serde(default)]
+    pub advice: Option<String>,
+    /// Metrics whose output this one reads as tables named after them.
+    #[serde(default)]
+    pub depends: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub meta: Meta,
+    pub path: PathBuf,
+    /// The whole file, front matter included (DataFusion ignores the comments).
+    pub sql: String,
+    /// SHA-256 of the file, hex.
+    pub hash: String,
+}
+
+impl Metric {
+    pub fn name(&self) -> &str {
+        &self.meta.metric
+    }
+
+    pub fn version(&self) -> u32 {
+        self.meta.version
+    }
+
+    /// `name@N`.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.meta.metric, self.meta.version)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub dir: PathBuf,
+    /// Sorted by name, then version.
+    pub metrics: Vec<Metric>,
+    /// `name@N` -> hash of released versions.
+    pub lock: BTreeMap<String, String>,
+}
+
+impl Catalog {
+    /// Loads every `<metric>/v<N>.sql` under `dir`; problems are `file:line: message`.
+    pub fn load(dir: &Path) -> Result<Catalog, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut metrics = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            vec![format!(
+                "{}: cannot read the queries folder: {e}",
+                dir.display()
+            )]
+        })?;
+        let mut folders: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        folders.sort();
+        for folder in folders {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+                .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            files.sort();
+            for path in files
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+            {
+                match load_file(&path) {
+                    Ok(metric) => metrics.push(metric),
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        metrics.sort_by(|a, b| (a.name(), a.version()).cmp(&(b.name(), b.version())));
+        for pair in metrics.windows(2) {
+            if pair[0].id() == pair[1].id() {
+                problems.push(format!(
+                    "{}:1: version collision: {} is also {}",
+                    pair[1].path.display(),
+                    pair[1].id(),
+                    pair[0].path.display()
+                ));
+            }
+        }
+        let lock = read_lock(&dir.join(LOCK_FILE)).unwrap_or_else(|problem| {
+            problems.push(problem);
+            BTreeMap::new()
+        });
+        let catalog = Catalog {
+            dir: dir.to_path_buf(),
+            metrics,
+            lock,
+        };
+        problems.extend(catalog.check());
+        if problems.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Dependencies that exist, and released versions that did not change.
+    fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for metric in &self.metrics {
+            for dependency in &metric.meta.depends {
+                if self.latest(dependency).is_none() {
+                    problems.push(format!(
+                        "{}:1: depends on `{dependency}`, which is not in {}",
+                        metric.path.display(),
+                        self.dir.display()
+                    ));
+                }
+            }
+            if let Some(locked) = self.lock.get(&metric.id())
+                && *locked != metric.hash
+            {
+                problems.push(format!(
+                    "{}:1: {} was released with different SQL (versions.lock): released versions \
+                     stay as they are; copy it to v{}.sql and change that",
+                    metric.path.display(),
+                    metric.id(),
+                    self.next_version(metric.name())
+                ));
+            }
+        }
+        for id in self.lock.keys() {
+            if !self.metrics.iter().any(|m| m.id() == *id) {
+                problems.push(format!(
+                    "{}: {id} is released but its file is gone; restore it (history must stay reproducible)",
+                    self.dir.join(LOCK_FILE).display()
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The highest version of `name`.
+    pub fn latest(&self, name: &str) -> Option<&Metric> {
+        self.metrics.iter().filter(|m| m.name() == name).next_back()
+    }
+
+    fn next_version(&self, name: &str) -> u32 {
+        self.latest(name).map_or(1, |m| m.version() + 1)
+    }
+
+    /// `name` (the latest version) or `name@N`.
+    pub fn resolve(&self, spec: &str) -> Result<&Metric, String> {
+        let (name, version) = match spec.split_once('@') {
+            Some((name, version)) => {
+                let version: u32 = version
+                    .parse()
+                    .map_err(|_| format!("`{spec}`: the version after @ must be a number"))?;
+                (name, Some(version))
+            }
+            None => (spec, None),
+        };
+        let found = match version {
+            Some(version) => self
+                .metrics
+                .iter()
+                .find(|m| m.name() == name && m.version() == version),
+            None => self.latest(name),
+        };
+        found.ok_or_else(|| {
+            let names: Vec<String> = self.names().map(String::from).collect();
+            format!(
+                "no metric `{spec}` in {} (metrics: {})",
+                self.dir.display(),
+                names.join(", ")
+            )
+        })
+    }
+
+    /// Distinct metric names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        let mut names: Vec<&str> = self.metrics.iter().map(Metric::name).collect();
+        names.dedup();
+        names.into_iter()
+    }
+
+    /// Whether `metric`'s version is released (in the lock).
+    pub fn released(&self, metric: &Metric) -> bool {
+        self.lock.contains_key(&metric.id())
+    }
+
+    /// Adds every unreleased version to the lock file; returns their ids.
+    pub fn release_all(&mut self) -> std::io::Result<Vec<String>> {
+        let new: Vec<(String, String)> = self
+            .metrics
+            .iter()
+            .filter(|m| !self.lock.contains_key(&m.id()))
+            .map(|m| (m.id(), m.hash.clone()))
+            .collect();
+        self.lock.extend(new.iter().cloned());
+        let mut text = String::from(
+            "# Released metric versions and the SHA-256 of their files. Written by\n\
+             # `flowhealth metrics release`; a released file must not change: add a new version.\n",
+        );
+        for (id, hash) in &self.lock {
+            text.push_str(&format!("{id} {hash}\n"));
+        }
+        std::fs::write(self.dir.join(LOCK_FILE), text)?;
+        Ok(new.into_iter().map(|(id, _)| id).collect())
+    }
+}
+
+fn read_lock(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+    };
+    let mut lock = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(' ') {
+            Some((id, hash)) if id.contains('@') && hash.len() == 64 => {
+                lock.insert(id.to_string(), hash.to_string());
+            }
+            _ => {
+                return Err(format!(
+                    "{}:{}: expected `metric@N <sha256>`",
+                    path.display(),
+                    i + 1
+                ));
+            }
+        }
+    }
+    Ok(lock)
+}
+
+/// Reads one metric file: its front matter, checked against its path.
+fn load_file(path: &Path) -> Result<Metric, String> {
+    let at = |line: usize, message: String| format!("{}:{line}: {message}", path.display());
+    let sql = std::fs::read_to_string(path).map_err(|e| at(1, format!("cannot read: {e}")))?;
+    let front: Vec<&str> = sql
+        .lines()
+        .take_while(|line| line.starts_with("--") && line.trim_end() != "--")
+        .map(|line| {
+            let text = &line[2..];
+            text.strip_prefix(' ').unwrap_or(text)
+        })
+        .collect();
+    if front.is_empty() {
+        return Err(at(
+            1,
+            "no front matter: start the file with `-- metric: <name>`, `-- version: <N>` ... comment lines".into(),
+        ));
+    }
+    let meta: Meta = serde_yaml::from_str(&front.join("\n")).map_err(|e| {
+        let line = e.location().map_or(1, |l| l.line());
+        at(line, format!("front matter: {e}"))
+    })?;
+    let folder = path
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if meta.metric != folder {
+        return Err(at(
+            1,
+            format!(
+                "metric `{}` is in folder `{folder}`: they must match",
+                meta.metric
+            ),
+        ));
+    }
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if stem != format!("v{}", meta.version) {
+        return Err(at(
+            2,
+            format!(
+                "version {} is in file {stem}.sql: name it v{}.sql",
+                meta.version, meta.version
+            ),
+        ));
+    }
+    if sql.lines().skip(front.len()).all(|l| l.trim().is_empty()) {
+        return Err(at(front.len() + 1, "no SQL after the front matter".into()));
+    }
+    let hash: String = Sha256::digest(sql.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Ok(Metric {
+        meta,
+        path: path.to_path_buf(),
+        sql,
+        hash,
+    })
+}

@@ -1,0 +1,99 @@
+//! Versioned SQL metric definitions (contract section 4): the catalog in `queries/`, the runner
+//! that writes `metrics/` and `breaches/` to the lake, and the checks `validate` runs.
+
+pub mod catalog;
+pub mod period;
+pub mod run;
+
+use std::fmt::Write;
+
+use catalog::Catalog;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The catalog `config.queries` points at.
+pub fn catalog(config: &Config) -> Result<Catalog> {
+    Catalog::load(&config.resolve_local(&config.queries)).map_err(Error::Config)
+}
+
+/// `flowhealth metrics list`: one line per metric, its versions, owner and healthy range.
+pub fn list(config: &Config, catalog: &Catalog) -> String {
+    let mut out = String::new();
+    for name in catalog.names() {
+        let versions: Vec<String> = catalog
+            .metrics
+            .iter()
+            .filter(|m| m.name() == name)
+            .map(|m| {
+                if catalog.released(m) {
+                    format!("v{}", m.version())
+                } else {
+                    format!("v{} (draft)", m.version())
+                }
+            })
+            .collect();
+        let latest = catalog.latest(name).expect("listed names exist");
+        let meta = &latest.meta;
+        let threshold = config.thresholds.get(name).copied().or(meta.threshold);
+        let range = match threshold.map(|t| (t.min, t.max)) {
+            Some((Some(min), Some(max))) => format!("{min}..{max}"),
+            Some((Some(min), None)) => format!(">= {min}"),
+            Some((None, Some(max))) => format!("<= {max}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{name:28} {:14} {:6} {:10} {range:8} {}",
+            versions.join(","),
+            format!("{:?}", meta.period).to_lowercase(),
+            meta.owner,
+            meta.description
+        );
+    }
+    out
+}
+
+/// Plans every metric version against the lake's schemas with the parameters bound, in
+/// dependency order: `validate` reports each that does not parse or plan, with its file and line.
+pub async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<String>> {
+    let lake = crate::lake::Lake::open(config)?;
+    let ctx = crate::engine::session(config, &lake).await?;
+    let all: Vec<&catalog::Metric> = catalog.metrics.iter().collect();
+    let mut problems = Vec::new();
+    for level in run::levels(&all) {
+        for metric in level {
+            let period =
+                period::Period::last_complete(metric.meta.period, chrono::Utc::now().date_naive());
+            let params = run::Params::new(config, &period, None);
+            match run::plan(&ctx, metric, &params).await {
+                Ok(frame) => {
+                    // Dependents plan against this one's columns.
+                    if catalog
+                        .latest(metric.name())
+                        .is_some_and(|m| m.version() == metric.version())
+                    {
+                        let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+                        crate::engine::register_result(&ctx, metric.name(), schema, vec![])?;
+                    }
+                }
+                Err(e) => problems.push(with_line(&e.to_string(), metric)),
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// DataFusion says `at Line: 12, Column: 5` for parse errors; make it `file:12: ...`.
+fn with_line(message: &str, metric: &catalog::Metric) -> String {
+    let line = message
+        .split_once("Line: ")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(1);
+    let path = metric.path.display().to_string();
+    let message = message
+        .strip_prefix(&format!("{path}: "))
+        .unwrap_or(message);
+    format!("{path}:{line}: {message}")
+}

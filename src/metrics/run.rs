@@ -1,0 +1,615 @@
+//! `flowhealth metrics run`: computes metrics for a period and writes each to
+//! `metrics/<metric>/version=<N>/period=<id>/part-0.parquet` (replacing that period's output in
+//! one atomic put), with `run_id` and `as_of` on every row, and the threshold breaches of each to
+//! `breaches/metric=<metric>/version=<N>/period=<id>/part-0.parquet`.
+//!
+//! Metrics run in dependency levels: the ones of a level concurrently, a dependent after what it
+//! reads (registered in the session as a table named after the metric). A metric that fails is
+//! reported, its dependents are skipped, and the others carry on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::prelude::SessionContext;
+use futures::future::join_all;
+
+use super::catalog::{Catalog, Metric};
+use super::period::{Period, PeriodKind};
+use crate::config::{Config, Threshold};
+use crate::error::{Error, Result};
+use crate::lake::{Lake, encode_parquet};
+
+/// What to compute.
+#[derive(Debug, Default)]
+pub struct Request {
+    /// `name` or `name@N`; every metric's latest version when empty.
+    pub metrics: Vec<String>,
+    /// A week (`2026-W09`) or month (`2026-03`) id; by default each metric's last complete period.
+    pub period: Option<String>,
+    /// ISO 8601; by default the end of the period.
+    pub as_of: Option<String>,
+}
+
+/// The outcome of one metric.
+#[derive(Debug)]
+pub struct Outcome {
+    pub metric: String,
+    pub period: String,
+    /// Rows written, or why not.
+    pub result: std::result::Result<usize, String>,
+    pub breaches: Vec<Breach>,
+}
+
+/// A row whose `value` is outside the metric's healthy range.
+#[derive(Debug, Clone)]
+pub struct Breach {
+    pub team: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
+    /// `below` (under `min`) or `above` (over `max`).
+    pub direction: &'static str,
+    pub advice: String,
+    pub previous_value: Option<f64>,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub run_id: String,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> i32 {
+        if self.outcomes.iter().all(|o| o.result.is_ok()) {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "run {}", self.run_id)?;
+        for outcome in &self.outcomes {
+            match &outcome.result {
+                Ok(rows) => writeln!(
+                    f,
+                    "  {:32} {:9} {rows:>6} rows  {} breaches",
+                    outcome.metric,
+                    outcome.period,
+                    outcome.breaches.len()
+                )?,
+                Err(error) => writeln!(
+                    f,
+                    "  {:32} {:9} FAILED: {error}",
+                    outcome.metric, outcome.period
+                )?,
+            }
+            for breach in &outcome.breaches {
+                writeln!(f, "      ! {}", breach.advice)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the metrics of `request`.
+pub async fn run(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    request: &Request,
+) -> Result<Report> {
+    let selected = select(catalog, &request.metrics)?;
+    let today = Utc::now().with_timezone(&config.timezone).date_naive();
+    let given = request
+        .period
+        .as_deref()
+        .map(Period::parse)
+        .transpose()
+        .map_err(Error::Usage)?;
+    let period_of = |metric: &Metric| -> Result<Period> {
+        match &given {
+            Some(period) if period.kind == metric.meta.period => Ok(period.clone()),
+            Some(period) => Err(Error::Usage(format!(
+                "{} is computed per {:?}, not per {:?} ({}): give a {} id",
+                metric.id(),
+                metric.meta.period,
+                period.kind,
+                period.id,
+                if metric.meta.period == PeriodKind::Week {
+                    "week like 2026-W09"
+                } else {
+                    "month like 2026-03"
+                }
+            ))),
+            None => Ok(Period::last_complete(metric.meta.period, today)),
+        }
+    };
+    // Without names, a period id picks the metrics computed per that kind of period.
+    let selected: Vec<&Metric> = match &given {
+        Some(period) if request.metrics.is_empty() => selected
+            .into_iter()
+            .filter(|m| m.meta.period == period.kind)
+            .collect(),
+        _ => selected,
+    };
+    let as_of = request
+        .as_of
+        .as_deref()
+        .map(|text| {
+            crate::ingest::validate::parse_timestamp(
+                text,
+                &crate::zone::Zone::new(config.timezone),
+                &[],
+            )
+            .ok_or_else(|| Error::Usage(format!("--as-of `{text}` is not an ISO 8601 timestamp")))
+        })
+        .transpose()?;
+
+    let ctx = crate::engine::session(config, lake).await?;
+    let run_id = format!(
+        "{}-{:08x}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u32>()
+    );
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    for level in levels(&selected) {
+        let jobs = level.iter().map(|metric| {
+            let ctx = ctx.clone();
+            let failed = &failed;
+            async move {
+                let period = period_of(metric).map_err(|e| e.to_string())?;
+                if let Some(dependency) = metric.meta.depends.iter().find(|d| failed.contains(d)) {
+                    return Err(format!("skipped: depends on {dependency}, which failed"));
+                }
+                let params = Params::new(config, &period, as_of);
+                let (schema, batches) = compute(&ctx, metric, &params)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((period, params, schema, batches))
+            }
+        });
+        let results = join_all(jobs).await;
+        for (metric, result) in level.iter().zip(results) {
+            let outcome = match result {
+                Ok((period, params, schema, batches)) => {
+                    crate::engine::register_result(
+                        &ctx,
+                        metric.name(),
+                        schema.clone(),
+                        batches.clone(),
+                    )?;
+                    let written = write(
+                        config, lake, metric, &period, &params, &run_id, schema, &batches,
+                    )
+                    .await;
+                    match written {
+                        Ok((rows, breaches)) => Outcome {
+                            metric: metric.id(),
+                            period: period.id,
+                            result: Ok(rows),
+                            breaches,
+                        },
+                        Err(e) => Outcome {
+                            metric: metric.id(),
+                            period: period.id,
+                            result: Err(e.to_string()),
+                            breaches: vec![],
+                        },
+                    }
+                }
+                Err(error) => Outcome {
+                    metric: metric.id(),
+                    period: request.period.clone().unwrap_or_default(),
+                    result: Err(error),
+                    breaches: vec![],
+                },
+            };
+            if outcome.result.is_err() {
+                failed.push(metric.name().to_string());
+            }
+            outcomes.push(outcome);
+        }
+    }
+    Ok(Report { run_id, outcomes })
+}
+
+/// The metrics asked for, plus what they depend on (latest versions unless asked for by version).
+fn select<'a>(catalog: &'a Catalog, specs: &[String]) -> Result<Vec<&'a Metric>> {
+    let mut selected: Vec<&Metric> = if specs.is_empty() {
+        catalog
+            .names()
+            .filter_map(|name| catalog.latest(name))
+            .collect()
+    } else {
+        specs
+            .iter()
+            .map(|spec| catalog.resolve(spec).map_err(Error::Usage))
+            .collect::<Result<_>>()?
+    };
+    let mut i = 0;
+    while i < selected.len() {
+        for dependency in selected[i].meta.depends.clone() {
+            if !selected.iter().any(|m| m.name() == dependency) {
+                selected.push(catalog.resolve(&dependency).map_err(Error::Usage)?);
+            }
+        }
+        i += 1;
+    }
+    Ok(selected)
+}
+
+/// Metrics grouped so that each level only depends on earlier levels.
+pub fn levels<'a>(metrics: &[&'a Metric]) -> Vec<Vec<&'a Metric>> {
+    let mut level_of: HashMap<&str, usize> = HashMap::new();
+    let mut remaining: Vec<&Metric> = metrics.to_vec();
+    let mut levels: Vec<Vec<&Metric>> = Vec::new();
+    while !remaining.is_empty() {
+        let (ready, waiting): (Vec<&Metric>, Vec<&Metric>) = remaining.iter().partition(|m| {
+            m.meta.depends.iter().all(|d| {
+                level_of.contains_key(d.as_str()) || !metrics.iter().any(|x| x.name() == d)
+            })
+        });
+        if ready.is_empty() {
+            // A dependency cycle: run the rest anyway; their SQL will fail to find the tables.
+            levels.push(waiting);
+            break;
+        }
+        for metric in &ready {
+            level_of.insert(metric.name(), levels.len());
+        }
+        levels.push(ready);
+        remaining = waiting;
+    }
+    levels
+}
+
+/// The named parameters every metric can use, bound (never pasted into the SQL).
+pub struct Params {
+    values: Vec<(String, ScalarValue)>,
+    pub as_of: i64,
+}
+
+impl Params {
+    pub fn new(config: &Config, period: &Period, as_of: Option<i64>) -> Params {
+        let (start, end) = period.bounds_utc(config.timezone);
+        let as_of = as_of.unwrap_or(end);
+        let zone = crate::zone::Zone::new(config.timezone);
+        let ts = |micros: i64| ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()));
+        let date = |day: chrono::NaiveDate| {
+            ScalarValue::Date32(Some(
+                datafusion::arrow::datatypes::Date32Type::from_naive_date(day),
+            ))
+        };
+        let w = config.index_weights;
+        let rules = &config.rules;
+        let values = vec![
+            ("period_id", ScalarValue::Utf8(Some(period.id.clone()))),
+            ("period_start", ts(start)),
+            ("period_end", ts(end)),
+            ("as_of", ts(as_of)),
+            ("period_start_date", date(period.start)),
+            ("period_end_date", date(period.end)),
+            // The last local day before as_of (as_of itself is exclusive).
+            ("as_of_date", date(zone.local_date(as_of - 1))),
+            // The 28 local days that end with as_of_date (zero streaks).
+            (
+                "window_start_date",
+                date(zone.local_date(as_of - 1) - Duration::days(27)),
+            ),
+            // The 28 days before the period (stores seen recently).
+            (
+                "lookback_start_date",
+                date(period.start - Duration::days(28)),
+            ),
+            // Four weeks after the period (outcomes the index should predict).
+            ("outcome_end", ts(period.end_plus_days(config.timezone, 28))),
+            ("due_soon_h", ScalarValue::Float64(Some(rules.due_soon_h))),
+            (
+                "signup_gap_minutes",
+                ScalarValue::Float64(Some(rules.signup_gap_minutes)),
+            ),
+            (
+                "chronic_report_max_days",
+                ScalarValue::Float64(Some(f64::from(rules.chronic_report_max_days))),
+            ),
+            (
+                "weight_stage_compliance",
+                ScalarValue::Float64(Some(w.stage_compliance)),
+            ),
+            ("weight_evidence", ScalarValue::Float64(Some(w.evidence))),
+            ("weight_silent", ScalarValue::Float64(Some(w.silent))),
+        ];
+        Params {
+            values: values
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            as_of,
+        }
+    }
+
+    /// The names, for documentation and error messages.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.iter().map(|(k, _)| k.as_str())
+    }
+}
+
+/// Plans `metric` with `params` bound: the errors `validate` reports.
+pub async fn plan(
+    ctx: &SessionContext,
+    metric: &Metric,
+    params: &Params,
+) -> Result<datafusion::dataframe::DataFrame> {
+    let frame = ctx.sql(&metric.sql).await.map_err(|e| located(metric, e))?;
+    let frame = frame
+        .with_param_values(params.values.clone())
+        .map_err(|e| located(metric, e))?;
+    Ok(frame)
+}
+
+fn located(metric: &Metric, error: datafusion::error::DataFusionError) -> Error {
+    Error::Query(format!(
+        "{}: {}",
+        metric.path.display(),
+        error.strip_backtrace()
+    ))
+}
+
+async fn compute(
+    ctx: &SessionContext,
+    metric: &Metric,
+    params: &Params,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let frame = plan(ctx, metric, params).await?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
+    Ok((schema, batches))
+}
+
+/// Writes the metric's rows and its breaches; returns the row count and the breaches.
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    config: &Config,
+    lake: &Lake,
+    metric: &Metric,
+    period: &Period,
+    params: &Params,
+    run_id: &str,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(usize, Vec<Breach>)> {
+    let rows = concat_batches(&schema, batches)?;
+    let version = format!("version={}", metric.version());
+    let partition = format!("period={}", period.id);
+    let stamped = stamp(&rows, run_id, params.as_of)?;
+    lake.put(
+        &lake.path(&[
+            "metrics",
+            metric.name(),
+            &version,
+            &partition,
+            "part-0.parquet",
+        ]),
+        encode_parquet(&stamped)?,
+    )
+    .await?;
+
+    let threshold = config
+        .thresholds
+        .get(metric.name())
+        .copied()
+        .or(metric.meta.threshold);
+    let breaches = match threshold {
+        Some(threshold) if rows.schema().column_with_name("value").is_some() => {
+            let previous = previous_values(lake, metric, period).await?;
+            breaches(metric, &rows, threshold, &previous)?
+        }
+        _ => Vec::new(),
+    };
+    if threshold.is_some() {
+        lake.put(
+            &lake.path(&[
+                "breaches",
+                &format!("metric={}", metric.name()),
+                &version,
+                &partition,
+                "part-0.parquet",
+            ]),
+            encode_parquet(&stamp(&breach_batch(&breaches)?, run_id, params.as_of)?)?,
+        )
+        .await?;
+    }
+    Ok((rows.num_rows(), breaches))
+}
+
+/// `rows` with `run_id` and `as_of` columns added.
+fn stamp(rows: &RecordBatch, run_id: &str, as_of: i64) -> Result<RecordBatch> {
+    let n = rows.num_rows();
+    let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+    fields.push(Arc::new(Field::new("run_id", DataType::Utf8, false)));
+    columns.push(Arc::new(StringArray::from(vec![run_id; n])));
+    fields.push(Arc::new(Field::new(
+        "as_of",
+        crate::lake::schema::timestamp_type(),
+        false,
+    )));
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(vec![as_of; n]).with_timezone("UTC"),
+    ));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// The previous period's `value` per team (None for the organisation row), from the lake.
+async fn previous_values(
+    lake: &Lake,
+    metric: &Metric,
+    period: &Period,
+) -> Result<HashMap<Option<String>, f64>> {
+    let path = lake.path(&[
+        "metrics",
+        metric.name(),
+        &format!("version={}", metric.version()),
+        &format!("period={}", period.previous().id),
+        "part-0.parquet",
+    ]);
+    let Some(bytes) = lake.get(&path).await? else {
+        return Ok(HashMap::new());
+    };
+    let mut previous = HashMap::new();
+    for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
+        let batch = batch?;
+        let (teams, values) = team_and_value(&batch)?;
+        for row in 0..batch.num_rows() {
+            if values.is_valid(row) {
+                previous.insert(teams.get(row).cloned().flatten(), values.value(row));
+            }
+        }
+    }
+    Ok(previous)
+}
+
+/// The `team` (NULL when absent) and `value` columns of a metric's rows.
+fn team_and_value(batch: &RecordBatch) -> Result<(Vec<Option<String>>, Float64Array)> {
+    let value = batch
+        .column_by_name("value")
+        .ok_or_else(|| Error::Lake("metric rows lack a `value` column".into()))?;
+    let values = cast(value, &DataType::Float64)?.as_primitive().clone();
+    let teams = match batch.column_by_name("team") {
+        Some(team) => {
+            let team = cast(team, &DataType::Utf8)?;
+            team.as_string::<i32>()
+                .iter()
+                .map(|t| t.map(String::from))
+                .collect()
+        }
+        None => vec![None; batch.num_rows()],
+    };
+    Ok((teams, values))
+}
+
+fn breaches(
+    metric: &Metric,
+    rows: &RecordBatch,
+    threshold: Threshold,
+    previous: &HashMap<Option<String>, f64>,
+) -> Result<Vec<Breach>> {
+    let (teams, values) = team_and_value(rows)?;
+    let records = row_objects(rows)?;
+    let mut env = minijinja::Environment::new();
+    let advice = metric.meta.advice.clone().unwrap_or_else(|| {
+        "{{ team or 'Organisation' }}: {{ metric }} is {{ value | round(3) }}, {{ direction }} the healthy {{ threshold }}".into()
+    });
+    env.add_template("advice", &advice)
+        .map_err(|e| Error::Usage(format!("{}: advice template: {e}", metric.path.display())))?;
+    let template = env.get_template("advice").expect("just added");
+    let mut out = Vec::new();
+    for row in 0..rows.num_rows() {
+        if values.is_null(row) {
+            continue;
+        }
+        let value = values.value(row);
+        let (bound, direction) = match (threshold.min, threshold.max) {
+            (Some(min), _) if value < min => (min, "below"),
+            (_, Some(max)) if value > max => (max, "above"),
+            _ => continue,
+        };
+        let team = teams[row].clone();
+        let previous_value = previous.get(&team).copied();
+        let mut context = records[row].clone();
+        context.insert("metric".into(), metric.name().into());
+        context.insert("threshold".into(), bound.into());
+        context.insert("direction".into(), direction.into());
+        context.insert("previous_value".into(), previous_value.into());
+        let advice = template.render(&context).map_err(|e| {
+            Error::Usage(format!("{}: advice template: {e}", metric.path.display()))
+        })?;
+        out.push(Breach {
+            team,
+            value,
+            threshold: bound,
+            direction,
+            advice,
+            previous_value,
+        });
+    }
+    Ok(out)
+}
+
+/// Each row as a JSON object, the template context of its advice.
+fn row_objects(rows: &RecordBatch) -> Result<Vec<BTreeMap<String, serde_json::Value>>> {
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    writer.write(rows)?;
+    writer.finish()?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+fn breach_batch(breaches: &[Breach]) -> Result<RecordBatch> {
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "team",
+            Arc::new(StringArray::from_iter(
+                breaches.iter().map(|b| b.team.clone()),
+            )),
+        ),
+        (
+            "value",
+            Arc::new(Float64Array::from_iter_values(
+                breaches.iter().map(|b| b.value),
+            )),
+        ),
+        (
+            "threshold",
+            Arc::new(Float64Array::from_iter_values(
+                breaches.iter().map(|b| b.threshold),
+            )),
+        ),
+        (
+            "direction",
+            Arc::new(StringArray::from_iter_values(
+                breaches.iter().map(|b| b.direction),
+            )),
+        ),
+        (
+            "advice",
+            Arc::new(StringArray::from_iter_values(
+                breaches.iter().map(|b| b.advice.as_str()),
+            )),
+        ),
+        (
+            "previous_value",
+            Arc::new(Float64Array::from_iter(
+                breaches.iter().map(|b| b.previous_value),
+            )),
+        ),
+        (
+            "change",
+            Arc::new(Float64Array::from_iter(
+                breaches
+                    .iter()
+                    .map(|b| b.previous_value.map(|p| b.value - p)),
+            )),
+        ),
+    ];
+    Ok(RecordBatch::try_from_iter(columns)?)
+}

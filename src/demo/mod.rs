@@ -5,7 +5,10 @@
 pub mod generate;
 
 use bytes::Bytes;
-use chrono::{Duration, NaiveDateTime, TimeZone, Utc};
+use chrono::{Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::metrics::period::{Period, PeriodKind};
 use chrono_tz::Tz;
 
 use self::generate::{Action, DemoSize, Organisation};
@@ -59,6 +62,7 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
     let report = crate::ingest::ingest(config, &[]).await?;
     print!("{report}");
     let lake = Lake::open(config)?;
+    let metrics_ok = metrics(config, &lake, until, args.weeks).await?;
     println!("\nlake: {}", lake.display());
     println!("  raw/<dataset>/dt=YYYY-MM-DD/*.parquet         landed rows");
     println!("  quarantine/<dataset>/dt=YYYY-MM-DD/*.parquet  rejected rows, with the reason");
@@ -69,7 +73,120 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
         "  or: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"",
         lake.display()
     );
-    Ok(report.exit_code())
+    Ok(if metrics_ok { report.exit_code() } else { 1 })
+}
+
+/// Computes every metric for each complete week (and month) of the demo, then prints the latest
+/// week's health index per team and its breaches. Returns whether every metric ran.
+async fn metrics(config: &Config, lake: &Lake, until: NaiveDate, weeks: u32) -> Result<bool> {
+    let catalog = crate::metrics::catalog(config)?;
+    if catalog.metrics.is_empty() {
+        println!(
+            "
+no metrics: {} has no metric definitions",
+            catalog.dir.display()
+        );
+        return Ok(true);
+    }
+    let first = until - Duration::days(7 * i64::from(weeks) - 1);
+    let mut periods = Vec::new();
+    for kind in [PeriodKind::Week, PeriodKind::Month] {
+        let mut period = Period::containing(kind, first);
+        while period.end <= until + Duration::days(1) {
+            if period.start >= first {
+                periods.push(period.clone());
+            }
+            period = Period::containing(kind, period.end);
+        }
+    }
+    println!(
+        "
+metrics: {} periods ({} .. {})",
+        periods.len(),
+        first,
+        until
+    );
+    let mut ok = true;
+    let mut latest = None;
+    for period in &periods {
+        let request = crate::metrics::run::Request {
+            period: Some(period.id.clone()),
+            ..Default::default()
+        };
+        let report = crate::metrics::run::run(config, lake, &catalog, &request).await?;
+        for outcome in &report.outcomes {
+            if let Err(error) = &outcome.result {
+                ok = false;
+                println!("  {} {}: FAILED: {error}", outcome.metric, outcome.period);
+            }
+        }
+        if period.kind == PeriodKind::Week {
+            latest = Some((period.id.clone(), report));
+        }
+    }
+    let Some((week, report)) = latest else {
+        println!("  (no complete week yet)");
+        return Ok(ok);
+    };
+    let index = catalog.latest("process_health_index");
+    if let Some(index) = index {
+        let path = lake.path(&[
+            "metrics",
+            index.name(),
+            &format!("version={}", index.version()),
+            &format!("period={week}"),
+            "part-0.parquet",
+        ]);
+        if let Some(bytes) = lake.get(&path).await? {
+            let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                .build()?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let columns = [
+                "team",
+                "value",
+                "stage_compliance_rate",
+                "evidence_rate",
+                "silent_overtime_rate",
+            ];
+            let projected = batches
+                .iter()
+                .map(|b| {
+                    let indices: Vec<usize> = columns
+                        .iter()
+                        .filter_map(|c| b.schema().index_of(c).ok())
+                        .collect();
+                    b.project(&indices)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            println!(
+                "
+process health index, {week} (team NULL: the organisation):"
+            );
+            println!(
+                "{}",
+                datafusion::arrow::util::pretty::pretty_format_batches(&projected)?
+            );
+        }
+    }
+    let breaches: Vec<String> = report
+        .outcomes
+        .iter()
+        .flat_map(|o| {
+            o.breaches
+                .iter()
+                .map(move |b| format!("  {}: {}", o.metric, b.advice))
+        })
+        .collect();
+    println!("breaches, {week}: {}", breaches.len());
+    for breach in breaches {
+        println!("{breach}");
+    }
+    println!(
+        "metrics: {}/metrics/<metric>/version=<N>/period=<id>/, breaches: {}/breaches/",
+        lake.display(),
+        lake.display()
+    );
+    Ok(ok)
 }
 
 /// The inbox files of the demo: path under the inbox -> content.

@@ -90,12 +90,22 @@ impl Catalog {
     pub fn load(dir: &Path) -> Result<Catalog, Vec<String>> {
         let mut problems = Vec::new();
         let mut metrics = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            vec![format!(
-                "{}: cannot read the queries folder: {e}",
-                dir.display()
-            )]
-        })?;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            // No catalog yet: nothing to check, and `metrics run` says where it looked.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Catalog {
+                    dir: dir.to_path_buf(),
+                    ..Catalog::default()
+                });
+            }
+            Err(e) => {
+                return Err(vec![format!(
+                    "{}: cannot read the queries folder: {e}",
+                    dir.display()
+                )]);
+            }
+        };
         let mut folders: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_dir())

@@ -110,6 +110,12 @@ pub async fn run(
     catalog: &Catalog,
     request: &Request,
 ) -> Result<Report> {
+    if catalog.metrics.is_empty() {
+        return Err(Error::Usage(format!(
+            "no metrics in {}: `queries:` in the config names the folder of <metric>/v<N>.sql files",
+            catalog.dir.display()
+        )));
+    }
     let selected = select(catalog, &request.metrics)?;
     let today = Utc::now().with_timezone(&config.timezone).date_naive();
     let given = request

@@ -8,9 +8,10 @@
 -- threshold: { min: 0.90 }
 -- advice: >-
 --   {{ team or 'Organisation' }}: process health index {{ value | round(3) }}, healthy from
---   {{ threshold }} (stage compliance {{ stage_compliance_rate | round(3) }}, evidence
---   {{ evidence_rate | round(3) }}, silent overtime {{ silent_overtime_rate | round(3) }}).
---   Start with the weakest component.
+--   {{ threshold }} (stage compliance {{ stage_compliance_rate | round(3) if stage_compliance_rate
+--   is not none else 'n/a' }}, evidence {{ evidence_rate | round(3) if evidence_rate is not none
+--   else 'n/a' }}, silent overtime {{ silent_overtime_rate | round(3) if silent_overtime_rate is
+--   not none else 'n/a' }}). Start with the weakest component.
 --
 -- Contract 4.4. A component with an empty population (NULL value) is left out and the remaining
 -- weights renormalised; with none left, the value is NULL.

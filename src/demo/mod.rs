@@ -93,7 +93,9 @@ no metrics: {} has no metric definitions",
     for kind in [PeriodKind::Week, PeriodKind::Month] {
         let mut period = Period::containing(kind, first);
         while period.end <= until + Duration::days(1) {
-            if period.start >= first {
+            // Weeks the demo covers whole; months that end within it (breakpoints and
+            // month-end bunching look at what there is).
+            if period.start >= first || kind == PeriodKind::Month {
                 periods.push(period.clone());
             }
             period = Period::containing(kind, period.end);

@@ -192,7 +192,7 @@ impl Catalog {
 
     /// The highest version of `name`.
     pub fn latest(&self, name: &str) -> Option<&Metric> {
-        self.metrics.iter().filter(|m| m.name() == name).next_back()
+        self.metrics.iter().rfind(|m| m.name() == name)
     }
 
     fn next_version(&self, name: &str) -> u32 {
@@ -308,7 +308,10 @@ fn load_file(path: &Path) -> Result<Metric, String> {
     }
     let meta: Meta = serde_yaml::from_str(&front.join("\n")).map_err(|e| {
         let line = e.location().map_or(1, |l| l.line());
-        at(line, format!("front matter: {e}"))
+        let message = e.to_string();
+        // serde_yaml ends with ` at line N column M`: the line is already in front.
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        at(line, format!("front matter: {message}"))
     })?;
     let folder = path
         .parent()

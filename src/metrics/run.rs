@@ -163,6 +163,11 @@ pub async fn run(
         })
         .transpose()?;
 
+    // Every metric's period, before anything runs: a wrong kind of period is the user's to fix.
+    let periods: HashMap<&str, Period> = selected
+        .iter()
+        .map(|m| Ok((m.name(), period_of(m)?)))
+        .collect::<Result<_>>()?;
     let ctx = crate::engine::session(config, lake).await?;
     let run_id = format!(
         "{}-{:08x}",
@@ -174,9 +179,9 @@ pub async fn run(
     for level in levels(&selected) {
         let jobs = level.iter().map(|metric| {
             let ctx = ctx.clone();
-            let failed = &failed;
+            let (failed, periods) = (&failed, &periods);
             async move {
-                let period = period_of(metric).map_err(|e| e.to_string())?;
+                let period = periods[metric.name()].clone();
                 if let Some(dependency) = metric.meta.depends.iter().find(|d| failed.contains(d)) {
                     return Err(format!("skipped: depends on {dependency}, which failed"));
                 }
@@ -560,7 +565,10 @@ fn breaches(
 
 /// Each row as a JSON object, the template context of its advice.
 fn row_objects(rows: &RecordBatch) -> Result<Vec<BTreeMap<String, serde_json::Value>>> {
-    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    // Explicit nulls: a NULL column is `none` in the template, not undefined.
+    let mut writer = datafusion::arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, datafusion::arrow::json::writer::JsonArray>(Vec::new());
     writer.write(rows)?;
     writer.finish()?;
     let bytes = writer.into_inner();

@@ -28,9 +28,14 @@ pub struct Workspace {
 impl Workspace {
     /// A workspace whose config is the test stages plus `extra` YAML (e.g. a `datasets:` section).
     pub fn new(extra: &str) -> Workspace {
+        Workspace::in_timezone("Asia/Shanghai", extra)
+    }
+
+    /// Like [`Workspace::new`], in another timezone.
+    pub fn in_timezone(timezone: &str, extra: &str) -> Workspace {
         let dir = tempfile::tempdir().expect("temp dir");
         let text = format!(
-            "timezone: Asia/Shanghai\nlake: {{ url: ./lake }}\ninbox: {{ url: ./inbox }}\n{STAGES}{extra}"
+            "timezone: {timezone}\nlake: {{ url: ./lake }}\ninbox: {{ url: ./inbox }}\n{STAGES}{extra}"
         );
         std::fs::write(dir.path().join("config.yaml"), text).expect("write config");
         Workspace { dir }

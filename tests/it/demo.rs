@@ -7,11 +7,14 @@ use std::process::Command;
 use crate::common::{Workspace, count};
 
 fn run_demo(ws: &Workspace) -> String {
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml"),
-        ws.path().join("config.yaml"),
-    )
-    .unwrap();
+    // The shipped config, with its metric catalog where it is in the repository.
+    let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml"))
+        .unwrap()
+        .replace(
+            "queries: ./queries",
+            concat!("queries: ", env!("CARGO_MANIFEST_DIR"), "/queries"),
+        );
+    std::fs::write(ws.path().join("config.yaml"), config).unwrap();
     let output = ws
         .command()
         .args([
@@ -126,6 +129,7 @@ fn demo_builds_a_conforming_lake_whose_counts_reconcile() {
         let output = Command::new("python3")
             .arg(&conformance)
             .arg(ws.lake())
+            .arg("--metrics")
             .output()
             .unwrap();
         assert!(
@@ -143,6 +147,21 @@ fn demo_builds_a_conforming_lake_whose_counts_reconcile() {
             "skipping the conformance check: {} is not here",
             conformance.display()
         );
+    }
+
+    // Every demo week has its index: one row per team and week, plus the organisation's.
+    assert!(stdout.contains("process health index, 2026-W13"), "{stdout}");
+    let index = ws.duckdb(&format!(
+        "select period, count(*) filter (where team is null), count(distinct team), count(*)
+         from {} group by 1 order by 1",
+        crate::common::scan("metrics/process_health_index")
+    ));
+    let weeks: Vec<&str> = index.iter().map(|r| r[0].as_str().unwrap()).collect();
+    // 11 to 31 March: the weeks of 16 and 23 March are whole.
+    assert_eq!(weeks, ["2026-W12", "2026-W13"]);
+    for row in &index {
+        assert_eq!(row[1], 1, "{row:?}");
+        assert_eq!(row[3].as_i64().unwrap(), row[2].as_i64().unwrap() + 1, "{row:?}");
     }
 
     // A second demo run with the same seed writes the same files: ingesting them is a no-op.

@@ -7,5 +7,6 @@ mod config;
 mod demo;
 mod functions;
 mod ingest;
+mod metrics;
 mod query;
 mod s3;

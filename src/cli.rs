@@ -50,7 +50,7 @@ pub enum Command {
     /// Check the configuration and the metric catalog (front matter, versions.lock, and that every
     /// metric's SQL plans) without running anything; every problem is reported at once.
     Validate,
-    /// The metric catalog (queries/<metric>/v<N>.sql): list, run, release.
+    /// The metric catalog (queries/<metric>/v<N>.sql): list, run, test, release.
     #[command(subcommand)]
     Metrics(MetricsCommand),
     /// Land new inbox files (inbox/<dataset>/*) in the lake: validated, deduplicated, with
@@ -106,6 +106,10 @@ pub enum MetricsCommand {
         #[arg(long)]
         as_of: Option<String>,
     },
+    /// Golden tests: ingest each case in queries/_tests/<case>/inbox into a temporary lake, run
+    /// its metrics for the case's period and compare with queries/_tests/<case>/expected/*.csv;
+    /// a difference is shown as a diff (exit 1).
+    Test,
     /// Record every draft version in queries/versions.lock: from then on its SQL must not change
     /// (validate checks), and a change means a new version file.
     Release,
@@ -181,6 +185,11 @@ async fn execute(cli: Cli) -> Result<i32> {
                         crate::metrics::run::run(&config, &lake, &catalog, &request).await?;
                     print!("{report}");
                     Ok(report.exit_code())
+                }
+                MetricsCommand::Test => {
+                    let outcome = crate::metrics::golden::run_all(&config, &catalog).await?;
+                    print!("{}", outcome.report);
+                    Ok(if outcome.passed { 0 } else { 1 })
                 }
                 MetricsCommand::Release => {
                     let released = catalog.release_all().map_err(|e| {

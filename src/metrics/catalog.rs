@@ -108,7 +108,13 @@ impl Catalog {
         };
         let mut folders: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
+            // `_tests/` and other `_` folders are not metrics.
+            .filter(|p| {
+                p.is_dir()
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('_'))
+            })
             .collect();
         folders.sort();
         for folder in folders {

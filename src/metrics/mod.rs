@@ -2,6 +2,7 @@
 //! that writes `metrics/` and `breaches/` to the lake, and the checks `validate` runs.
 
 pub mod catalog;
+pub mod golden;
 pub mod period;
 pub mod run;
 

@@ -150,7 +150,10 @@ fn demo_builds_a_conforming_lake_whose_counts_reconcile() {
     }
 
     // Every demo week has its index: one row per team and week, plus the organisation's.
-    assert!(stdout.contains("process health index, 2026-W13"), "{stdout}");
+    assert!(
+        stdout.contains("process health index, 2026-W13"),
+        "{stdout}"
+    );
     let index = ws.duckdb(&format!(
         "select period, count(*) filter (where team is null), count(distinct team), count(*)
          from {} group by 1 order by 1",
@@ -161,7 +164,11 @@ fn demo_builds_a_conforming_lake_whose_counts_reconcile() {
     assert_eq!(weeks, ["2026-W12", "2026-W13"]);
     for row in &index {
         assert_eq!(row[1], 1, "{row:?}");
-        assert_eq!(row[3].as_i64().unwrap(), row[2].as_i64().unwrap() + 1, "{row:?}");
+        assert_eq!(
+            row[3].as_i64().unwrap(),
+            row[2].as_i64().unwrap() + 1,
+            "{row:?}"
+        );
     }
 
     // A second demo run with the same seed writes the same files: ingesting them is a no-op.

@@ -360,3 +360,32 @@ fn one_failing_metric_does_not_stop_the_others_and_exits_1() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn the_golden_tests_pass_and_a_wrong_expectation_shows_a_diff() {
+    let ws = Workspace::new("queries: ./queries\n");
+    let copied = std::process::Command::new("cp")
+        .args(["-r", QUERIES])
+        .arg(ws.path().join("queries"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let report = ok(&ws, &["metrics", "test"]);
+    assert!(report.contains(", 0 failed"), "{report}");
+    assert!(!report.contains("FAILED"), "{report}");
+
+    let expected = ws
+        .path()
+        .join("queries/_tests/berlin_spring_week/expected/stage_compliance_rate.csv");
+    let text = std::fs::read_to_string(&expected).unwrap();
+    std::fs::write(&expected, text.replace("east,2,1,0.5,O2", "east,2,2,1.0,")).unwrap();
+    let output = run(&ws, &["metrics", "test"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains("FAILED berlin_spring_week stage_compliance_rate")
+            && report.contains("- east,2,2,1.0,")
+            && report.contains("+ east,2,1,0.5,O2"),
+        "{report}"
+    );
+}

@@ -1,0 +1,213 @@
+//! `flowhealth metrics test`: golden tests of metric versions, like dbt unit tests. Each case is a
+//! folder under `queries/_tests/`:
+//!
+//! ```text
+//! queries/_tests/<case>/case.yaml              period: 2026-W13, optional as_of and timezone
+//! queries/_tests/<case>/inbox/<dataset>/*.csv  the input, as exports (ingested for real)
+//! queries/_tests/<case>/expected/<metric>.csv  expected rows of the latest version, or
+//!                                              <metric>@<N>.csv for a given version
+//! ```
+//!
+//! The case's inbox is ingested into a temporary lake with the project's config (its timezone
+//! replaced when the case gives one), the metrics run for the period, and each output (without
+//! `run_id` and `as_of`) is compared with its expected CSV; a difference is shown line by line.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Deserialize;
+
+use super::catalog::Catalog;
+use super::run::{self, Request};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    period: String,
+    #[serde(default)]
+    as_of: Option<String>,
+    #[serde(default)]
+    timezone: Option<String>,
+}
+
+/// The outcome of all cases: a readable report and whether every expectation held.
+pub struct Outcome {
+    pub report: String,
+    pub passed: bool,
+}
+
+/// Runs every case under `<catalog>/_tests`.
+pub async fn run_all(config: &Config, catalog: &Catalog) -> Result<Outcome> {
+    let root = catalog.dir.join("_tests");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map_err(|e| Error::io(&root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    let mut report = String::new();
+    let (mut checked, mut failed) = (0, 0);
+    for case in &cases {
+        for (name, result) in run_case(config, catalog, case).await? {
+            checked += 1;
+            match result {
+                Ok(()) => {
+                    let _ = writeln!(report, "ok     {} {name}", case_name(case));
+                }
+                Err(diff) => {
+                    failed += 1;
+                    let _ = writeln!(report, "FAILED {} {name}\n{diff}", case_name(case));
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        report,
+        "{} cases, {checked} expectations, {failed} failed",
+        cases.len()
+    );
+    Ok(Outcome {
+        report,
+        passed: failed == 0 && checked > 0,
+    })
+}
+
+fn case_name(case: &Path) -> String {
+    case.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// One case: (expectation, Ok or the diff) per expected file.
+async fn run_case(
+    config: &Config,
+    catalog: &Catalog,
+    case: &Path,
+) -> Result<Vec<(String, std::result::Result<(), String>)>> {
+    let spec_path = case.join("case.yaml");
+    let text = std::fs::read_to_string(&spec_path).map_err(|e| Error::io(&spec_path, e))?;
+    let spec: Case = serde_yaml::from_str(&text)
+        .map_err(|e| Error::Config(vec![format!("{}: {e}", spec_path.display())]))?;
+    let work = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut config = config.clone();
+    config.lake.url = work.path().join("lake").display().to_string();
+    config.lake.s3 = None;
+    config.inbox.url = case.join("inbox").display().to_string();
+    config.inbox.s3 = None;
+    if let Some(tz) = &spec.timezone {
+        config.timezone = tz.parse().map_err(|_| {
+            Error::Config(vec![format!(
+                "{}: timezone `{tz}` is not an IANA timezone",
+                spec_path.display()
+            )])
+        })?;
+    }
+    let ingest = crate::ingest::ingest(&config, &[]).await?;
+    if ingest.exit_code() != 0 {
+        return Err(Error::Usage(format!(
+            "{}: the case's inbox did not ingest cleanly:\n{ingest}",
+            case.display()
+        )));
+    }
+
+    let expected_dir = case.join("expected");
+    let mut expectations: Vec<PathBuf> = std::fs::read_dir(&expected_dir)
+        .map_err(|e| Error::io(&expected_dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    expectations.sort();
+    let specs: Vec<String> = expectations
+        .iter()
+        .map(|p| {
+            p.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let lake = Lake::open(&config)?;
+    let request = Request {
+        metrics: specs.clone(),
+        period: Some(spec.period.clone()),
+        as_of: spec.as_of.clone(),
+    };
+    let report = run::run(&config, &lake, catalog, &request).await?;
+    let mut results = Vec::new();
+    for (name, expected_path) in specs.iter().zip(&expectations) {
+        let metric = catalog.resolve(name).map_err(Error::Usage)?;
+        let failed = report
+            .outcomes
+            .iter()
+            .find(|o| o.metric == metric.id())
+            .and_then(|o| o.result.as_ref().err());
+        if let Some(error) = failed {
+            results.push((name.clone(), Err(format!("  the metric failed: {error}"))));
+            continue;
+        }
+        let path = lake.path(&[
+            "metrics",
+            metric.name(),
+            &format!("version={}", metric.version()),
+            &format!("period={}", spec.period),
+            "part-0.parquet",
+        ]);
+        let bytes = lake
+            .get(&path)
+            .await?
+            .ok_or_else(|| Error::Lake(format!("{path}: not written")))?;
+        let actual = csv(&ParquetRecordBatchReaderBuilder::try_new(bytes)?
+            .build()?
+            .collect::<std::result::Result<Vec<_>, _>>()?)?;
+        let expected =
+            std::fs::read_to_string(expected_path).map_err(|e| Error::io(expected_path, e))?;
+        results.push((name.clone(), compare(&expected, &actual)));
+    }
+    Ok(results)
+}
+
+/// The rows as CSV with a header, without `run_id` and `as_of`.
+fn csv(batches: &[RecordBatch]) -> Result<String> {
+    let mut out = Vec::new();
+    {
+        let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut out);
+        for batch in batches {
+            let keep: Vec<usize> = (0..batch.num_columns())
+                .filter(|&i| {
+                    !["run_id", "as_of"].contains(&batch.schema().field(i).name().as_str())
+                })
+                .collect();
+            writer.write(&batch.project(&keep)?)?;
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Ok when equal line by line (ignoring a trailing newline); else a `-expected +actual` diff.
+fn compare(expected: &str, actual: &str) -> std::result::Result<(), String> {
+    let (expected, actual) = (expected.trim_end(), actual.trim_end());
+    if expected == actual {
+        return Ok(());
+    }
+    let diff = similar::TextDiff::from_lines(expected, actual);
+    let mut out = String::from("  (-expected +actual)\n");
+    for change in diff.iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Delete => '-',
+            similar::ChangeTag::Insert => '+',
+            similar::ChangeTag::Equal => ' ',
+        };
+        let _ = write!(out, "  {sign} {}", change);
+        if change.missing_newline() {
+            out.push('\n');
+        }
+    }
+    Err(out)
+}

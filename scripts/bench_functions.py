@@ -65,7 +65,7 @@ def main():
                      'R' || (i % 412)::varchar AS owner_id,
                      'bench.csv' AS source_file,
                      i + 2 AS source_line,
-                     TIMESTAMPTZ '2026-04-01 00:00:00+00' AS ingested_at,
+                     changed_at + (i % 500) * INTERVAL 1 HOUR AS ingested_at,
                      strftime(changed_at, '%Y-%m-%d') AS dt
               FROM range({rows}) t(i)
             ) TO '{folder}' (FORMAT parquet, PARTITION_BY (dt))""")
@@ -76,21 +76,24 @@ def main():
 
         source = f"read_parquet('{glob}')"
         cases = [
-            ("scan (no function)",
-             "SELECT count(*), count(changed_at), count(ingested_at) FROM stage_changes",
-             f"SELECT count(*), count(changed_at), count(ingested_at) FROM {source}"),
+            ("start-up (SELECT 1)", "SELECT 1", "SELECT 1"),
+            ("scan timestamps",
+             "SELECT count(*) FROM stage_changes WHERE ingested_at > changed_at",
+             f"SELECT count(*) FROM {source} WHERE ingested_at > changed_at"),
             ("silent_hours",
              "SELECT sum(silent_hours(changed_at, ingested_at)) FROM stage_changes",
              f"SELECT sum((epoch_us(ingested_at) - epoch_us(changed_at)) / 3600e6) FROM {source}"),
-            ("scan (stages)",
-             "SELECT count(*), count(from_stage), count(to_stage) FROM stage_changes",
-             f"SELECT count(*), count(from_stage), count(to_stage) FROM {source}"),
+            ("scan stages",
+             "SELECT count(*) FROM stage_changes WHERE from_stage = to_stage",
+             f"SELECT count(*) FROM {source} WHERE from_stage = to_stage"),
             ("is_stage_skip",
              "SELECT count(*) FILTER (WHERE is_stage_skip(from_stage, to_stage)) FROM stage_changes",
              f"SELECT count(*) FILTER (WHERE {duck_skip('from_stage', 'to_stage')}) FROM {source}"),
         ]
-        print(f"\n{rows:,} rows, best of {runs} runs, each a fresh process; 2 threads per engine")
+        print(f"\n{rows:,} rows, best of {runs} runs, each a fresh process (wall seconds include it);"
+              " rows/s are net of each engine's start-up (the SELECT 1 row)")
         print(f"{'query':20} {'flowhealth s':>12} {'rows/s':>13} {'duckdb s':>9} {'rows/s':>13} {'ratio':>6}")
+        startup = None
         for label, fh_sql, duck_sql in cases:
             fh = [run([BIN, "--config", config, "query", fh_sql, "--format", "csv"], env) for _ in range(runs)]
             duck = [run([sys.executable, "-c",
@@ -101,9 +104,14 @@ def main():
             if not all(math.isclose(float(a), float(b), rel_tol=1e-9) for a, b in zip(fh_answer, duck_answer)):
                 sys.exit(f"{label}: answers differ: flowhealth {fh_answer}, duckdb {duck_answer}")
             fh_s, duck_s = min(s for s, _ in fh), min(s for s, _ in duck)
-            print(f"{label:20} {fh_s:12.2f} {rows / fh_s:13,.0f} {duck_s:9.2f} {rows / duck_s:13,.0f} "
-                  f"{duck_s / fh_s:5.2f}x", flush=True)
-        print("ratio = duckdb seconds / flowhealth seconds (above 1: flowhealth is faster)")
+            if startup is None:
+                startup = (fh_s, duck_s)
+                print(f"{label:20} {fh_s:12.2f} {'':>13} {duck_s:9.2f}", flush=True)
+                continue
+            fh_net, duck_net = max(fh_s - startup[0], 1e-3), max(duck_s - startup[1], 1e-3)
+            print(f"{label:20} {fh_s:12.2f} {rows / fh_net:13,.0f} {duck_s:9.2f} {rows / duck_net:13,.0f} "
+                  f"{duck_net / fh_net:5.2f}x", flush=True)
+        print("ratio = duckdb net seconds / flowhealth net seconds (above 1: flowhealth is faster)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

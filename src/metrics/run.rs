@@ -223,7 +223,7 @@ pub async fn run(
                 }
                 Err(error) => Outcome {
                     metric: metric.id(),
-                    period: request.period.clone().unwrap_or_default(),
+                    period: periods[metric.name()].id.clone(),
                     result: Err(error),
                     breaches: vec![],
                 },

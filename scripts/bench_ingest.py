@@ -15,17 +15,21 @@ import duckdb
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 BIN = os.path.join(TARGET, "release", "flowhealth")
+# Peak RSS is read by a small wrapper process: a child forked straight from this (large) process
+# would report this process's memory as its own high-water mark.
+RSS_WRAPPER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); _, s, u = os.wait4(p.pid, 0); "
+               "open(sys.argv[1], 'w').write(str(u.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(s))")
 
 
 def measure(argv, **kw):
     """Runs argv as a child; returns (seconds, peak RSS in MiB of that child alone)."""
-    start = time.perf_counter()
-    child = subprocess.Popen(argv, **kw)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{argv[0]} failed with status {os.waitstatus_to_exitcode(status)}")
-    return seconds, usage.ru_maxrss / 1024
+    with tempfile.NamedTemporaryFile() as rss:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", RSS_WRAPPER, rss.name, *argv], **kw)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.exit(f"{argv[0]} failed with status {done.returncode}")
+        return seconds, int(open(rss.name).read()) / 1024
 
 
 def main():

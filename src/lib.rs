@@ -15,6 +15,8 @@
 //!   pruned, the configured timezone, the [`udf`] function library) and `flowhealth query`.
 //! - [`udf`]: the process-flow SQL functions (stage rules, silent hours, business calendar),
 //!   driven by the config; [`zone`] is the local-time arithmetic they share with ingest.
+//! - [`metrics`]: the versioned metric SQL in `queries/` (catalog, lock, periods), the runner
+//!   that writes `metrics/` and `breaches/` to the lake, and the golden tests.
 //! - [`demo`]: a generated organisation with the article's process problems planted in it,
 //!   written to the inbox as real export files.
 //! - [`cli`]: the commands; `main.rs` only parses arguments and calls [`cli::run`].

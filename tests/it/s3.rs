@@ -72,7 +72,8 @@ async fn lake_and_inbox_on_s3() {
         moto.endpoint
     );
     let text = format!(
-        "timezone: Europe/Berlin\nlake: {{ url: s3://flowhealth/lake, {s3} }}\ninbox: {{ url: s3://flowhealth/inbox, {s3} }}\n{STAGES}"
+        "timezone: Europe/Berlin\nlake: {{ url: s3://flowhealth/lake, {s3} }}\ninbox: {{ url: s3://flowhealth/inbox, {s3} }}\nqueries: {}/queries\n{STAGES}",
+        env!("CARGO_MANIFEST_DIR")
     );
     let config = Config::parse(&text, "s3.yaml", ".".into(), |_| None).unwrap();
     let inbox = Lake::open_store(&config, &config.inbox).unwrap();
@@ -143,5 +144,45 @@ async fn lake_and_inbox_on_s3() {
     assert_eq!(
         lake.list(&["raw", "actions"]).await.unwrap().len(),
         objects.len()
+    );
+
+    // Metrics read the lake on S3 and write their outputs there. Week 2026-W10 is 2 to 8 March:
+    // days 2..=8 are i % 28 in 1..=7, 18 rows each.
+    let catalog = flowhealth::metrics::catalog(&config).unwrap();
+    let request = flowhealth::metrics::run::Request {
+        metrics: vec!["entry_lag".into()],
+        period: Some("2026-W10".into()),
+        as_of: None,
+    };
+    let report = flowhealth::metrics::run::run(&config, &lake, &catalog, &request)
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let bytes = lake
+        .get(&lake.path(&[
+            "metrics",
+            "entry_lag",
+            "version=1",
+            "period=2026-W10",
+            "part-0.parquet",
+        ]))
+        .await
+        .unwrap()
+        .expect("the metric output is on S3");
+    let batch =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+    let text =
+        datafusion::arrow::util::pretty::pretty_format_batches(&[batch.project(&[0, 1]).unwrap()])
+            .unwrap()
+            .to_string();
+    assert!(
+        text.contains("|          | 126     |") && text.contains("| R1       | 126     |"),
+        "{text}"
     );
 }

@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 /// The configuration shipped in the repository, embedded so `demo` runs without any file.
 pub const EMBEDDED: &str = include_str!("../../config.yaml");
 
+/// `Config::source` of the embedded configuration.
+pub const EMBEDDED_SOURCE: &str = "<embedded config.yaml>";
+
 /// The whole configuration. See `config.yaml` for a commented example of every field.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -439,12 +442,9 @@ impl Config {
                     std::env::var(k).ok()
                 })
             }
-            None => Config::parse(
-                EMBEDDED,
-                "<embedded config.yaml>",
-                PathBuf::from("."),
-                |k| std::env::var(k).ok(),
-            ),
+            None => Config::parse(EMBEDDED, EMBEDDED_SOURCE, PathBuf::from("."), |k| {
+                std::env::var(k).ok()
+            }),
         }
     }
 

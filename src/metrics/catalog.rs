@@ -25,6 +25,10 @@ use sha2::{Digest, Sha256};
 use super::period::PeriodKind;
 use crate::config::Threshold;
 
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded_queries.rs"));
+}
+
 /// The lock file, beside the metric folders.
 pub const LOCK_FILE: &str = "versions.lock";
 
@@ -88,8 +92,6 @@ pub struct Catalog {
 impl Catalog {
     /// Loads every `<metric>/v<N>.sql` under `dir`; problems are `file:line: message`.
     pub fn load(dir: &Path) -> Result<Catalog, Vec<String>> {
-        let mut problems = Vec::new();
-        let mut metrics = Vec::new();
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             // No catalog yet: nothing to check, and `metrics run` says where it looked.
@@ -117,6 +119,8 @@ impl Catalog {
             })
             .collect();
         folders.sort();
+        let mut sources = Vec::new();
+        let mut problems = Vec::new();
         for folder in folders {
             let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
                 .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -126,10 +130,53 @@ impl Catalog {
                 .into_iter()
                 .filter(|p| p.extension().is_some_and(|e| e == "sql"))
             {
-                match load_file(&path) {
-                    Ok(metric) => metrics.push(metric),
-                    Err(problem) => problems.push(problem),
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => sources.push((path, text)),
+                    Err(e) => problems.push(format!("{}:1: cannot read: {e}", path.display())),
                 }
+            }
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = match std::fs::read_to_string(&lock_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                problems.push(format!("{}: cannot read: {e}", lock_path.display()));
+                None
+            }
+        };
+        Catalog::from_sources(dir, sources, lock.as_deref(), problems)
+    }
+
+    /// The catalog shipped inside the binary (the repository's `queries/` at build time), for
+    /// the embedded default configuration when there is no `queries/` folder.
+    pub fn embedded() -> Catalog {
+        let dir = Path::new("<embedded queries>");
+        let sources = embedded::FILES
+            .iter()
+            .filter(|(path, _)| path.ends_with(".sql"))
+            .map(|(path, text)| (dir.join(path), text.to_string()))
+            .collect();
+        let lock = embedded::FILES
+            .iter()
+            .find(|(path, _)| *path == LOCK_FILE)
+            .map(|(_, text)| *text);
+        Catalog::from_sources(dir, sources, lock, Vec::new())
+            .expect("the shipped catalog is checked by the tests")
+    }
+
+    /// The catalog of metric files (path, content) and the lock's text.
+    fn from_sources(
+        dir: &Path,
+        sources: Vec<(PathBuf, String)>,
+        lock: Option<&str>,
+        mut problems: Vec<String>,
+    ) -> Result<Catalog, Vec<String>> {
+        let mut metrics = Vec::new();
+        for (path, text) in sources {
+            match parse_file(&path, text) {
+                Ok(metric) => metrics.push(metric),
+                Err(problem) => problems.push(problem),
             }
         }
         metrics.sort_by(|a, b| (a.name(), a.version()).cmp(&(b.name(), b.version())));
@@ -143,10 +190,11 @@ impl Catalog {
                 ));
             }
         }
-        let lock = read_lock(&dir.join(LOCK_FILE)).unwrap_or_else(|problem| {
-            problems.push(problem);
-            BTreeMap::new()
-        });
+        let lock =
+            parse_lock(&dir.join(LOCK_FILE), lock.unwrap_or_default()).unwrap_or_else(|problem| {
+                problems.push(problem);
+                BTreeMap::new()
+            });
         let catalog = Catalog {
             dir: dir.to_path_buf(),
             metrics,
@@ -266,12 +314,7 @@ impl Catalog {
     }
 }
 
-fn read_lock(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
-    };
+fn parse_lock(path: &Path, text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut lock = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -294,10 +337,9 @@ fn read_lock(path: &Path) -> Result<BTreeMap<String, String>, String> {
     Ok(lock)
 }
 
-/// Reads one metric file: its front matter, checked against its path.
-fn load_file(path: &Path) -> Result<Metric, String> {
+/// One metric file: its front matter, checked against its path.
+fn parse_file(path: &Path, sql: String) -> Result<Metric, String> {
     let at = |line: usize, message: String| format!("{}:{line}: {message}", path.display());
-    let sql = std::fs::read_to_string(path).map_err(|e| at(1, format!("cannot read: {e}")))?;
     let front: Vec<&str> = sql
         .lines()
         .take_while(|line| line.starts_with("--") && line.trim_end() != "--")
@@ -359,4 +401,25 @@ fn load_file(path: &Path) -> Result<Metric, String> {
         sql,
         hash,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_catalog_is_embedded_whole_and_released() {
+        let catalog = Catalog::embedded();
+        assert_eq!(catalog.names().count(), 13);
+        assert!(catalog.metrics.iter().all(|m| catalog.released(m)));
+        let on_disk =
+            Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();
+        let hashes = |c: &Catalog| {
+            c.metrics
+                .iter()
+                .map(|m| (m.id(), m.hash.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hashes(&catalog), hashes(&on_disk));
+    }
 }

@@ -13,9 +13,14 @@ use catalog::Catalog;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// The catalog `config.queries` points at.
+/// The catalog `config.queries` points at. The embedded default configuration, run where there
+/// is no such folder, uses the catalog shipped inside the binary.
 pub fn catalog(config: &Config) -> Result<Catalog> {
-    Catalog::load(&config.resolve_local(&config.queries)).map_err(Error::Config)
+    let dir = config.resolve_local(&config.queries);
+    if config.source == crate::config::EMBEDDED_SOURCE && !dir.exists() {
+        return Ok(Catalog::embedded());
+    }
+    Catalog::load(&dir).map_err(Error::Config)
 }
 
 /// `flowhealth metrics list`: one line per metric, its versions, owner and healthy range.

@@ -4,10 +4,12 @@
 use std::path::Path;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
-    println!("cargo:rerun-if-changed={}", root.display());
+    // Relative paths throughout (cargo resolves them against the package root, rustc against
+    // CARGO_MANIFEST_DIR): two checkouts sharing one target dir then never read each other's files.
+    let root = Path::new("queries");
+    println!("cargo:rerun-if-changed=queries");
     let mut files = Vec::new();
-    let mut folders: Vec<_> = std::fs::read_dir(&root)
+    let mut folders: Vec<_> = std::fs::read_dir(root)
         .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     folders.sort();
@@ -35,13 +37,12 @@ fn main() {
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
         let relative = file
-            .strip_prefix(&root)
+            .strip_prefix(root)
             .unwrap()
             .to_string_lossy()
             .replace('\\', "/");
         out.push_str(&format!(
-            "    ({relative:?}, include_str!({:?})),\n",
-            file.display().to_string()
+            "    ({relative:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/queries/{relative}\"))),\n"
         ));
     }
     out.push_str("];\n");

@@ -52,11 +52,14 @@ def generate(lake, actions, weeks, end):
              'bench.csv' AS source_file, i + 2 AS source_line, occurred_at AS ingested_at,
              strftime(occurred_at, '%Y-%m-%d') AS dt
       FROM range({actions}) t(i)) TO '{lake}/raw/actions' (FORMAT parquet, PARTITION_BY (dt))""")
-    # Five changes per opportunity, a day or so apart; one opportunity in ten jumps a stage.
+    # Five changes per opportunity, a day or so apart, the last one to lost (so the open
+    # opportunities at any time are those in flight, as many in a long lake as in a short one);
+    # one opportunity in ten jumps a stage.
     con.execute(f"""COPY (
       SELECT 'OPP-' || (i // 5) AS opportunity_id,
              CASE WHEN i % 5 = 0 THEN NULL ELSE {stages}[i % 5] END AS from_stage,
-             {stages}[1 + i % 5 + (CASE WHEN (i // 5) % 10 = 0 AND i % 5 = 2 THEN 1 ELSE 0 END)] AS to_stage,
+             CASE WHEN i % 5 = 4 THEN 'lost'
+                  ELSE {stages}[1 + i % 5 + (CASE WHEN (i // 5) % 10 = 0 AND i % 5 = 2 THEN 1 ELSE 0 END)] END AS to_stage,
              {start} + ((i // 5) * 104729 % {seconds} + (i % 5) * 97000) * INTERVAL 1 SECOND AS changed_at,
              'R' || (i % 400) AS owner_id, 'bench.csv' AS source_file, i + 2 AS source_line,
              changed_at AS ingested_at, strftime(changed_at, '%Y-%m-%d') AS dt

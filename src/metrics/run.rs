@@ -351,11 +351,6 @@ impl Params {
             as_of,
         }
     }
-
-    /// The names, for documentation and error messages.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.values.iter().map(|(k, _)| k.as_str())
-    }
 }
 
 /// Plans `metric` with `params` bound: the errors `validate` reports.

@@ -6,7 +6,6 @@ pub mod generate;
 
 use bytes::Bytes;
 use chrono::{Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::metrics::period::{Period, PeriodKind};
 use chrono_tz::Tz;
@@ -82,8 +81,7 @@ async fn metrics(config: &Config, lake: &Lake, until: NaiveDate, weeks: u32) -> 
     let catalog = crate::metrics::catalog(config)?;
     if catalog.metrics.is_empty() {
         println!(
-            "
-no metrics: {} has no metric definitions",
+            "\nno metrics: {} has no metric definitions",
             catalog.dir.display()
         );
         return Ok(true);
@@ -102,8 +100,7 @@ no metrics: {} has no metric definitions",
         }
     }
     println!(
-        "
-metrics: {} periods ({} .. {})",
+        "\nmetrics: {} periods ({} .. {})",
         periods.len(),
         first,
         until
@@ -131,44 +128,31 @@ metrics: {} periods ({} .. {})",
         return Ok(ok);
     };
     let index = catalog.latest("process_health_index");
-    if let Some(index) = index {
-        let path = lake.path(&[
-            "metrics",
-            index.name(),
-            &format!("version={}", index.version()),
-            &format!("period={week}"),
-            "part-0.parquet",
-        ]);
-        if let Some(bytes) = lake.get(&path).await? {
-            let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-                .build()?
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let columns = [
-                "team",
-                "value",
-                "stage_compliance_rate",
-                "evidence_rate",
-                "silent_overtime_rate",
-            ];
-            let projected = batches
-                .iter()
-                .map(|b| {
-                    let indices: Vec<usize> = columns
-                        .iter()
-                        .filter_map(|c| b.schema().index_of(c).ok())
-                        .collect();
-                    b.project(&indices)
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            println!(
-                "
-process health index, {week} (team NULL: the organisation):"
-            );
-            println!(
-                "{}",
-                datafusion::arrow::util::pretty::pretty_format_batches(&projected)?
-            );
-        }
+    if let Some(index) = index
+        && let Some(batches) = crate::metrics::run::read_output(lake, index, &week).await?
+    {
+        let columns = [
+            "team",
+            "value",
+            "stage_compliance_rate",
+            "evidence_rate",
+            "silent_overtime_rate",
+        ];
+        let projected = batches
+            .iter()
+            .map(|b| {
+                let indices: Vec<usize> = columns
+                    .iter()
+                    .filter_map(|c| b.schema().index_of(c).ok())
+                    .collect();
+                b.project(&indices)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        println!("\nprocess health index, {week} (team NULL: the organisation):");
+        println!(
+            "{}",
+            datafusion::arrow::util::pretty::pretty_format_batches(&projected)?
+        );
     }
     let breaches: Vec<String> = report
         .outcomes

@@ -16,7 +16,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Deserialize;
 
 use super::catalog::Catalog;
@@ -150,20 +149,13 @@ async fn run_case(
             results.push((name.clone(), Err(format!("  the metric failed: {error}"))));
             continue;
         }
-        let path = lake.path(&[
-            "metrics",
-            metric.name(),
-            &format!("version={}", metric.version()),
-            &format!("period={}", spec.period),
-            "part-0.parquet",
-        ]);
-        let bytes = lake
-            .get(&path)
+        let batches = run::read_output(&lake, metric, &spec.period)
             .await?
-            .ok_or_else(|| Error::Lake(format!("{path}: not written")))?;
-        let actual = csv(&ParquetRecordBatchReaderBuilder::try_new(bytes)?
-            .build()?
-            .collect::<std::result::Result<Vec<_>, _>>()?)?;
+            .ok_or_else(|| {
+                let path = run::output_path(&lake, metric, &spec.period);
+                Error::Lake(format!("{path}: not written"))
+            })?;
+        let actual = csv(&batches)?;
         let expected =
             std::fs::read_to_string(expected_path).map_err(|e| Error::io(expected_path, e))?;
         results.push((name.clone(), compare(&expected, &actual)));

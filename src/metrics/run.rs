@@ -402,13 +402,7 @@ async fn write(
     let partition = format!("period={}", period.id);
     let stamped = stamp(&rows, run_id, params.as_of)?;
     lake.put(
-        &lake.path(&[
-            "metrics",
-            metric.name(),
-            &version,
-            &partition,
-            "part-0.parquet",
-        ]),
+        &output_path(lake, metric, &period.id),
         encode_parquet(&stamped)?,
     )
     .await?;
@@ -462,25 +456,43 @@ fn stamp(rows: &RecordBatch, run_id: &str, as_of: i64) -> Result<RecordBatch> {
     )?)
 }
 
+/// Where `metric`'s rows for period `period_id` live in the lake.
+pub fn output_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_store::path::Path {
+    lake.path(&[
+        "metrics",
+        metric.name(),
+        &format!("version={}", metric.version()),
+        &format!("period={period_id}"),
+        "part-0.parquet",
+    ])
+}
+
+/// The rows written for `metric` and period `period_id`; `None` when that period was not computed.
+pub async fn read_output(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> Result<Option<Vec<RecordBatch>>> {
+    let Some(bytes) = lake.get(&output_path(lake, metric, period_id)).await? else {
+        return Ok(None);
+    };
+    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .build()?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Some(batches))
+}
+
 /// The previous period's `value` per team (None for the organisation row), from the lake.
 async fn previous_values(
     lake: &Lake,
     metric: &Metric,
     period: &Period,
 ) -> Result<HashMap<Option<String>, f64>> {
-    let path = lake.path(&[
-        "metrics",
-        metric.name(),
-        &format!("version={}", metric.version()),
-        &format!("period={}", period.previous().id),
-        "part-0.parquet",
-    ]);
-    let Some(bytes) = lake.get(&path).await? else {
-        return Ok(HashMap::new());
-    };
+    let batches = read_output(lake, metric, &period.previous().id)
+        .await?
+        .unwrap_or_default();
     let mut previous = HashMap::new();
-    for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
-        let batch = batch?;
+    for batch in batches {
         let (teams, values) = team_and_value(&batch)?;
         for row in 0..batch.num_rows() {
             if values.is_valid(row) {

@@ -82,6 +82,51 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["sql", "output"])]
         functions: bool,
     },
+    /// Render a report from the metric outputs in the lake (run `metrics run` for the period
+    /// first) and write it to reports/<report>/<period>.html; with --send, deliver it through the
+    /// outbox (email.transport: file or smtp). A message already sent is not sent again; one that
+    /// cannot be sent stays in the outbox (exit 1) for `report outbox` to retry.
+    #[command(after_help = "Examples:\n  \
+        flowhealth report weekly                       render last week's report (no email)\n  \
+        flowhealth report weekly --period 2026-W13 --send\n  \
+        flowhealth report monthly --period 2026-03 --send\n  \
+        flowhealth report outbox                       retry what could not be sent\n\n\
+        Templates: weekly.html, weekly.txt, monthly.html, monthly.txt and labels.yaml in the\n\
+        `report.templates` folder (minijinja); a file left out is the built-in one.")]
+    Report {
+        /// weekly, monthly, or outbox.
+        #[arg(value_enum)]
+        target: ReportTarget,
+        /// A week (2026-W09) for weekly, a month (2026-03) for monthly.
+        #[arg(long)]
+        period: Option<String>,
+        /// Deliver the report to its recipients (email.to, email.recipients, email.teams).
+        #[arg(long)]
+        send: bool,
+    },
+    /// Push overdue key actions to the webhooks in alerts.webhooks: silent-period timeouts
+    /// (contract 4.5) and the deadlines in alerts.deadlines. Each alert is sent once (a ledger in
+    /// the lake), escalated after alerts.escalate.after_h if still unresolved; a failed call is
+    /// retried and, if it still fails, tried again next run (exit 1).
+    Alerts {
+        /// The instant to evaluate at (ISO 8601); default: now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// List the alerts without sending or recording them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// What `flowhealth report` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportTarget {
+    /// The weekly health report (default period: the last complete ISO week).
+    Weekly,
+    /// The monthly breakpoints report (default period: the last complete month).
+    Monthly,
+    /// Deliver the messages still waiting in the outbox (after a failed send).
+    Outbox,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +266,37 @@ async fn execute(cli: Cli) -> Result<i32> {
             Ok(report.exit_code())
         }
         Command::Demo(args) => crate::demo::run(&config, &args).await,
+        Command::Report {
+            target,
+            period,
+            send,
+        } => {
+            let kind = match target {
+                ReportTarget::Weekly => crate::report::Kind::Weekly,
+                ReportTarget::Monthly => crate::report::Kind::Monthly,
+                ReportTarget::Outbox => {
+                    if period.is_some() || send {
+                        return Err(Error::Usage(
+                            "`report outbox` takes neither --period nor --send".into(),
+                        ));
+                    }
+                    let outcome = crate::report::flush(&config).await?;
+                    if outcome.sent.is_empty() && outcome.failed.is_empty() {
+                        println!("outbox: nothing pending");
+                    }
+                    print!("{outcome}");
+                    return Ok(outcome.exit_code());
+                }
+            };
+            let outcome = crate::report::run(&config, kind, period.as_deref(), send).await?;
+            print!("{outcome}");
+            Ok(outcome.exit_code())
+        }
+        Command::Alerts { as_of, dry_run } => {
+            let outcome = crate::alert::run(&config, as_of.as_deref(), dry_run).await?;
+            print!("{outcome}");
+            Ok(outcome.exit_code())
+        }
         Command::Query {
             sql,
             format,

@@ -24,6 +24,14 @@ pub enum Error {
     #[error("{0}")]
     Query(String),
 
+    /// A report or alert template that does not parse or render: names the template and line.
+    #[error("{0}")]
+    Template(String),
+
+    /// A report or alert could not be delivered (it is kept for a retry).
+    #[error("{0}")]
+    Delivery(String),
+
     /// The lake holds something flowhealth did not expect (a corrupt ledger entry, say).
     #[error("lake: {0}")]
     Lake(String),
@@ -65,7 +73,11 @@ impl Error {
     /// failure at run time (contract section 6).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::InputFile { .. } | Error::Usage(_) | Error::Query(_) => 2,
+            Error::Config(_)
+            | Error::InputFile { .. }
+            | Error::Usage(_)
+            | Error::Query(_)
+            | Error::Template(_) => 2,
             _ => 1,
         }
     }

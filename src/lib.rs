@@ -17,10 +17,16 @@
 //!   driven by the config; [`zone`] is the local-time arithmetic they share with ingest.
 //! - [`metrics`]: the versioned metric SQL in `queries/` (catalog, lock, periods), the runner
 //!   that writes `metrics/` and `breaches/` to the lake, and the golden tests.
+//! - [`report`]: the weekly and monthly reports, read from the metric outputs (never
+//!   recomputed), rendered through editable templates with a PNG trend chart, and delivered
+//!   through a durable outbox (a folder, or SMTP with lettre).
+//! - [`alert`]: overdue key actions (silent timeouts, configured deadlines) pushed once to
+//!   DingTalk (signed) or JSON webhooks, with escalation, from a ledger in the lake.
 //! - [`demo`]: a generated organisation with the article's process problems planted in it,
 //!   written to the inbox as real export files.
 //! - [`cli`]: the commands; `main.rs` only parses arguments and calls [`cli::run`].
 
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -29,6 +35,7 @@ pub mod error;
 pub mod ingest;
 pub mod lake;
 pub mod metrics;
+pub mod report;
 pub mod udf;
 pub mod zone;
 

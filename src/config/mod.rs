@@ -43,6 +43,7 @@ pub struct Config {
     pub thresholds: BTreeMap<String, Threshold>,
     pub index_weights: IndexWeights,
     pub calendar: Option<CalendarConfig>,
+    pub report: ReportConfig,
     pub email: EmailConfig,
     pub alerts: AlertsConfig,
 }
@@ -323,21 +324,88 @@ fn default_hours() -> String {
     "09:00-18:00".into()
 }
 
-/// Report delivery. Used by `report`; `transport: file` writes messages to `outbox`.
+/// What the weekly and monthly reports show and in which language. Used by `report`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Labels of the templates: `en` or `zh`.
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// Folder of template overrides (weekly.html, weekly.txt, monthly.html, monthly.txt,
+    /// labels.yaml), relative to this file; a file not there is the built-in one.
+    #[serde(default = "default_templates")]
+    pub templates: String,
+    /// Weeks in the index trend chart.
+    #[serde(default = "default_trend_weeks")]
+    pub trend_weeks: u32,
+    /// Overdue silent opportunities listed in the report (all of them go in the CSV attachment).
+    #[serde(default = "default_top_overdue")]
+    pub top_overdue: usize,
+    /// Stores in the heat map, the worst first.
+    #[serde(default = "default_heatmap_stores")]
+    pub heatmap_stores: usize,
+    /// Attach the overdue opportunities as CSV to the weekly report.
+    #[serde(default = "default_true")]
+    pub attach_overdue_csv: bool,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            language: default_language(),
+            templates: default_templates(),
+            trend_weeks: default_trend_weeks(),
+            top_overdue: default_top_overdue(),
+            heatmap_stores: default_heatmap_stores(),
+            attach_overdue_csv: default_true(),
+        }
+    }
+}
+
+fn default_language() -> String {
+    "en".into()
+}
+fn default_templates() -> String {
+    "./templates".into()
+}
+const fn default_trend_weeks() -> u32 {
+    12
+}
+const fn default_top_overdue() -> usize {
+    10
+}
+const fn default_heatmap_stores() -> usize {
+    10
+}
+const fn default_true() -> bool {
+    true
+}
+
+/// Report delivery. `transport: file` puts messages in `outbox/sent/` (no server needed);
+/// `smtp` sends them. Either way a message waits in `outbox/pending/` until delivered.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
-    /// `file` (write `.eml` files to `outbox`) or `smtp`.
+    /// `file` or `smtp`.
     #[serde(default = "default_transport")]
     pub transport: String,
-    /// Folder for `transport: file` and for reports waiting to be sent.
+    /// The durable outbox folder (relative to this file): `pending/` and `sent/` messages.
     #[serde(default = "default_outbox")]
     pub outbox: String,
     #[serde(default = "default_from")]
     pub from: String,
-    /// Recipients of the weekly and monthly reports.
+    /// Recipients of every report unless `recipients` names the report.
     #[serde(default)]
     pub to: Vec<String>,
+    /// Recipients per report (`weekly`, `monthly`), replacing `to` for that report.
+    #[serde(default)]
+    pub recipients: BTreeMap<String, Vec<String>>,
+    /// Team -> recipients who get a copy with only that team's section.
+    #[serde(default)]
+    pub teams: BTreeMap<String, Vec<String>>,
+    /// Attempts per delivery and the backoff between them.
+    #[serde(default)]
+    pub retry: RetryConfig,
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
 }
@@ -349,6 +417,9 @@ impl Default for EmailConfig {
             outbox: default_outbox(),
             from: default_from(),
             to: Vec::new(),
+            recipients: BTreeMap::new(),
+            teams: BTreeMap::new(),
+            retry: RetryConfig::default(),
             smtp: None,
         }
     }
@@ -364,19 +435,51 @@ fn default_from() -> String {
     "flowhealth <flowhealth@localhost>".into()
 }
 
+/// Retries of one delivery: `attempts` in all, waiting `backoff_s`, then twice that, and so on.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    #[serde(default = "default_backoff_s")]
+    pub backoff_s: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: default_attempts(),
+            backoff_s: default_backoff_s(),
+        }
+    }
+}
+
+const fn default_attempts() -> u32 {
+    3
+}
+const fn default_backoff_s() -> f64 {
+    2.0
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
     #[serde(default = "default_smtp_port")]
     pub port: u16,
-    /// `starttls`, `implicit` or `none`.
+    /// `starttls` (upgrade, required), `implicit` (TLS from the start, port 465) or `none`.
     #[serde(default = "default_smtp_tls")]
     pub tls: String,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
+    /// Seconds to wait for the server at each step.
+    #[serde(default = "default_smtp_timeout_s")]
+    pub timeout_s: f64,
+    /// A PEM file of extra root certificates to trust (a private CA), besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 const fn default_smtp_port() -> u16 {
@@ -385,23 +488,85 @@ const fn default_smtp_port() -> u16 {
 fn default_smtp_tls() -> String {
     "starttls".into()
 }
+const fn default_smtp_timeout_s() -> f64 {
+    30.0
+}
 
-/// Webhook alerts. Used by `alerts`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Webhook alerts (`flowhealth alerts`).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Webhooks (by name) told when an alert fires; every webhook not used for escalation when empty.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// Who hears about an alert still unresolved after a while.
+    #[serde(default)]
+    pub escalate: Option<EscalationConfig>,
+    /// Alert on open opportunities past their stage's silent timeout (contract 4.5).
+    #[serde(default = "default_true")]
+    pub silent_timeouts: bool,
+    /// Key-action deadlines: an `expect` action must follow an `after` action within `within_h`.
+    #[serde(default)]
+    pub deadlines: Vec<DeadlineConfig>,
+    /// Only deadlines that passed within this many days alert (a first run does not page for
+    /// last year's misses).
+    #[serde(default = "default_lookback_days")]
+    pub lookback_days: u32,
+    /// Attempts per webhook call and the backoff between them.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhooks: Vec::new(),
+            notify: Vec::new(),
+            escalate: None,
+            silent_timeouts: default_true(),
+            deadlines: Vec::new(),
+            lookback_days: default_lookback_days(),
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+const fn default_lookback_days() -> u32 {
+    7
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// Hours after the first alert.
+    pub after_h: f64,
+    /// Webhooks (by name) to escalate to.
+    pub webhooks: Vec<String>,
+}
+
+/// "Customer feedback within 48 h of the demo": `after: demo, expect: demo_feedback, within_h: 48`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineConfig {
+    /// Names the rule in alerts and in the ledger.
+    pub name: String,
+    /// The action type that starts the clock.
+    pub after: String,
+    /// The action type, on the same opportunity, that must follow.
+    pub expect: String,
+    pub within_h: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub name: String,
-    /// `dingtalk` (signed robot) or `json` (generic incoming webhook).
+    /// `dingtalk` (signed robot) or `json` (generic incoming webhook: Slack, Feishu-style).
     pub kind: String,
     pub url: Secret,
-    /// DingTalk robot signing secret.
+    /// DingTalk robot signing secret (the robot's "加签" setting).
     #[serde(default)]
     pub secret: Option<Secret>,
 }
@@ -506,12 +671,13 @@ impl Config {
         let thresholds = sections.take("thresholds", || Some(BTreeMap::new()));
         let index_weights = sections.take("index_weights", || Some(IndexWeights::default()));
         let calendar = sections.take("calendar", || Some(None));
+        let report = sections.take("report", || Some(ReportConfig::default()));
         let email = sections.take("email", || Some(EmailConfig::default()));
         let alerts = sections.take("alerts", || Some(AlertsConfig::default()));
         for key in root.keys() {
             problems.push(format!(
                 "{}: unknown setting (expected one of timezone, lake, inbox, queries, datasets, stages, rules, \
-                 thresholds, index_weights, calendar, email, alerts)",
+                 thresholds, index_weights, calendar, report, email, alerts)",
                 serde_yaml::to_string(key).unwrap_or_default().trim()
             ));
         }
@@ -526,6 +692,7 @@ impl Config {
             Some(thresholds),
             Some(index_weights),
             Some(calendar),
+            Some(report),
             Some(email),
             Some(alerts),
         ) = (
@@ -539,6 +706,7 @@ impl Config {
             thresholds,
             index_weights,
             calendar,
+            report,
             email,
             alerts,
         )
@@ -558,6 +726,7 @@ impl Config {
             thresholds,
             index_weights,
             calendar,
+            report,
             email,
             alerts,
         };
@@ -573,7 +742,10 @@ impl Config {
     /// config file's folder.
     pub fn resolve_local(&self, path: &str) -> PathBuf {
         let p = Path::new(path);
-        if p.is_absolute() {
+        if p.is_absolute()
+            || self.base_dir.as_os_str().is_empty()
+            || self.base_dir == Path::new(".")
+        {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)

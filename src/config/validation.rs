@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use chrono::format::{Item, StrftimeItems};
 
-use super::{Config, StoreConfig};
+use super::{Config, RetryConfig, StoreConfig};
 use crate::lake::schema::Dataset;
 
 pub fn check(config: &Config) -> Vec<String> {
@@ -175,6 +175,17 @@ pub fn check(config: &Config) -> Vec<String> {
         }
     }
 
+    let report = &config.report;
+    if !["en", "zh"].contains(&report.language.as_str()) {
+        problem(
+            "report.language",
+            format!("`{}` is not one of en, zh", report.language),
+        );
+    }
+    if report.trend_weeks == 0 {
+        problem("report.trend_weeks", "must be at least 1".into());
+    }
+
     let email = &config.email;
     match email.transport.as_str() {
         "file" => {}
@@ -183,35 +194,65 @@ pub fn check(config: &Config) -> Vec<String> {
                 "email.smtp",
                 "`transport: smtp` needs an `smtp:` section with at least `host`".into(),
             ),
-            Some(smtp) if !["starttls", "implicit", "none"].contains(&smtp.tls.as_str()) => {
-                problem(
-                    "email.smtp.tls",
-                    format!("`{}` is not one of starttls, implicit, none", smtp.tls),
-                )
+            Some(smtp) => {
+                if !["starttls", "implicit", "none"].contains(&smtp.tls.as_str()) {
+                    problem(
+                        "email.smtp.tls",
+                        format!("`{}` is not one of starttls, implicit, none", smtp.tls),
+                    );
+                }
+                if smtp.timeout_s.is_nan() || smtp.timeout_s <= 0.0 {
+                    problem("email.smtp.timeout_s", "must be more than 0".into());
+                }
+                if smtp.password.is_some() && smtp.username.is_none() {
+                    problem(
+                        "email.smtp.username",
+                        "a password is set but no username".into(),
+                    );
+                }
             }
-            Some(_) => {}
         },
         other => problem(
             "email.transport",
             format!("`{other}` is not one of file, smtp"),
         ),
     }
-    for (i, address) in email.to.iter().enumerate() {
-        if !looks_like_address(address) {
+    let mut check_addresses = |key: &str, addresses: &[String]| {
+        for (i, address) in addresses.iter().enumerate() {
+            if let Err(e) = address.parse::<lettre::message::Mailbox>() {
+                problem(
+                    &format!("{key}[{i}]"),
+                    format!("`{address}` is not an email address ({e})"),
+                );
+            }
+        }
+    };
+    check_addresses("email.to", &email.to);
+    for (report, addresses) in &email.recipients {
+        check_addresses(&format!("email.recipients.{report}"), addresses);
+    }
+    for (team, addresses) in &email.teams {
+        check_addresses(&format!("email.teams.{team}"), addresses);
+    }
+    if let Err(e) = email.from.parse::<lettre::message::Mailbox>() {
+        problem(
+            "email.from",
+            format!("`{}` is not an email address ({e})", email.from),
+        );
+    }
+    for report in email.recipients.keys() {
+        if !["weekly", "monthly"].contains(&report.as_str()) {
             problem(
-                &format!("email.to[{i}]"),
-                format!("`{address}` is not an email address"),
+                &format!("email.recipients.{report}"),
+                "is not a report: expected weekly or monthly".into(),
             );
         }
     }
-    if !looks_like_address(&email.from) {
-        problem(
-            "email.from",
-            format!("`{}` is not an email address", email.from),
-        );
-    }
+    check_retry(&mut problem, "email.retry", &email.retry);
 
-    for (i, hook) in config.alerts.webhooks.iter().enumerate() {
+    let alerts = &config.alerts;
+    let mut names = Vec::new();
+    for (i, hook) in alerts.webhooks.iter().enumerate() {
         let key = format!("alerts.webhooks[{i}]");
         if !["dingtalk", "json"].contains(&hook.kind.as_str()) {
             problem(
@@ -223,8 +264,64 @@ pub fn check(config: &Config) -> Vec<String> {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             problem(&format!("{key}.url"), "must be an http(s) URL".into());
         }
+        if names.contains(&hook.name.as_str()) {
+            problem(
+                &format!("{key}.name"),
+                format!("`{}` names two webhooks", hook.name),
+            );
+        }
+        names.push(hook.name.as_str());
     }
+    let escalation = alerts.escalate.iter().flat_map(|e| &e.webhooks);
+    for (key, name) in alerts
+        .notify
+        .iter()
+        .map(|n| ("alerts.notify", n))
+        .chain(escalation.map(|n| ("alerts.escalate.webhooks", n)))
+    {
+        if !names.contains(&name.as_str()) {
+            problem(
+                key,
+                format!(
+                    "`{name}` is not a webhook in alerts.webhooks (names: {})",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(escalate) = &alerts.escalate
+        && (escalate.after_h.is_nan() || escalate.after_h < 0.0)
+    {
+        problem("alerts.escalate.after_h", "must be 0 or more".into());
+    }
+    for (i, deadline) in alerts.deadlines.iter().enumerate() {
+        if deadline.within_h.is_nan() || deadline.within_h <= 0.0 {
+            problem(
+                &format!("alerts.deadlines[{i}].within_h"),
+                "must be more than 0".into(),
+            );
+        }
+        if alerts.deadlines[..i]
+            .iter()
+            .any(|d| d.name == deadline.name)
+        {
+            problem(
+                &format!("alerts.deadlines[{i}].name"),
+                format!("`{}` names two deadlines", deadline.name),
+            );
+        }
+    }
+    check_retry(&mut problem, "alerts.retry", &alerts.retry);
     problems
+}
+
+fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, retry: &RetryConfig) {
+    if retry.attempts == 0 {
+        problem(&format!("{key}.attempts"), "must be at least 1".into());
+    }
+    if retry.backoff_s.is_nan() || retry.backoff_s < 0.0 {
+        problem(&format!("{key}.backoff_s"), "must be 0 or more".into());
+    }
 }
 
 fn check_store(store: &StoreConfig) -> Result<(), String> {
@@ -252,15 +349,4 @@ pub fn parse_hours(text: &str) -> Option<(u32, u32)> {
     let (start, end) = text.split_once('-')?;
     let (start, end) = (minutes(start)?, minutes(end)?);
     (start < end).then_some((start, end))
-}
-
-/// A light check (`local@domain`, optionally inside `Name <...>`); delivery does the full parse.
-fn looks_like_address(text: &str) -> bool {
-    let address = match (text.find('<'), text.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &text[open + 1..close],
-        _ => text,
-    };
-    let address = address.trim();
-    matches!(address.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty()
-        && !address.contains(char::is_whitespace) && !address.contains(['\r', '\n']))
 }

@@ -61,7 +61,15 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
     let report = crate::ingest::ingest(config, &[]).await?;
     print!("{report}");
     let lake = Lake::open(config)?;
-    let metrics_ok = metrics(config, &lake, until, args.weeks).await?;
+    let (metrics_ok, week) = metrics(config, &lake, until, args.weeks).await?;
+    let mut report_ok = true;
+    if let Some(week) = week {
+        let outcome =
+            crate::report::run(config, crate::report::Kind::Weekly, Some(&week), true).await?;
+        report_ok = outcome.failed.is_empty();
+        println!("\nweekly report, {week}:");
+        print!("{outcome}");
+    }
     println!("\nlake: {}", lake.display());
     println!("  raw/<dataset>/dt=YYYY-MM-DD/*.parquet         landed rows");
     println!("  quarantine/<dataset>/dt=YYYY-MM-DD/*.parquet  rejected rows, with the reason");
@@ -72,19 +80,29 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
         "  or: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"",
         lake.display()
     );
-    Ok(if metrics_ok { report.exit_code() } else { 1 })
+    Ok(if metrics_ok && report_ok {
+        report.exit_code()
+    } else {
+        1
+    })
 }
 
 /// Computes every metric for each complete week (and month) of the demo, then prints the latest
-/// week's health index per team and its breaches. Returns whether every metric ran.
-async fn metrics(config: &Config, lake: &Lake, until: NaiveDate, weeks: u32) -> Result<bool> {
+/// week's health index per team and its breaches. Returns whether every metric ran, and the
+/// latest complete week.
+async fn metrics(
+    config: &Config,
+    lake: &Lake,
+    until: NaiveDate,
+    weeks: u32,
+) -> Result<(bool, Option<String>)> {
     let catalog = crate::metrics::catalog(config)?;
     if catalog.metrics.is_empty() {
         println!(
             "\nno metrics: {} has no metric definitions",
             catalog.dir.display()
         );
-        return Ok(true);
+        return Ok((true, None));
     }
     let first = until - Duration::days(7 * i64::from(weeks) - 1);
     let mut periods = Vec::new();
@@ -125,7 +143,7 @@ async fn metrics(config: &Config, lake: &Lake, until: NaiveDate, weeks: u32) -> 
     }
     let Some((week, report)) = latest else {
         println!("  (no complete week yet)");
-        return Ok(ok);
+        return Ok((ok, None));
     };
     let index = catalog.latest("process_health_index");
     if let Some(index) = index
@@ -172,7 +190,7 @@ async fn metrics(config: &Config, lake: &Lake, until: NaiveDate, weeks: u32) -> 
         lake.display(),
         lake.display()
     );
-    Ok(ok)
+    Ok((ok, Some(week)))
 }
 
 /// The inbox files of the demo: path under the inbox -> content.

@@ -78,6 +78,15 @@ impl Metric {
     pub fn id(&self) -> String {
         format!("{}@{}", self.meta.metric, self.meta.version)
     }
+
+    /// The healthy range: `thresholds.<metric>` in the config, else the front matter's.
+    pub fn threshold(&self, config: &crate::config::Config) -> Option<crate::config::Threshold> {
+        config
+            .thresholds
+            .get(self.name())
+            .copied()
+            .or(self.meta.threshold)
+    }
 }
 
 #[derive(Debug, Default)]

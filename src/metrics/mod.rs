@@ -41,7 +41,7 @@ pub fn list(config: &Config, catalog: &Catalog) -> String {
             .collect();
         let latest = catalog.latest(name).expect("listed names exist");
         let meta = &latest.meta;
-        let threshold = config.thresholds.get(name).copied().or(meta.threshold);
+        let threshold = latest.threshold(config);
         let range = match threshold.map(|t| (t.min, t.max)) {
             Some((Some(min), Some(max))) => format!("{min}..{max}"),
             Some((Some(min), None)) => format!(">= {min}"),

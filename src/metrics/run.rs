@@ -398,8 +398,6 @@ async fn write(
     batches: &[RecordBatch],
 ) -> Result<(usize, Vec<Breach>)> {
     let rows = concat_batches(&schema, batches)?;
-    let version = format!("version={}", metric.version());
-    let partition = format!("period={}", period.id);
     let stamped = stamp(&rows, run_id, params.as_of)?;
     lake.put(
         &output_path(lake, metric, &period.id),
@@ -407,11 +405,7 @@ async fn write(
     )
     .await?;
 
-    let threshold = config
-        .thresholds
-        .get(metric.name())
-        .copied()
-        .or(metric.meta.threshold);
+    let threshold = metric.threshold(config);
     let breaches = match threshold {
         Some(threshold) if rows.schema().column_with_name("value").is_some() => {
             let previous = previous_values(lake, metric, period).await?;
@@ -421,13 +415,7 @@ async fn write(
     };
     if threshold.is_some() {
         lake.put(
-            &lake.path(&[
-                "breaches",
-                &format!("metric={}", metric.name()),
-                &version,
-                &partition,
-                "part-0.parquet",
-            ]),
+            &breaches_path(lake, metric, &period.id),
             encode_parquet(&stamp(&breach_batch(&breaches)?, run_id, params.as_of)?)?,
         )
         .await?;
@@ -467,13 +455,40 @@ pub fn output_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_stor
     ])
 }
 
+/// Where the breaches of `metric` for period `period_id` live in the lake.
+pub fn breaches_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_store::path::Path {
+    lake.path(&[
+        "breaches",
+        &format!("metric={}", metric.name()),
+        &format!("version={}", metric.version()),
+        &format!("period={period_id}"),
+        "part-0.parquet",
+    ])
+}
+
 /// The rows written for `metric` and period `period_id`; `None` when that period was not computed.
 pub async fn read_output(
     lake: &Lake,
     metric: &Metric,
     period_id: &str,
 ) -> Result<Option<Vec<RecordBatch>>> {
-    let Some(bytes) = lake.get(&output_path(lake, metric, period_id)).await? else {
+    read_parquet(lake, &output_path(lake, metric, period_id)).await
+}
+
+/// The breaches written for `metric` and period `period_id`; `None` when not computed.
+pub async fn read_breaches(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> Result<Option<Vec<RecordBatch>>> {
+    read_parquet(lake, &breaches_path(lake, metric, period_id)).await
+}
+
+async fn read_parquet(
+    lake: &Lake,
+    path: &object_store::path::Path,
+) -> Result<Option<Vec<RecordBatch>>> {
+    let Some(bytes) = lake.get(path).await? else {
         return Ok(None);
     };
     let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?

@@ -135,3 +135,51 @@ pub fn count(workspace: &Workspace, area: &str) -> i64 {
         .as_i64()
         .expect("a count")
 }
+
+/// A free port on loopback (bound and released; the server started next takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test server from `tests/support/` (a Python script), killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+}
+
+impl Server {
+    /// Runs `python3 tests/support/<script> <args>` and waits until it prints READY.
+    pub fn start(script: &str, args: &[&str]) -> Server {
+        use std::io::BufRead;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/support")
+            .join(script);
+        let mut child = Command::new("python3")
+            .arg(&path)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{script} starts: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("server prints READY");
+        assert_eq!(
+            line.trim(),
+            "READY",
+            "{script} did not start (see its error above)"
+        );
+        Server { child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -68,11 +68,12 @@ surprise: true
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2));
     for expected in [
-        "5 problem(s)",
+        "6 problem(s)",
         "config.yaml: datasets.actions.columns.action_idd: not a column of actions",
         "config.yaml: datasets.actions.timestamp_formats[0]: `%Q` is not a valid strftime pattern",
         "config.yaml: thresholds.evidence_rate: min 0.9 is above max 0.5",
         "config.yaml: email.smtp.tls: `sometimes` is not one of starttls, implicit, none",
+        "config.yaml: email.smtp.username: a password is set but no username",
         "config.yaml: email.to[0]: `not-an-address` is not an email address",
     ] {
         assert!(

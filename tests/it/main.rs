@@ -1,7 +1,9 @@
 //! Integration tests: one binary, one module per area. They run the real binary or library
 //! against real files, read the lake back with DuckDB (an independent reader, through its Python
-//! package) and use a real S3-compatible server on loopback (moto).
+//! package) and use real servers on loopback: S3 (moto), SMTP (aiosmtpd, STARTTLS and AUTH), a
+//! webhook receiver that checks DingTalk signatures; and headless Chromium for the report page.
 
+mod alert;
 mod common;
 mod config;
 mod demo;
@@ -9,4 +11,5 @@ mod functions;
 mod ingest;
 mod metrics;
 mod query;
+mod report;
 mod s3;

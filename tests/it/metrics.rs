@@ -9,11 +9,11 @@ use crate::common::{Workspace, scan};
 
 const QUERIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/queries");
 
-fn run(ws: &Workspace, args: &[&str]) -> Output {
+pub fn run(ws: &Workspace, args: &[&str]) -> Output {
     ws.command().args(args).output().unwrap()
 }
 
-fn ok(ws: &Workspace, args: &[&str]) -> String {
+pub fn ok(ws: &Workspace, args: &[&str]) -> String {
     let output = run(ws, args);
     assert_eq!(
         output.status.code(),
@@ -28,7 +28,12 @@ fn ok(ws: &Workspace, args: &[&str]) -> String {
 /// A small organisation in Europe/Berlin. Week 2026-W13 (Mon 23 March to Mon 30 March) contains
 /// the spring change (29 March), so it is 167 hours long.
 fn fixture() -> Workspace {
-    let ws = Workspace::in_timezone("Europe/Berlin", &format!("queries: {QUERIES}\n"));
+    fixture_with("")
+}
+
+/// [`fixture`] with `extra` YAML in its config (the report and alert tests add delivery).
+pub fn fixture_with(extra: &str) -> Workspace {
+    let ws = Workspace::in_timezone("Europe/Berlin", &format!("queries: {QUERIES}\n{extra}"));
     ws.inbox(
         "opportunities/opps.csv",
         "opportunity_id,owner_id,team,status\nO1,R1,east,open\nO2,R1,east,open\nO3,R2,north,open\nO4,R2,north,open\nO5,R3,,open\n",

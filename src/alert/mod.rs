@@ -1,0 +1,399 @@
+//! `flowhealth alerts`: key actions that timed out, pushed to webhooks.
+//!
+//! Two kinds of alert, both computed at `as_of` (now by default):
+//! - silent timeouts: the open opportunities the catalog's `silent_warnings` metric marks
+//!   `overdue` (contract 4.5), one alert per opportunity and deadline (its last activity);
+//! - key-action deadlines from `alerts.deadlines` (the article's "customer feedback within 48 h of
+//!   the demo"): an `after` action with no `expect` action on the same open opportunity
+//!   `within_h` later, one alert per starting action.
+//!
+//! A ledger in the lake (`_flowhealth/alerts/ledger.json`, under the `alerts` lock) makes each
+//! alert fire once: it records when an alert was sent, escalated and resolved. A webhook call that
+//! fails (after the configured retries) leaves the alert unsent, so the next run tries again. An
+//! alert still unresolved `escalate.after_h` after it was sent goes to the escalation webhooks.
+
+pub mod webhook;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use datafusion::common::ScalarValue;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, DeadlineConfig};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::lake::lock::LakeLock;
+use crate::metrics::period::{Period, PeriodKind};
+use crate::report::model::json_rows;
+
+/// One overdue key action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `<rule>:<opportunity>:<what started the clock>`: the once-only identity.
+    pub key: String,
+    /// `silent_timeout`, or the name of a deadline rule.
+    pub rule: String,
+    pub opportunity_id: String,
+    pub owner_id: Option<String>,
+    pub team: Option<String>,
+    /// When the action was due (RFC 3339, UTC).
+    pub due_at: String,
+    /// What a supervisor reads: the stage and silent hours, or the missing action.
+    pub detail: String,
+}
+
+/// The ledger's record of an alert.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub alert: Alert,
+    pub first_seen_at: DateTime<Utc>,
+    pub notified_at: Option<DateTime<Utc>>,
+    pub escalated_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub open: usize,
+    pub notified: Vec<String>,
+    pub escalated: Vec<String>,
+    pub resolved: Vec<String>,
+    pub failed: Vec<String>,
+    /// Alerts found but not sent because no webhook is configured (or `--dry-run`).
+    pub unsent: Vec<Alert>,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> i32 {
+        if self.failed.is_empty() { 0 } else { 1 }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "alerts: {} open, {} sent, {} escalated, {} resolved",
+            self.open,
+            self.notified.len(),
+            self.escalated.len(),
+            self.resolved.len()
+        )?;
+        for alert in &self.unsent {
+            writeln!(f, "  (not sent) {}: {}", alert.opportunity_id, alert.detail)?;
+        }
+        for error in &self.failed {
+            writeln!(f, "  FAILED {error}")?;
+        }
+        Ok(())
+    }
+}
+
+const LEDGER: [&str; 3] = ["_flowhealth", "alerts", "ledger.json"];
+/// Resolved entries are forgotten this long after resolution (their keys cannot come back: a
+/// new deadline has a new key).
+const FORGET_AFTER_DAYS: i64 = 30;
+
+/// Finds the alerts at `as_of` (ISO 8601; now by default) and sends what is new or due for
+/// escalation. `dry_run` lists them without sending or recording anything.
+pub async fn run(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<Outcome> {
+    let now = match as_of {
+        Some(text) => crate::ingest::validate::parse_timestamp(
+            text,
+            &crate::zone::Zone::new(config.timezone),
+            &[],
+        )
+        .ok_or_else(|| Error::Usage(format!("--as-of `{text}` is not an ISO 8601 timestamp")))?,
+        None => Utc::now().timestamp_micros(),
+    };
+    let now_utc = DateTime::from_timestamp_micros(now).unwrap_or_default();
+    let lake = Lake::open(config)?;
+    let alerts = find(config, &lake, now).await?;
+    let hooks = webhook::Hooks::new(config)?;
+    if dry_run || hooks.notify.is_empty() {
+        if !dry_run {
+            tracing::warn!(
+                "No webhook in alerts.webhooks: alerts are listed, not sent or recorded."
+            );
+        }
+        return Ok(Outcome {
+            open: alerts.len(),
+            unsent: alerts,
+            ..Outcome::default()
+        });
+    }
+
+    let lock = LakeLock::acquire(&lake, "alerts").await?;
+    let result = deliver(config, &lake, &hooks, alerts, now_utc).await;
+    lock.release().await?;
+    result
+}
+
+async fn deliver(
+    config: &Config,
+    lake: &Lake,
+    hooks: &webhook::Hooks,
+    alerts: Vec<Alert>,
+    now: DateTime<Utc>,
+) -> Result<Outcome> {
+    let path = lake.path(&LEDGER);
+    let mut ledger: BTreeMap<String, Entry> = match lake.get(&path).await? {
+        Some(bytes) => serde_json::from_slice::<Vec<Entry>>(&bytes)
+            .map_err(|e| {
+                Error::Lake(format!(
+                    "{}: not an alert ledger: {e}",
+                    lake.relative(&path)
+                ))
+            })?
+            .into_iter()
+            .map(|e| (e.alert.key.clone(), e))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let mut outcome = Outcome {
+        open: alerts.len(),
+        ..Outcome::default()
+    };
+
+    // Resolved: open in the ledger, no longer overdue now.
+    for entry in ledger.values_mut() {
+        if entry.resolved_at.is_none() && !alerts.iter().any(|a| a.key == entry.alert.key) {
+            entry.resolved_at = Some(now);
+            outcome.resolved.push(entry.alert.key.clone());
+        }
+    }
+    ledger.retain(|_, e| {
+        e.resolved_at
+            .is_none_or(|r| now - r < Duration::days(FORGET_AFTER_DAYS))
+    });
+
+    let fresh: Vec<Alert> = alerts
+        .iter()
+        .filter(|a| ledger.get(&a.key).is_none_or(|e| e.notified_at.is_none()))
+        .cloned()
+        .collect();
+    for alert in &alerts {
+        ledger.entry(alert.key.clone()).or_insert_with(|| Entry {
+            alert: alert.clone(),
+            first_seen_at: now,
+            notified_at: None,
+            escalated_at: None,
+            resolved_at: None,
+            last_error: None,
+        });
+    }
+    if !fresh.is_empty() {
+        let title = format!("flowhealth: {} key actions overdue", fresh.len());
+        match hooks.send(&hooks.notify, &title, &fresh).await {
+            Ok(()) => {
+                for alert in &fresh {
+                    if let Some(entry) = ledger.get_mut(&alert.key) {
+                        entry.notified_at = Some(now);
+                        entry.last_error = None;
+                    }
+                    outcome.notified.push(alert.key.clone());
+                }
+            }
+            Err(error) => {
+                for alert in &fresh {
+                    if let Some(entry) = ledger.get_mut(&alert.key) {
+                        entry.last_error = Some(error.clone());
+                    }
+                }
+                outcome.failed.push(error);
+            }
+        }
+    }
+
+    if let Some(escalate) = &config.alerts.escalate {
+        let after = Duration::milliseconds((escalate.after_h * 3_600_000.0) as i64);
+        let due: Vec<Alert> = ledger
+            .values()
+            .filter(|e| {
+                e.resolved_at.is_none()
+                    && e.escalated_at.is_none()
+                    && e.notified_at.is_some_and(|n| now - n >= after)
+            })
+            .map(|e| e.alert.clone())
+            .collect();
+        if !due.is_empty() {
+            let title = format!(
+                "flowhealth escalation: {} alerts unresolved after {} h",
+                due.len(),
+                escalate.after_h
+            );
+            match hooks.send(&hooks.escalate, &title, &due).await {
+                Ok(()) => {
+                    for alert in &due {
+                        if let Some(entry) = ledger.get_mut(&alert.key) {
+                            entry.escalated_at = Some(now);
+                        }
+                        outcome.escalated.push(alert.key.clone());
+                    }
+                }
+                Err(error) => outcome.failed.push(error),
+            }
+        }
+    }
+
+    let entries: Vec<&Entry> = ledger.values().collect();
+    lake.put_json(&path, &entries).await?;
+    Ok(outcome)
+}
+
+/// Every alert that is overdue at `as_of` (microseconds, UTC).
+pub async fn find(config: &Config, lake: &Lake, as_of: i64) -> Result<Vec<Alert>> {
+    let ctx = crate::engine::session(config, lake).await?;
+    let tz = config.timezone;
+    let today = DateTime::from_timestamp_micros(as_of)
+        .unwrap_or_default()
+        .with_timezone(&tz)
+        .date_naive();
+    let week = Period::containing(PeriodKind::Week, today);
+    let params = crate::metrics::run::Params::new(config, &week, Some(as_of));
+    let mut alerts = Vec::new();
+
+    if config.alerts.silent_timeouts {
+        let catalog = crate::metrics::catalog(config)?;
+        let metric = catalog.latest("silent_warnings").ok_or_else(|| {
+            Error::Usage(format!(
+                "alerts.silent_timeouts needs the metric `silent_warnings`, which is not in {}",
+                catalog.dir.display()
+            ))
+        })?;
+        let frame = crate::metrics::run::plan(&ctx, metric, &params).await?;
+        for row in json_rows(&frame.collect().await?)? {
+            let text = |c: &str| row.get(c).and_then(|v| v.as_str()).map(String::from);
+            let number = |c: &str| row.get(c).and_then(serde_json::Value::as_f64);
+            if text("status").as_deref() != Some("overdue") {
+                continue;
+            }
+            let (Some(opportunity), Some(last_activity)) =
+                (text("opportunity_id"), text("last_activity_at"))
+            else {
+                continue;
+            };
+            let remaining = number("hours_remaining").unwrap_or(0.0);
+            let due = as_of + (remaining * 3_600_000_000.0) as i64;
+            let stage = text("stage").unwrap_or_default();
+            alerts.push(Alert {
+                key: format!("silent_timeout:{opportunity}:{last_activity}"),
+                rule: "silent_timeout".into(),
+                opportunity_id: opportunity,
+                owner_id: text("owner_id"),
+                team: text("team"),
+                due_at: rfc3339(due),
+                detail: format!(
+                    "{stage}: silent {:.1} h, timeout {:.0} h (last activity {})",
+                    number("silent_hours").unwrap_or(0.0),
+                    number("timeout_h").unwrap_or(0.0),
+                    local(tz, &last_activity)
+                ),
+            });
+        }
+    }
+
+    for rule in &config.alerts.deadlines {
+        alerts.extend(deadline(config, &ctx, rule, as_of).await?);
+    }
+    Ok(alerts)
+}
+
+/// Opportunities whose `after` action had no `expect` action within `within_h`, as of `as_of`.
+async fn deadline(
+    config: &Config,
+    ctx: &datafusion::prelude::SessionContext,
+    rule: &DeadlineConfig,
+    as_of: i64,
+) -> Result<Vec<Alert>> {
+    const SQL: &str = "
+        SELECT a.opportunity_id, a.action_id, coalesce(o.owner_id, a.owner_id) AS owner_id,
+               coalesce(o.team, a.team) AS team, a.occurred_at,
+               silent_hours(a.occurred_at, $as_of) - $within_h AS hours_over
+        FROM actions a
+        LEFT JOIN opportunities o ON o.opportunity_id = a.opportunity_id
+        WHERE a.action_type = $after AND a.opportunity_id IS NOT NULL
+          AND a.dt >= $since_date AND a.occurred_at < $as_of
+          AND coalesce(o.status, 'open') = 'open'
+          AND silent_hours(a.occurred_at, $as_of) > $within_h
+          AND silent_hours(a.occurred_at, $as_of) <= $within_h + $lookback_h
+          AND NOT EXISTS (
+            SELECT 1 FROM actions b
+            WHERE b.opportunity_id = a.opportunity_id AND b.action_type = $expect
+              AND b.dt >= $since_date AND b.occurred_at >= a.occurred_at AND b.occurred_at < $as_of)
+        ORDER BY hours_over DESC, a.opportunity_id";
+    let tz = config.timezone;
+    let lookback_h = f64::from(config.alerts.lookback_days) * 24.0;
+    let earliest = as_of - ((rule.within_h + lookback_h + 24.0) * 3_600_000_000.0) as i64;
+    let since = DateTime::from_timestamp_micros(earliest)
+        .unwrap_or_default()
+        .with_timezone(&tz)
+        .date_naive();
+    let params: Vec<(String, ScalarValue)> = vec![
+        (
+            "as_of".into(),
+            ScalarValue::TimestampMicrosecond(Some(as_of), Some("UTC".into())),
+        ),
+        ("within_h".into(), ScalarValue::Float64(Some(rule.within_h))),
+        ("lookback_h".into(), ScalarValue::Float64(Some(lookback_h))),
+        ("after".into(), ScalarValue::Utf8(Some(rule.after.clone()))),
+        (
+            "expect".into(),
+            ScalarValue::Utf8(Some(rule.expect.clone())),
+        ),
+        (
+            "since_date".into(),
+            ScalarValue::Date32(Some(
+                datafusion::arrow::datatypes::Date32Type::from_naive_date(since),
+            )),
+        ),
+    ];
+    let frame = ctx.sql(SQL).await?.with_param_values(params)?;
+    let mut alerts = Vec::new();
+    for row in json_rows(&frame.collect().await?)? {
+        let text = |c: &str| row.get(c).and_then(|v| v.as_str()).map(String::from);
+        let (Some(opportunity), Some(action), Some(started)) = (
+            text("opportunity_id"),
+            text("action_id"),
+            text("occurred_at"),
+        ) else {
+            continue;
+        };
+        let over = row
+            .get("hours_over")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
+        let due = as_of - (over * 3_600_000_000.0) as i64;
+        alerts.push(Alert {
+            key: format!("{}:{opportunity}:{action}", rule.name),
+            rule: rule.name.clone(),
+            opportunity_id: opportunity,
+            owner_id: text("owner_id"),
+            team: text("team"),
+            due_at: rfc3339(due),
+            detail: format!(
+                "{} at {}, no {} within {} h ({over:.1} h overdue)",
+                rule.after,
+                local(tz, &started),
+                rule.expect,
+                rule.within_h
+            ),
+        });
+    }
+    Ok(alerts)
+}
+
+fn rfc3339(micros: i64) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// An instant from the lake, in the configured timezone for people to read.
+fn local(tz: chrono_tz::Tz, text: &str) -> String {
+    crate::report::render::local_text(tz, text).unwrap_or_else(|| text.to_string())
+}

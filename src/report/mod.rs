@@ -1,0 +1,390 @@
+//! `flowhealth report weekly|monthly`: the health reports, from the metric outputs in the lake.
+//!
+//! [`model`] reads what a report shows (never recomputing a metric), [`render`] turns it into HTML
+//! and plain text through editable templates, [`chart`] draws the index trend as a PNG, and
+//! [`mail`] queues the message in a durable outbox and delivers it (a file, or SMTP).
+//!
+//! Every run writes the report's HTML to `reports/<report>/<period>.html` in the lake (the chart
+//! inlined, so a browser shows it); with `--send` the message also goes through the outbox, and
+//! each delivered message is copied to `reports/<report>/<period>[.team-<team>].eml`.
+
+pub mod chart;
+pub mod mail;
+pub mod model;
+pub mod render;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::Utc;
+use lettre::Message;
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+
+use self::mail::{Outbox, Queued};
+use self::model::{COMPONENTS, Monthly, Weekly};
+use self::render::Templates;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::metrics::period::{Period, PeriodKind};
+
+/// Which report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// The weekly health report (the last complete ISO week by default).
+    Weekly,
+    /// The monthly breakpoints report (the last complete month by default).
+    Monthly,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Weekly => "weekly",
+            Kind::Monthly => "monthly",
+        }
+    }
+
+    fn period_kind(self) -> PeriodKind {
+        match self {
+            Kind::Weekly => PeriodKind::Week,
+            Kind::Monthly => PeriodKind::Month,
+        }
+    }
+}
+
+/// One message of a report: the organisation's, or a team's copy.
+struct Rendered {
+    key: String,
+    /// `None` for the organisation's copy.
+    team: Option<String>,
+    subject: String,
+    to: Vec<String>,
+    text: String,
+    /// The HTML of the message, the chart referenced as `cid:trend`.
+    html: String,
+    chart: Option<Vec<u8>>,
+    csv: Option<(String, Vec<u8>)>,
+}
+
+/// What `report` did, for the caller (the demo prints the path of the message).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub html: String,
+    /// Messages delivered now or earlier: (key, path in the outbox's `sent/`).
+    pub sent: Vec<(String, std::path::PathBuf)>,
+    /// Messages that could not be delivered: the error (they stay pending).
+    pub failed: Vec<String>,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> i32 {
+        if self.failed.is_empty() { 0 } else { 1 }
+    }
+}
+
+/// Renders the report of `period` (default: the last complete one), writes its HTML to the lake
+/// and, with `send`, delivers it to the configured recipients.
+pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) -> Result<Outcome> {
+    let period = match period {
+        Some(id) => {
+            let period = Period::parse(id).map_err(Error::Usage)?;
+            if period.kind != kind.period_kind() {
+                return Err(Error::Usage(format!(
+                    "the {} report needs a {} id (e.g. {}), not `{id}`",
+                    kind.name(),
+                    if kind == Kind::Weekly {
+                        "week"
+                    } else {
+                        "month"
+                    },
+                    if kind == Kind::Weekly {
+                        "2026-W09"
+                    } else {
+                        "2026-03"
+                    },
+                )));
+            }
+            period
+        }
+        None => Period::last_complete(
+            kind.period_kind(),
+            Utc::now().with_timezone(&config.timezone).date_naive(),
+        ),
+    };
+    let catalog = crate::metrics::catalog(config)?;
+    let lake = Lake::open(config)?;
+    let templates = Templates::load(config)?;
+    let recipients = config
+        .email
+        .recipients
+        .get(kind.name())
+        .unwrap_or(&config.email.to)
+        .clone();
+    let key = format!("{}-{}", kind.name(), period.id);
+
+    let (messages, lake_html) = match kind {
+        Kind::Weekly => {
+            let report = Weekly::load(config, &lake, &catalog, &period).await?;
+            let threshold = report.index.threshold;
+            let png = chart::trend_png(&report.chart_points(), threshold)?;
+            let data_uri = format!(
+                "data:image/png;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(&png)
+            );
+            let lake_html = render_weekly(config, &templates, &report, &data_uri)?.1;
+            let mut messages = vec![weekly_message(
+                config,
+                &templates,
+                &report,
+                &png,
+                key.clone(),
+                recipients,
+            )?];
+            for (team, to) in &config.email.teams {
+                let copy = report.for_team(team, config.report.top_overdue);
+                let team_key = format!("{key}.team-{}", slug(team));
+                messages.push(weekly_message(
+                    config,
+                    &templates,
+                    &copy,
+                    &png,
+                    team_key,
+                    to.clone(),
+                )?);
+            }
+            (messages, lake_html)
+        }
+        Kind::Monthly => {
+            let report = Monthly::load(config, &lake, &catalog, &period).await?;
+            let mut context = serde_json::to_value(&report)?;
+            context["language"] = config.report.language.clone().into();
+            let subject = subject_line(&templates.render_label("monthly_subject", &context)?);
+            context["subject"] = subject.clone().into();
+            let html = templates.render("monthly.html", &context)?;
+            let text = templates.render("monthly.txt", &context)?;
+            let message = Rendered {
+                key: key.clone(),
+                team: None,
+                subject,
+                to: recipients,
+                text,
+                html: html.clone(),
+                chart: None,
+                csv: None,
+            };
+            (vec![message], html)
+        }
+    };
+
+    let html_path = lake.path(&["reports", kind.name(), &format!("{}.html", period.id)]);
+    lake.put(&html_path, Bytes::from(lake_html)).await?;
+    let mut outcome = Outcome {
+        html: format!("{}/{}", lake.display(), lake.relative(&html_path)),
+        ..Outcome::default()
+    };
+    if !send {
+        return Ok(outcome);
+    }
+
+    let outbox = Outbox::open(config);
+    let mut queued = Vec::new();
+    for message in &messages {
+        if message.to.is_empty() {
+            return Err(Error::Usage(format!(
+                "no recipients for the {} report: set email.to or email.recipients.{}",
+                kind.name(),
+                kind.name()
+            )));
+        }
+        match outbox.enqueue(&message.key, &build(config, message)?)? {
+            Queued::AlreadySent(path) => {
+                tracing::info!(key = %message.key, path = %path.display(), "Already sent; not sending again.");
+                outcome.sent.push((message.key.clone(), path));
+            }
+            Queued::Pending(_) => queued.push(message),
+        }
+    }
+    // Delivers what was just queued and whatever earlier runs left pending.
+    for delivery in outbox.deliver(config).await? {
+        match delivery.result {
+            Ok(path) => {
+                if let Some(message) = queued.iter().find(|m| m.key == delivery.key) {
+                    let name = match &message.team {
+                        None => format!("{}.eml", period.id),
+                        Some(team) => format!("{}.team-{}.eml", period.id, slug(team)),
+                    };
+                    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                    lake.put(
+                        &lake.path(&["reports", kind.name(), &name]),
+                        Bytes::from(bytes),
+                    )
+                    .await?;
+                }
+                outcome.sent.push((delivery.key, path));
+            }
+            Err(error) => outcome.failed.push(format!("{}: {error}", delivery.key)),
+        }
+    }
+    Ok(outcome)
+}
+
+/// `flowhealth report outbox`: delivers every message still pending.
+pub async fn flush(config: &Config) -> Result<Outcome> {
+    let mut outcome = Outcome::default();
+    for delivery in Outbox::open(config).deliver(config).await? {
+        match delivery.result {
+            Ok(path) => outcome.sent.push((delivery.key, path)),
+            Err(error) => outcome.failed.push(format!("{}: {error}", delivery.key)),
+        }
+    }
+    Ok(outcome)
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.html.is_empty() {
+            writeln!(f, "report: {}", self.html)?;
+        }
+        for (key, path) in &self.sent {
+            writeln!(f, "sent {key}: {}", path.display())?;
+        }
+        for error in &self.failed {
+            writeln!(f, "NOT SENT {error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the weekly report's subject and HTML with the chart at `chart_src`.
+fn render_weekly(
+    config: &Config,
+    templates: &Templates,
+    report: &Weekly,
+    chart_src: &str,
+) -> Result<(serde_json::Value, String)> {
+    let mut context = serde_json::to_value(report)?;
+    context["language"] = config.report.language.clone().into();
+    context["component_keys"] = serde_json::json!(COMPONENTS);
+    context["attach_csv"] = config.report.attach_overdue_csv.into();
+    context["trend_src"] = chart_src.into();
+    let mut subject = templates.render_label("weekly_subject", &context)?;
+    if let Some(team) = &report.team {
+        let prefix = templates.render_label("team_prefix", &serde_json::json!({ "team": team }))?;
+        subject = format!("[{prefix}] {subject}");
+    }
+    context["subject"] = subject_line(&subject).into();
+    let html = templates.render("weekly.html", &context)?;
+    Ok((context, html))
+}
+
+fn weekly_message(
+    config: &Config,
+    templates: &Templates,
+    report: &Weekly,
+    png: &[u8],
+    key: String,
+    to: Vec<String>,
+) -> Result<Rendered> {
+    let (context, html) = render_weekly(config, templates, report, "cid:trend")?;
+    let text = templates.render("weekly.txt", &context)?;
+    let csv = (config.report.attach_overdue_csv && !report.overdue_all.is_empty())
+        .then(|| report.overdue_csv())
+        .transpose()?
+        .map(|csv| (format!("overdue-{}.csv", report.period.id), csv));
+    Ok(Rendered {
+        key,
+        team: report.team.clone(),
+        subject: context["subject"].as_str().unwrap_or_default().to_string(),
+        to,
+        text,
+        html,
+        chart: Some(png.to_vec()),
+        csv,
+    })
+}
+
+/// The message: text and HTML alternatives, the chart inline (by Content-ID) beside the HTML,
+/// and the CSV attached.
+fn build(config: &Config, message: &Rendered) -> Result<Message> {
+    let mailbox = |address: &str| {
+        address
+            .parse::<Mailbox>()
+            .map_err(|e| Error::Config(vec![format!("{}: email: `{address}`: {e}", config.source)]))
+    };
+    let html = SinglePart::html(message.html.clone());
+    let html_part = match &message.chart {
+        Some(png) => MultiPart::related().singlepart(html).singlepart(
+            Attachment::new_inline("trend".into()).body(png.clone(), content_type("image/png")),
+        ),
+        None => MultiPart::related().singlepart(html),
+    };
+    let alternative = MultiPart::alternative()
+        .singlepart(SinglePart::plain(message.text.clone()))
+        .multipart(html_part);
+    let body = match &message.csv {
+        Some((name, csv)) => MultiPart::mixed().multipart(alternative).singlepart(
+            Attachment::new(name.clone())
+                .body(csv.clone(), content_type("text/csv; charset=utf-8")),
+        ),
+        None => alternative,
+    };
+    let mut builder = Message::builder()
+        .from(mailbox(&config.email.from)?)
+        .subject(message.subject.clone())
+        .message_id(Some(format!("<{}@flowhealth>", message.key)));
+    for address in &message.to {
+        builder = builder.to(mailbox(address)?);
+    }
+    builder.multipart(body).map_err(|e| {
+        Error::Usage(format!(
+            "report {}: cannot build the message: {e}",
+            message.key
+        ))
+    })
+}
+
+fn content_type(text: &str) -> ContentType {
+    ContentType::parse(text).expect("a valid literal content type")
+}
+
+/// A subject is one line whatever the data says: control characters (a team name with a newline)
+/// become spaces, so nothing from the lake can add a header.
+fn subject_line(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    line.trim().to_string()
+}
+
+/// A team name as part of a file name.
+fn slug(team: &str) -> String {
+    team.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_is_one_line() {
+        assert_eq!(
+            subject_line("[Team north\r\nBcc: x@evil.example] index 80%"),
+            "[Team north  Bcc: x@evil.example] index 80%"
+        );
+    }
+
+    #[test]
+    fn slug_keeps_letters() {
+        assert_eq!(slug("华东 team/1"), "华东_team_1");
+    }
+}

@@ -1,0 +1,549 @@
+//! What a report shows, read from the metric outputs in the lake (never recomputed): the numbers
+//! the templates render. Everything here is plain data so a data team's template can use any of it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use datafusion::arrow::array::RecordBatch;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::chart;
+use crate::config::{Config, Threshold};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::metrics::catalog::{Catalog, Metric};
+use crate::metrics::period::Period;
+use crate::metrics::run::{read_breaches, read_output};
+
+/// The index components, in the order of the 6:3:1 formula.
+pub const COMPONENTS: [&str; 3] = [
+    "stage_compliance_rate",
+    "evidence_rate",
+    "silent_overtime_rate",
+];
+
+/// A rate with its healthy range, last period's value and a status colour.
+#[derive(Debug, Clone, Serialize)]
+pub struct Score {
+    pub key: String,
+    pub value: Option<f64>,
+    pub previous: Option<f64>,
+    pub change: Option<f64>,
+    pub threshold: Option<f64>,
+    /// `min` (healthy at or above the threshold) or `max` (at or below).
+    pub direction: Option<&'static str>,
+    /// `green` meets the threshold, `yellow` misses it by less than 5 points, `red` by more;
+    /// `none` without a value or a threshold.
+    pub status: &'static str,
+}
+
+impl Score {
+    fn new(
+        key: &str,
+        value: Option<f64>,
+        previous: Option<f64>,
+        threshold: Option<Threshold>,
+    ) -> Score {
+        let (limit, direction) = match threshold {
+            Some(Threshold { min: Some(min), .. }) => (Some(min), Some("min")),
+            Some(Threshold { max: Some(max), .. }) => (Some(max), Some("max")),
+            _ => (None, None),
+        };
+        let status = match (value, limit, direction) {
+            (Some(v), Some(t), Some(d)) => {
+                let shortfall = if d == "min" { t - v } else { v - t };
+                if shortfall <= 0.0 {
+                    "green"
+                } else if shortfall < 0.05 {
+                    "yellow"
+                } else {
+                    "red"
+                }
+            }
+            _ => "none",
+        };
+        Score {
+            key: key.to_string(),
+            value,
+            previous,
+            change: value.zip(previous).map(|(v, p)| v - p),
+            threshold: limit,
+            direction,
+            status,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TeamRow {
+    pub team: String,
+    pub index: Score,
+    pub components: Vec<Score>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BreachRow {
+    pub metric: String,
+    pub team: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
+    pub direction: String,
+    pub advice: String,
+    pub change: Option<f64>,
+    /// `new` this period, `still_open` (also breached last period) or `resolved` (last period only).
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeatCell {
+    pub rate: Option<f64>,
+    pub days_met: Option<i64>,
+    pub band: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeatRow {
+    pub store_id: String,
+    /// The store's average rate over the action types: the order of the map, worst first.
+    pub rate: f64,
+    pub cells: Vec<HeatCell>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Heatmap {
+    pub action_types: Vec<String>,
+    pub stores: Vec<HeatRow>,
+    pub stores_total: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrendPoint {
+    pub period: String,
+    pub value: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeriodView {
+    pub id: String,
+    pub first_day: String,
+    pub last_day: String,
+}
+
+impl From<&Period> for PeriodView {
+    fn from(period: &Period) -> Self {
+        PeriodView {
+            id: period.id.clone(),
+            first_day: period.start.to_string(),
+            last_day: (period.end - chrono::Duration::days(1)).to_string(),
+        }
+    }
+}
+
+/// The weekly health report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Weekly {
+    pub period: PeriodView,
+    pub previous_period: String,
+    /// Set in a team's copy: the team whose section it is.
+    pub team: Option<String>,
+    pub index: Score,
+    pub components: Vec<Score>,
+    pub teams: Vec<TeamRow>,
+    /// This period's breaches (new or still open), then last period's that are resolved.
+    pub breaches: Vec<BreachRow>,
+    pub resolved: Vec<BreachRow>,
+    pub heatmap: Heatmap,
+    /// The most overdue silent opportunities (`report.top_overdue`); `overdue_total` counts all.
+    pub overdue: Vec<Map<String, Value>>,
+    pub overdue_total: usize,
+    pub trend: Vec<TrendPoint>,
+    /// Every overdue opportunity, for the CSV attachment.
+    #[serde(skip)]
+    pub overdue_all: Vec<Map<String, Value>>,
+    #[serde(skip)]
+    overdue_columns: Vec<String>,
+}
+
+impl Weekly {
+    pub async fn load(
+        config: &Config,
+        lake: &Lake,
+        catalog: &Catalog,
+        period: &Period,
+    ) -> Result<Weekly> {
+        let previous = period.previous();
+        let index_metric = metric(catalog, "process_health_index")?;
+        let rows = required(lake, index_metric, period).await?;
+        let previous_rows = rows_of(lake, index_metric, &previous.id).await?;
+        let by_team = |rows: &[Map<String, Value>]| -> HashMap<Option<String>, Map<String, Value>> {
+            rows.iter().map(|r| (text(r, "team"), r.clone())).collect()
+        };
+        let previous_by_team = by_team(&previous_rows);
+        let thresholds: HashMap<&str, Option<Threshold>> = std::iter::once("process_health_index")
+            .chain(COMPONENTS)
+            .map(|name| (name, catalog.latest(name).and_then(|m| m.threshold(config))))
+            .collect();
+        let scores = |row: &Map<String, Value>, team: &Option<String>| {
+            let before = previous_by_team.get(team);
+            let score = |key: &str, column: &str| {
+                Score::new(
+                    key,
+                    number(row, column),
+                    before.and_then(|b| number(b, column)),
+                    thresholds[key],
+                )
+            };
+            let index = score("process_health_index", "value");
+            let components = COMPONENTS.iter().map(|c| score(c, c)).collect::<Vec<_>>();
+            (index, components)
+        };
+        let org = rows
+            .iter()
+            .find(|r| text(r, "team").is_none())
+            .ok_or_else(|| {
+                Error::Lake(format!(
+                    "{} for {} has no organisation row (team NULL)",
+                    index_metric.id(),
+                    period.id
+                ))
+            })?;
+        let (index, components) = scores(org, &None);
+        let teams = rows
+            .iter()
+            .filter_map(|r| {
+                let team = text(r, "team")?;
+                let (index, components) = scores(r, &Some(team.clone()));
+                Some(TeamRow {
+                    team,
+                    index,
+                    components,
+                })
+            })
+            .collect();
+
+        let (breaches, resolved) = breaches(config, lake, catalog, period).await?;
+        let heatmap = heatmap(config, lake, catalog, period).await?;
+        let warnings = match catalog.latest("silent_warnings") {
+            Some(m) => read_output(lake, m, &period.id).await?.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        // The CSV keeps the metric's column order (a JSON object's keys are sorted).
+        let overdue_columns = warnings
+            .first()
+            .map(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut overdue_all: Vec<Map<String, Value>> = json_rows(&warnings)?
+            .into_iter()
+            .filter(|r| text(r, "status").as_deref() == Some("overdue"))
+            .collect();
+        // The metric orders by hours remaining; say so explicitly, it is what the list means.
+        overdue_all.sort_by(|a, b| {
+            number(a, "hours_remaining")
+                .partial_cmp(&number(b, "hours_remaining"))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+
+        let mut trend = Vec::new();
+        let mut week = period.clone();
+        for _ in 0..config.report.trend_weeks {
+            let value = rows_of(lake, index_metric, &week.id)
+                .await?
+                .iter()
+                .find(|r| text(r, "team").is_none())
+                .and_then(|r| number(r, "value"));
+            trend.push(TrendPoint {
+                period: week.id.clone(),
+                value,
+            });
+            week = week.previous();
+        }
+        trend.reverse();
+
+        Ok(Weekly {
+            period: period.into(),
+            previous_period: previous.id,
+            team: None,
+            index,
+            components,
+            teams,
+            breaches,
+            resolved,
+            heatmap,
+            overdue: overdue_all
+                .iter()
+                .take(config.report.top_overdue)
+                .cloned()
+                .collect(),
+            overdue_total: overdue_all.len(),
+            trend,
+            overdue_all,
+            overdue_columns,
+        })
+    }
+
+    /// The copy for one team's recipients: that team's row, breaches and overdue opportunities.
+    pub fn for_team(&self, team: &str, top_overdue: usize) -> Weekly {
+        let mine = |t: &Option<String>| t.as_deref() == Some(team);
+        let mut copy = self.clone();
+        copy.team = Some(team.to_string());
+        copy.teams.retain(|t| t.team == team);
+        copy.breaches.retain(|b| mine(&b.team));
+        copy.resolved.retain(|b| mine(&b.team));
+        copy.overdue_all.retain(|r| mine(&text(r, "team")));
+        copy.overdue = copy.overdue_all.iter().take(top_overdue).cloned().collect();
+        copy.overdue_total = copy.overdue_all.len();
+        copy
+    }
+
+    pub fn chart_points(&self) -> Vec<chart::Point> {
+        self.trend
+            .iter()
+            .map(|p| chart::Point {
+                period: p.period.clone(),
+                value: p.value,
+            })
+            .collect()
+    }
+
+    /// The overdue opportunities as CSV (every column of `silent_warnings`).
+    pub fn overdue_csv(&self) -> Result<Vec<u8>> {
+        let columns = &self.overdue_columns;
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let fail = |e: csv::Error| Error::Usage(format!("overdue CSV: {e}"));
+        writer.write_record(columns).map_err(fail)?;
+        for row in &self.overdue_all {
+            writer
+                .write_record(columns.iter().map(|c| match row.get(c) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                }))
+                .map_err(fail)?;
+        }
+        writer
+            .into_inner()
+            .map_err(|e| Error::Usage(format!("overdue CSV: {e}")))
+    }
+}
+
+/// The monthly breakpoints report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Monthly {
+    pub period: PeriodView,
+    /// The five longest stays past their stage's timeout.
+    pub stays: Vec<Map<String, Value>>,
+    /// Average dwell per stage, with the stage's timeout.
+    pub stages: Vec<Map<String, Value>>,
+    pub breaches: Vec<BreachRow>,
+}
+
+impl Monthly {
+    pub async fn load(
+        config: &Config,
+        lake: &Lake,
+        catalog: &Catalog,
+        period: &Period,
+    ) -> Result<Monthly> {
+        let rows = required(lake, metric(catalog, "breakpoints_top5")?, period).await?;
+        let kind = |k: &str| {
+            rows.iter()
+                .filter(|r| text(r, "kind").as_deref() == Some(k))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (breaches, _) = breaches(config, lake, catalog, period).await?;
+        Ok(Monthly {
+            period: period.into(),
+            stays: kind("stay"),
+            stages: kind("stage_average"),
+            breaches,
+        })
+    }
+}
+
+fn metric<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a Metric> {
+    catalog.latest(name).ok_or_else(|| {
+        Error::Usage(format!(
+            "the report needs the metric `{name}`, which is not in {}",
+            catalog.dir.display()
+        ))
+    })
+}
+
+/// The rows of `metric` for `period`; an error saying how to compute them when they are missing.
+async fn required(
+    lake: &Lake,
+    metric: &Metric,
+    period: &Period,
+) -> Result<Vec<Map<String, Value>>> {
+    match read_output(lake, metric, &period.id).await? {
+        Some(batches) => json_rows(&batches),
+        None => Err(Error::Usage(format!(
+            "{} has not been computed for {} in {}: run `flowhealth metrics run --period {}` first",
+            metric.id(),
+            period.id,
+            lake.display(),
+            period.id
+        ))),
+    }
+}
+
+async fn rows_of(lake: &Lake, metric: &Metric, period_id: &str) -> Result<Vec<Map<String, Value>>> {
+    match read_output(lake, metric, period_id).await? {
+        Some(batches) => json_rows(&batches),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// This period's breaches of every metric with a threshold, marked new or still open against
+/// the previous period, and the previous period's that no longer breach.
+async fn breaches(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    period: &Period,
+) -> Result<(Vec<BreachRow>, Vec<BreachRow>)> {
+    let mut current = Vec::new();
+    let mut resolved = Vec::new();
+    let names: Vec<&str> = catalog.names().collect();
+    for name in names {
+        let Some(metric) = catalog.latest(name) else {
+            continue;
+        };
+        if metric.threshold(config).is_none() || metric.meta.period != period.kind {
+            continue;
+        }
+        let read = |id: String| async move {
+            match read_breaches(lake, metric, &id).await? {
+                Some(batches) => json_rows(&batches),
+                None => Ok(Vec::new()),
+            }
+        };
+        let now = read(period.id.clone()).await?;
+        let before = read(period.previous().id).await?;
+        let teams_before: Vec<Option<String>> = before.iter().map(|r| text(r, "team")).collect();
+        let teams_now: Vec<Option<String>> = now.iter().map(|r| text(r, "team")).collect();
+        let row = |r: &Map<String, Value>, state| BreachRow {
+            metric: name.to_string(),
+            team: text(r, "team"),
+            value: number(r, "value").unwrap_or(f64::NAN),
+            threshold: number(r, "threshold").unwrap_or(f64::NAN),
+            direction: text(r, "direction").unwrap_or_default(),
+            advice: text(r, "advice").unwrap_or_default(),
+            change: number(r, "change"),
+            state,
+        };
+        for r in &now {
+            let state = if teams_before.contains(&text(r, "team")) {
+                "still_open"
+            } else {
+                "new"
+            };
+            current.push(row(r, state));
+        }
+        for r in &before {
+            if !teams_now.contains(&text(r, "team")) {
+                resolved.push(row(r, "resolved"));
+            }
+        }
+    }
+    Ok((current, resolved))
+}
+
+/// The store x action heat map, the stores with the lowest average rate first.
+async fn heatmap(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    period: &Period,
+) -> Result<Heatmap> {
+    let action_types: Vec<String> = config.rules.store_actions.keys().cloned().collect();
+    let rows = match catalog.latest("store_action_heatmap") {
+        Some(m) => rows_of(lake, m, &period.id).await?,
+        None => Vec::new(),
+    };
+    let mut stores: BTreeMap<String, HashMap<String, &Map<String, Value>>> = BTreeMap::new();
+    for row in &rows {
+        if let (Some(store), Some(action)) = (text(row, "store_id"), text(row, "action_type")) {
+            stores.entry(store).or_default().insert(action, row);
+        }
+    }
+    let mut map: Vec<HeatRow> = stores
+        .into_iter()
+        .map(|(store_id, cells)| {
+            let cells: Vec<HeatCell> = action_types
+                .iter()
+                .map(|a| match cells.get(a) {
+                    Some(r) => HeatCell {
+                        rate: number(r, "rate"),
+                        days_met: number(r, "days_met").map(|d| d as i64),
+                        band: text(r, "band").unwrap_or_else(|| "none".into()),
+                    },
+                    None => HeatCell {
+                        rate: None,
+                        days_met: None,
+                        band: "none".into(),
+                    },
+                })
+                .collect();
+            let rates: Vec<f64> = cells.iter().filter_map(|c| c.rate).collect();
+            let rate = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+            HeatRow {
+                store_id,
+                rate,
+                cells,
+            }
+        })
+        .collect();
+    map.sort_by(|a, b| {
+        a.rate
+            .total_cmp(&b.rate)
+            .then_with(|| a.store_id.cmp(&b.store_id))
+    });
+    let stores_total = map.len();
+    map.truncate(config.report.heatmap_stores);
+    Ok(Heatmap {
+        action_types,
+        stores: map,
+        stores_total,
+    })
+}
+
+/// Record batches -> one JSON object per row (NULLs kept as null; timestamps as RFC 3339 text).
+pub fn json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>> {
+    use datafusion::arrow::json::{WriterBuilder, writer::JsonArray};
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, JsonArray>(Vec::new());
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+fn text(row: &Map<String, Value>, column: &str) -> Option<String> {
+    match row.get(column)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn number(row: &Map<String, Value>, column: &str) -> Option<f64> {
+    match row.get(column)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}

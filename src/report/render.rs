@@ -1,0 +1,189 @@
+//! Report templates: minijinja files a data team can edit. `report.templates` names a folder of
+//! overrides; a template not there is the built-in one (the repository's `templates/`).
+
+use std::path::PathBuf;
+
+use chrono::DateTime;
+use chrono_tz::Tz;
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, ErrorKind};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+const BUILT_IN: [(&str, &str); 5] = [
+    ("weekly.html", include_str!("../../templates/weekly.html")),
+    ("weekly.txt", include_str!("../../templates/weekly.txt")),
+    ("monthly.html", include_str!("../../templates/monthly.html")),
+    ("monthly.txt", include_str!("../../templates/monthly.txt")),
+    ("labels.yaml", include_str!("../../templates/labels.yaml")),
+];
+
+pub struct Templates {
+    env: Environment<'static>,
+    /// The labels of the configured language (`t` in every template).
+    labels: Value,
+}
+
+impl Templates {
+    pub fn load(config: &Config) -> Result<Templates> {
+        let folder = config.resolve_local(&config.report.templates);
+        let source = |name: &str| -> Result<(String, String)> {
+            let path: PathBuf = folder.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Ok((text, path.display().to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let (_, text) = BUILT_IN
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .expect("every template has a built-in version");
+                    Ok((text.to_string(), format!("<built-in {name}>")))
+                }
+                Err(e) => Err(Error::io(path, e)),
+            }
+        };
+        let (labels_text, labels_source) = source("labels.yaml")?;
+        let all: serde_yaml::Value = serde_yaml::from_str(&labels_text)
+            .map_err(|e| Error::Usage(format!("{labels_source}: not valid YAML: {e}")))?;
+        let labels = all.get(&config.report.language).ok_or_else(|| {
+            Error::Usage(format!(
+                "{labels_source}: no labels for report.language `{}`",
+                config.report.language
+            ))
+        })?;
+        let labels = Value::from_serialize(labels);
+
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        let tz = config.timezone;
+        env.add_filter("pct", pct);
+        env.add_filter("pts", pts);
+        env.add_filter("num", num);
+        env.add_filter("healthy", healthy);
+        env.add_filter("local_time", move |v: Value| local_time(tz, v));
+        for (name, _) in BUILT_IN.iter().filter(|(n, _)| *n != "labels.yaml") {
+            let (text, origin) = source(name)?;
+            env.add_template_owned(name.to_string(), text)
+                .map_err(|e| template_error(&origin, &e))?;
+        }
+        Ok(Templates { env, labels })
+    }
+
+    /// Renders template `name` with `context` (an object) plus `t`, the labels.
+    pub fn render(&self, name: &str, context: &serde_json::Value) -> Result<String> {
+        let context = self.context(context);
+        self.env
+            .get_template(name)
+            .and_then(|t| t.render(context))
+            .map_err(|e| template_error(name, &e))
+    }
+
+    /// Renders the label `key` (itself a template, e.g. the subject) with `context`.
+    pub fn render_label(&self, key: &str, context: &serde_json::Value) -> Result<String> {
+        let text = self
+            .labels
+            .get_attr(key)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .ok_or_else(|| Error::Usage(format!("labels.yaml: no label `{key}`")))?;
+        self.env
+            .render_str(&text, self.context(context))
+            .map_err(|e| template_error(&format!("labels.yaml `{key}`"), &e))
+    }
+
+    fn context(&self, context: &serde_json::Value) -> Value {
+        minijinja::context! { t => self.labels.clone(), ..Value::from_serialize(context) }
+    }
+}
+
+/// "template weekly.html, line 12: syntax error: ..." (the name and line a data team needs).
+fn template_error(origin: &str, error: &minijinja::Error) -> Error {
+    let mut message = format!("template {}", error.name().unwrap_or(origin));
+    if let Some(line) = error.line() {
+        message.push_str(&format!(", line {line}"));
+    }
+    message.push_str(&format!(": {}", error.kind()));
+    if let Some(detail) = error.detail() {
+        message.push_str(&format!(": {detail}"));
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    Error::Template(message)
+}
+
+fn as_f64(value: &Value) -> Option<f64> {
+    if value.is_none() || value.is_undefined() {
+        return None;
+    }
+    f64::try_from(value.clone()).ok().filter(|v| v.is_finite())
+}
+
+/// 0.875 -> "87.5%"; nothing -> "n/a".
+fn pct(value: Value, decimals: Option<usize>) -> String {
+    match as_f64(&value) {
+        Some(v) => format!("{:.*}%", decimals.unwrap_or(1), v * 100.0),
+        None => "n/a".into(),
+    }
+}
+
+/// A change of a rate in percentage points: 0.021 -> "+2.1 pts".
+fn pts(value: Value) -> String {
+    match as_f64(&value) {
+        Some(v) => format!("{:+.1} pts", v * 100.0),
+        None => "n/a".into(),
+    }
+}
+
+fn num(value: Value, decimals: Option<usize>) -> String {
+    match as_f64(&value) {
+        Some(v) => format!("{:.*}", decimals.unwrap_or(1), v),
+        None => "n/a".into(),
+    }
+}
+
+/// A score's healthy range: ">= 92.0%" or "<= 15.0%".
+fn healthy(score: Value) -> std::result::Result<String, minijinja::Error> {
+    let threshold = score.get_attr("threshold")?;
+    let direction = score.get_attr("direction")?;
+    Ok(match (as_f64(&threshold), direction.as_str()) {
+        (Some(t), Some("min")) => format!(">= {:.1}%", t * 100.0),
+        (Some(t), Some("max")) => format!("<= {:.1}%", t * 100.0),
+        _ => "n/a".into(),
+    })
+}
+
+/// An RFC 3339 instant from the lake -> "YYYY-MM-DD HH:MM" in the configured timezone.
+fn local_time(tz: Tz, value: Value) -> std::result::Result<String, minijinja::Error> {
+    let Some(text) = value.as_str() else {
+        return Ok(String::new());
+    };
+    local_text(tz, text).ok_or_else(|| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("`{text}` is not a timestamp"),
+        )
+    })
+}
+
+/// An instant as the lake's JSON rows spell it (RFC 3339, `Z` optional) in `tz`, for people.
+pub fn local_text(tz: Tz, text: &str) -> Option<String> {
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .or_else(|_| DateTime::parse_from_rfc3339(&format!("{text}Z")))
+        .ok()?;
+    Some(
+        parsed
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M")
+            .to_string(),
+    )
+}

@@ -1,0 +1,493 @@
+//! `flowhealth report`: the weekly report of the hand-worked Berlin week, sent to a real SMTP
+//! server on loopback (aiosmtpd with STARTTLS and AUTH) and parsed by Python's email package; the
+//! outbox through a server that is down, then up; template and address errors; and the report
+//! page rendered by headless Chromium.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::common::{Server, Workspace, free_port, scan};
+use crate::metrics::{fixture_with, ok, run};
+
+/// The SMTP section for a server on `port` whose CA is in `dir`.
+fn smtp(dir: &Path, port: u16, password: &str, attempts: u32) -> String {
+    format!(
+        "email:
+  transport: smtp
+  outbox: ./outbox
+  from: \"flowhealth <flowhealth@example.com>\"
+  to: [boss@example.com, ops@example.com]
+  retry: {{ attempts: {attempts}, backoff_s: 0.2 }}
+  smtp: {{ host: 127.0.0.1, port: {port}, tls: starttls, username: bot, password: \"{password}\", timeout_s: 5, ca_file: {} }}
+",
+        dir.join("ca.pem").display()
+    )
+}
+
+fn start_smtp(dir: &Path, port: u16) -> Server {
+    Server::start(
+        "smtp_server.py",
+        &[
+            dir.to_str().unwrap(),
+            &port.to_string(),
+            "--user",
+            "bot",
+            "--password",
+            "s3cret",
+        ],
+    )
+}
+
+/// The messages the SMTP server received, in order.
+fn received(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("received"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+    files.sort();
+    files
+}
+
+/// Python's email package's view of a message.
+fn mime(path: &Path) -> serde_json::Value {
+    let output = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mime_summary.py"))
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn computed(extra: &str) -> Workspace {
+    let ws = fixture_with(extra);
+    ok(&ws, &["metrics", "run", "--period", "2026-W12"]);
+    ok(&ws, &["metrics", "run", "--period", "2026-W13"]);
+    ws
+}
+
+fn pct(value: f64) -> String {
+    format!("{:.1}%", value * 100.0)
+}
+
+#[test]
+fn the_weekly_report_reaches_a_real_smtp_server_with_the_lakes_numbers() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start_smtp(server_dir.path(), port);
+    let teams = "  teams:\n    east: [east-lead@example.com]\n    \"north\\r\\nBcc: evil@example.com\": [north-lead@example.com]\n";
+    let ws = computed(&format!(
+        "{}{teams}",
+        smtp(server_dir.path(), port, "s3cret", 3)
+    ));
+    let out = ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert!(out.contains("sent weekly-2026-W13:"), "{out}");
+
+    let messages = received(server_dir.path());
+    assert_eq!(messages.len(), 3, "organisation + two team copies");
+    let envelope: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(messages[0].with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(envelope["tls"], true, "sent after STARTTLS");
+    assert_eq!(envelope["authenticated"], true);
+    assert_eq!(
+        envelope["rcpt_tos"],
+        serde_json::json!(["boss@example.com", "ops@example.com"])
+    );
+
+    let org = mime(&messages[0]);
+    let tree: Vec<String> = org["tree"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().trim().to_string())
+        .collect();
+    assert_eq!(
+        tree,
+        [
+            "multipart/mixed",
+            "multipart/alternative",
+            "text/plain",
+            "multipart/related",
+            "text/html",
+            "image/png",
+            "text/csv"
+        ],
+    );
+    let html = org["html"].as_str().unwrap();
+    let plain = org["text"].as_str().unwrap();
+    assert!(
+        html.contains("src=\"cid:trend\""),
+        "the chart is referenced by Content-ID"
+    );
+    assert_eq!(org["inline"]["trend"]["type"], "image/png");
+    assert!(org["inline"]["trend"]["bytes"].as_u64().unwrap() > 2000);
+    assert!(!html.to_lowercase().contains("<script"));
+
+    // The numbers are the metric Parquet's, read by DuckDB.
+    let index = ws.duckdb(&format!(
+        "select coalesce(team, '(org)'), value, stage_compliance_rate from {} where period = '2026-W13' order by 1",
+        scan("metrics/process_health_index")
+    ));
+    assert_eq!(index.len(), 4);
+    for row in &index {
+        let team = row[0].as_str().unwrap();
+        let value = pct(row[1].as_f64().unwrap());
+        if team == "(org)" {
+            assert!(
+                org["subject"].as_str().unwrap().contains(&value),
+                "{}",
+                org["subject"]
+            );
+            assert!(html.contains(&value) && plain.contains(&value));
+        } else {
+            assert!(
+                plain.contains(&format!("{team}: {value}")),
+                "{team} {value} in\n{plain}"
+            );
+            assert!(html.contains(&format!(">{team}</td>")));
+        }
+    }
+    assert_eq!(
+        pct(index[0][1].as_f64().unwrap()),
+        "56.5%",
+        "the hand-worked organisation index"
+    );
+    // Every breach in the lake is an instruction in the email.
+    let breaches = ws.duckdb(&format!(
+        "select metric, advice from {} where period = '2026-W13' order by 1",
+        scan("breaches")
+    ));
+    assert!(breaches.len() >= 4, "{breaches:?}");
+    assert!(
+        org["subject"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{} breaches", breaches.len()))
+    );
+    for breach in &breaches {
+        assert!(
+            plain.contains(breach[1].as_str().unwrap()),
+            "{breach:?} not in\n{plain}"
+        );
+    }
+    // The overdue opportunities, most overdue first, and all of them in the CSV.
+    let csv = org["attachments"]["overdue-2026-W13.csv"].as_str().unwrap();
+    let ids: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(ids, ["O4", "O1", "O2"]);
+    let o4 = plain.find("O4 (north").unwrap();
+    assert!(o4 < plain.find("O1 (east").unwrap());
+
+    // A team's copy: its own section only, and a subject that cannot smuggle a header.
+    let east = mime(&messages[1]);
+    assert!(
+        east["subject"].as_str().unwrap().starts_with("[Team east]"),
+        "{}",
+        east["subject"]
+    );
+    let east_text = east["text"].as_str().unwrap();
+    assert!(east_text.contains("east: 60.0%") && !east_text.contains("north: 75.0%"));
+    let north = mime(&messages[2]);
+    assert!(
+        north["subject"]
+            .as_str()
+            .unwrap()
+            .contains("north  Bcc: evil@example.com")
+    );
+    let headers: Vec<String> = north["header_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_lowercase())
+        .collect();
+    assert!(!headers.contains(&"bcc".to_string()), "{headers:?}");
+    let north_envelope = std::fs::read_to_string(messages[2].with_extension("json")).unwrap();
+    assert!(north_envelope.contains("north-lead@example.com") && !north_envelope.contains("evil"));
+
+    // The lake keeps the page and what was sent; the outbox keeps the sent message.
+    let reports = ws.lake().join("reports/weekly");
+    assert!(reports.join("2026-W13.html").exists());
+    assert_eq!(
+        std::fs::read(reports.join("2026-W13.eml")).unwrap(),
+        std::fs::read(ws.path().join("outbox/sent/weekly-2026-W13.eml")).unwrap()
+    );
+
+    // Sending again sends nothing.
+    let again = ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert!(again.contains("sent weekly-2026-W13:"), "{again}");
+    assert_eq!(
+        received(server_dir.path()).len(),
+        3,
+        "a report is never sent twice"
+    );
+}
+
+#[test]
+fn a_report_waits_in_the_outbox_while_the_server_is_down_and_is_delivered_once() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The CA file exists only once the server has made it: start and stop one to get it.
+    drop(start_smtp(server_dir.path(), free_port()));
+    let ws = computed(&smtp(server_dir.path(), port, "s3cret", 2));
+    let down = run(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
+    let message = text(&down);
+    assert!(
+        message.contains(&format!("smtp 127.0.0.1:{port}")),
+        "{message}"
+    );
+    assert!(
+        message.to_lowercase().contains("connection refused"),
+        "{message}"
+    );
+    let pending = ws.path().join("outbox/pending/weekly-2026-W13.eml");
+    assert!(pending.exists(), "kept in the outbox");
+    let meta = std::fs::read_to_string(pending.with_extension("json")).unwrap();
+    assert!(meta.contains("\"attempts\": 2"), "{meta}");
+
+    // The server comes up (the CA is new: the config's ca_file now points at it).
+    let _server = start_smtp(server_dir.path(), port);
+    let up = ok(&ws, &["report", "outbox"]);
+    assert!(up.contains("sent weekly-2026-W13"), "{up}");
+    assert_eq!(received(server_dir.path()).len(), 1);
+    assert!(!pending.exists());
+    assert!(ok(&ws, &["report", "outbox"]).contains("nothing pending"));
+    ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert_eq!(
+        received(server_dir.path()).len(),
+        1,
+        "delivered exactly once"
+    );
+}
+
+#[test]
+fn refused_credentials_name_the_server_and_keep_the_report() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start_smtp(server_dir.path(), port);
+    let ws = computed(&smtp(server_dir.path(), port, "wrong", 3));
+    let output = run(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = text(&output);
+    assert!(
+        message.contains(&format!("smtp 127.0.0.1:{port}")),
+        "{message}"
+    );
+    assert!(message.contains("535"), "the server's refusal: {message}");
+    let meta =
+        std::fs::read_to_string(ws.path().join("outbox/pending/weekly-2026-W13.json")).unwrap();
+    assert!(
+        meta.contains("\"attempts\": 1"),
+        "a permanent refusal is not retried: {meta}"
+    );
+    assert!(received(server_dir.path()).is_empty());
+}
+
+#[test]
+fn a_tls_failure_is_an_error_naming_the_server() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start_smtp(server_dir.path(), port);
+    // Another CA than the server's: the certificate cannot be trusted.
+    let other = tempfile::tempdir().unwrap();
+    drop(start_smtp(other.path(), free_port()));
+    let ws = computed(&smtp(other.path(), port, "s3cret", 1));
+    let output = run(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = text(&output);
+    assert!(
+        message.contains(&format!("smtp 127.0.0.1:{port}")),
+        "{message}"
+    );
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    assert!(received(server_dir.path()).is_empty());
+}
+
+#[test]
+fn the_file_transport_needs_no_server_and_the_monthly_report_too() {
+    let ws = fixture_with(
+        "email: { outbox: ./outbox, to: [boss@example.com] }\nreport: { language: zh }\n",
+    );
+    ok(&ws, &["metrics", "run", "--period", "2026-W13"]);
+    ok(
+        &ws,
+        &["metrics", "run", "breakpoints_top5", "--period", "2026-03"],
+    );
+    let out = ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    let sent = ws.path().join("outbox/sent/weekly-2026-W13.eml");
+    assert!(
+        out.contains("sent weekly-2026-W13: ./outbox/sent/weekly-2026-W13.eml"),
+        "{out}"
+    );
+    let weekly = mime(&sent);
+    assert!(
+        weekly["subject"]
+            .as_str()
+            .unwrap()
+            .contains("过程健康指数 56.5%"),
+        "{}",
+        weekly["subject"]
+    );
+    assert!(
+        weekly["text"]
+            .as_str()
+            .unwrap()
+            .contains("销售过程健康周报")
+    );
+
+    ok(&ws, &["report", "monthly", "--period", "2026-03", "--send"]);
+    let monthly = mime(&ws.path().join("outbox/sent/monthly-2026-03.eml"));
+    let stays = ws.duckdb(&format!(
+        "select opportunity_id, dwell_hours from {} where period = '2026-03' and kind = 'stay' order by dwell_hours desc",
+        scan("metrics/breakpoints_top5")
+    ));
+    assert!(!stays.is_empty());
+    let plain = monthly["text"].as_str().unwrap();
+    for stay in &stays {
+        let line = format!("{} in", stay[0].as_str().unwrap());
+        assert!(plain.contains(&line), "{line} in\n{plain}");
+        assert!(plain.contains(&format!("{:.1} h", stay[1].as_f64().unwrap())));
+    }
+    // Without --send only the page is written.
+    let page = ok(&ws, &["report", "weekly", "--period", "2026-W13"]);
+    assert!(
+        page.contains("reports/weekly/2026-W13.html") && !page.contains("sent"),
+        "{page}"
+    );
+}
+
+#[test]
+fn bad_input_is_reported_before_anything_is_sent() {
+    // A report for a period that was not computed says how to compute it.
+    let ws = fixture_with("");
+    let output = run(&ws, &["report", "weekly", "--period", "2026-W13"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output).contains("run `flowhealth metrics run --period 2026-W13` first"),
+        "{}",
+        text(&output)
+    );
+    let output = run(&ws, &["report", "monthly", "--period", "2026-W13"]);
+    assert_eq!(output.status.code(), Some(2));
+
+    // A template error names the template and the line.
+    let ws = computed("report: { templates: ./my-templates }\n");
+    std::fs::create_dir_all(ws.path().join("my-templates")).unwrap();
+    std::fs::write(
+        ws.path().join("my-templates/weekly.txt"),
+        "Week {{ period.id }}\n\n{% if index.value > 0.9 %}good\n",
+    )
+    .unwrap();
+    let output = run(&ws, &["report", "weekly", "--period", "2026-W13"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = text(&output);
+    assert!(message.contains("template weekly.txt, line 3"), "{message}");
+
+    // A malformed recipient is a config error at validate.
+    let ws = Workspace::new(
+        "email: { to: [boss@example.com], teams: { east: [\"not an address\"] } }\n",
+    );
+    let output = run(&ws, &["validate"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output).contains("email.teams.east[0]: `not an address` is not an email address"),
+        "{}",
+        text(&output)
+    );
+}
+
+/// Headless Chromium (Debian's, installed by .ci/run) with the flags that keep it off the network.
+fn chromium(page: &Path, screenshot: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=800,1400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs (apt-get install chromium)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Distinct colours and the share of non-white pixels of a PNG screenshot.
+fn ink(png_path: &Path) -> (usize, f64) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let channels = info.color_type.samples();
+    let mut colours = std::collections::HashSet::new();
+    let mut inked = 0usize;
+    let chunks = pixels[..info.buffer_size()].chunks(channels);
+    let total = chunks.len();
+    for px in chunks {
+        colours.insert(px[..3].to_vec());
+        if px[..3] != [255, 255, 255] {
+            inked += 1;
+        }
+    }
+    (colours.len(), inked as f64 / total as f64)
+}
+
+#[test]
+fn the_report_page_renders_in_headless_chromium_without_script_errors() {
+    let ws = computed("");
+    ok(&ws, &["report", "weekly", "--period", "2026-W13"]);
+    let page = ws.lake().join("reports/weekly/2026-W13.html");
+    let shot = ws.path().join("shot.png");
+    let log = chromium(&page, &shot);
+    let (colours, share) = ink(&shot);
+    assert!(
+        colours > 20 && share > 0.2,
+        "a blank page? {colours} colours, {share:.2} inked"
+    );
+    assert!(
+        !log.contains("Uncaught") && !log.contains("CONSOLE"),
+        "{log}"
+    );
+
+    // The check above can fail: a page with a script error is caught the same way.
+    let broken = ws.path().join("broken.html");
+    std::fs::write(
+        &broken,
+        "<html><body><p>x</p><script>undefinedFunction()</script></body></html>",
+    )
+    .unwrap();
+    let log = chromium(&broken, &ws.path().join("broken.png"));
+    assert!(log.contains("Uncaught"), "{log}");
+}

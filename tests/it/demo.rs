@@ -171,6 +171,18 @@ fn demo_builds_a_conforming_lake_whose_counts_reconcile() {
         );
     }
 
+    // The demo ends with the latest week's report in the outbox (transport: file), its path
+    // printed, and the page and the message in the lake.
+    assert!(
+        stdout.contains("sent weekly-2026-W13: ./outbox/sent/weekly-2026-W13.eml"),
+        "{stdout}"
+    );
+    let message =
+        std::fs::read_to_string(ws.path().join("outbox/sent/weekly-2026-W13.eml")).unwrap();
+    assert!(message.contains("To: leadership@example.com"), "{message}");
+    assert!(ws.lake().join("reports/weekly/2026-W13.html").exists());
+    assert!(ws.lake().join("reports/weekly/2026-W13.eml").exists());
+
     // A second demo run with the same seed writes the same files: ingesting them is a no-op.
     let again = run_demo(&ws);
     assert!(

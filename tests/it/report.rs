@@ -277,6 +277,37 @@ fn a_report_waits_in_the_outbox_while_the_server_is_down_and_is_delivered_once()
 }
 
 #[test]
+fn implicit_tls_delivers_too() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dir = server_dir.path().to_str().unwrap().to_string();
+    let _server = Server::start(
+        "smtp_server.py",
+        &[
+            &dir,
+            &port.to_string(),
+            "--tls",
+            "implicit",
+            "--user",
+            "bot",
+            "--password",
+            "s3cret",
+        ],
+    );
+    let config =
+        smtp(server_dir.path(), port, "s3cret", 1).replace("tls: starttls", "tls: implicit");
+    let ws = computed(&config);
+    ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    let messages = received(server_dir.path());
+    assert_eq!(messages.len(), 1);
+    let envelope = std::fs::read_to_string(messages[0].with_extension("json")).unwrap();
+    assert!(
+        envelope.contains("\"tls\": true") && envelope.contains("\"authenticated\": true"),
+        "{envelope}"
+    );
+}
+
+#[test]
 fn refused_credentials_name_the_server_and_keep_the_report() {
     let server_dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -192,20 +192,17 @@ fn line(alert: &Alert) -> String {
 }
 
 fn markdown(title: &str, alerts: &[Alert]) -> String {
-    let mut text = format!("### {title}\n\n");
-    for alert in alerts.iter().take(MAX_LINES) {
-        text.push_str(&format!("- **{}**\n", line(alert)));
-    }
-    if alerts.len() > MAX_LINES {
-        text.push_str(&format!("- ... and {} more\n", alerts.len() - MAX_LINES));
-    }
-    text
+    listing(format!("### {title}\n\n"), alerts, |l| format!("**{l}**"))
 }
 
 fn plain(title: &str, alerts: &[Alert]) -> String {
-    let mut text = format!("{title}\n");
+    listing(format!("{title}\n"), alerts, |l| l)
+}
+
+/// `heading` and a bullet per alert (at most [`MAX_LINES`]), each line styled by `style`.
+fn listing(mut text: String, alerts: &[Alert], style: impl Fn(String) -> String) -> String {
     for alert in alerts.iter().take(MAX_LINES) {
-        text.push_str(&format!("- {}\n", line(alert)));
+        text.push_str(&format!("- {}\n", style(line(alert))));
     }
     if alerts.len() > MAX_LINES {
         text.push_str(&format!("- ... and {} more\n", alerts.len() - MAX_LINES));

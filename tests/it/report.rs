@@ -25,17 +25,22 @@ fn smtp(dir: &Path, port: u16, password: &str, attempts: u32) -> String {
 }
 
 fn start_smtp(dir: &Path, port: u16) -> Server {
-    Server::start(
-        "smtp_server.py",
-        &[
-            dir.to_str().unwrap(),
-            &port.to_string(),
-            "--user",
-            "bot",
-            "--password",
-            "s3cret",
-        ],
-    )
+    start_smtp_with(dir, port, "starttls")
+}
+
+fn start_smtp_with(dir: &Path, port: u16, tls: &str) -> Server {
+    let (dir, port) = (dir.to_str().unwrap(), port.to_string());
+    let args = [
+        dir,
+        &port,
+        "--tls",
+        tls,
+        "--user",
+        "bot",
+        "--password",
+        "s3cret",
+    ];
+    Server::start("smtp_server.py", &args)
 }
 
 /// The messages the SMTP server received, in order.
@@ -280,20 +285,7 @@ fn a_report_waits_in_the_outbox_while_the_server_is_down_and_is_delivered_once()
 fn implicit_tls_delivers_too() {
     let server_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let dir = server_dir.path().to_str().unwrap().to_string();
-    let _server = Server::start(
-        "smtp_server.py",
-        &[
-            &dir,
-            &port.to_string(),
-            "--tls",
-            "implicit",
-            "--user",
-            "bot",
-            "--password",
-            "s3cret",
-        ],
-    );
+    let _server = start_smtp_with(server_dir.path(), port, "implicit");
     let config =
         smtp(server_dir.path(), port, "s3cret", 1).replace("tls: starttls", "tls: implicit");
     let ws = computed(&config);

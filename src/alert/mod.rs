@@ -84,7 +84,11 @@ impl std::fmt::Display for Outcome {
             self.resolved.len()
         )?;
         for alert in &self.unsent {
-            writeln!(f, "  (not sent) {}: {}", alert.opportunity_id, alert.detail)?;
+            writeln!(
+                f,
+                "  (not sent) {} {}: {}",
+                alert.opportunity_id, alert.rule, alert.detail
+            )?;
         }
         for error in &self.failed {
             writeln!(f, "  FAILED {error}")?;

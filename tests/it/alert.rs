@@ -125,7 +125,7 @@ fn without_webhooks_alerts_are_listed_not_sent() {
     let out = ok(&ws, &["alerts", "--as-of", AS_OF]);
     assert!(out.contains("3 open"), "the three silent timeouts: {out}");
     assert!(
-        out.contains("(not sent) O4: lead: silent 131.0 h, timeout 48 h"),
+        out.contains("(not sent) O4 silent_timeout: lead: silent 131.0 h, timeout 48 h"),
         "{out}"
     );
 }

@@ -345,7 +345,7 @@ fn a_tls_failure_is_an_error_naming_the_server() {
 #[test]
 fn the_file_transport_needs_no_server_and_the_monthly_report_too() {
     let ws = fixture_with(
-        "email: { outbox: ./outbox, to: [boss@example.com] }\nreport: { language: zh }\n",
+        "email: { outbox: ./outbox, to: [boss@example.com], recipients: { monthly: [ops@example.com] } }\nreport: { language: zh }\n",
     );
     ok(&ws, &["metrics", "run", "--period", "2026-W13"]);
     ok(
@@ -376,6 +376,8 @@ fn the_file_transport_needs_no_server_and_the_monthly_report_too() {
 
     ok(&ws, &["report", "monthly", "--period", "2026-03", "--send"]);
     let monthly = mime(&ws.path().join("outbox/sent/monthly-2026-03.eml"));
+    assert_eq!(weekly["to"], "boss@example.com");
+    assert_eq!(monthly["to"], "ops@example.com", "recipients per report");
     let stays = ws.duckdb(&format!(
         "select opportunity_id, dwell_hours from {} where period = '2026-03' and kind = 'stay' order by dwell_hours desc",
         scan("metrics/breakpoints_top5")

@@ -104,6 +104,42 @@ pub enum Command {
         #[arg(long)]
         send: bool,
     },
+    /// Run a pipeline (pipelines/<name>.yaml) once, now, for the last complete period (or
+    /// --period); recorded in the run ledger (lake/runs/). Refused while the same pipeline runs.
+    Run {
+        pipeline: String,
+        /// A week (2026-W09) or month (2026-03), as the pipeline's `period` says.
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// Run every pipeline on its schedule until SIGTERM or Ctrl-C: fires at local wall-clock
+    /// times across DST changes, catches up missed runs on start (catch_up: all|latest|none),
+    /// never overlaps a pipeline with itself, redoes a run that was cut short, and records every
+    /// run in lake/runs/. One daemon per lake (a lease in the lake).
+    Daemon {
+        /// Seconds running steps get to finish after SIGTERM before they are stopped and
+        /// recorded as interrupted.
+        #[arg(long, default_value_t = 60.0)]
+        grace: f64,
+    },
+    /// Run a pipeline for every period from --from to --to (oldest first, with a progress
+    /// bar). Periods that already have a succeeded run are skipped, so it resumes where an
+    /// interrupted backfill stopped.
+    Backfill {
+        pipeline: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// The last runs of the pipelines (from the run ledger in lake/runs/), newest first.
+    Runs {
+        /// Only this pipeline.
+        pipeline: Option<String>,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Push overdue key actions to the webhooks in alerts.webhooks: silent-period timeouts
     /// (contract 4.5) and the deadlines in alerts.deadlines. Each alert is sent once (a ledger in
     /// the lake), escalated after alerts.escalate.after_h if still unresolved; a failed call is
@@ -194,15 +230,21 @@ async fn execute(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Validate => {
             let catalog = crate::metrics::catalog(&config)?;
-            let problems = crate::metrics::check_plans(&config, &catalog).await?;
+            let mut problems = crate::metrics::check_plans(&config, &catalog).await?;
+            let pipelines =
+                crate::config::pipeline::load(&config, &catalog).unwrap_or_else(|errors| {
+                    problems.extend(errors);
+                    Vec::new()
+                });
             if !problems.is_empty() {
                 return Err(Error::Config(problems));
             }
             println!(
-                "{}: ok ({} stages, {} metric versions, lake {}, inbox {})",
+                "{}: ok ({} stages, {} metric versions, {} pipelines, lake {}, inbox {})",
                 config.source,
                 config.stages.len(),
                 catalog.metrics.len(),
+                pipelines.len(),
                 config.lake.url,
                 config.inbox.url
             );
@@ -291,6 +333,57 @@ async fn execute(cli: Cli) -> Result<i32> {
             let outcome = crate::report::run(&config, kind, period.as_deref(), send).await?;
             print!("{outcome}");
             Ok(outcome.exit_code())
+        }
+        Command::Run { pipeline, period } => {
+            let record =
+                crate::schedule::runner::run_now(&config, &pipeline, period.as_deref()).await?;
+            println!(
+                "{} {} ({}): {}{}",
+                record.pipeline,
+                record.run_id,
+                record.period.as_deref().unwrap_or("-"),
+                record.status,
+                record
+                    .error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+            Ok(if record.status == "succeeded" { 0 } else { 1 })
+        }
+        Command::Daemon { grace } => {
+            crate::schedule::daemon::run(
+                &config,
+                std::time::Duration::from_secs_f64(grace.max(0.0)),
+            )
+            .await
+        }
+        Command::Backfill { pipeline, from, to } => {
+            let records = crate::schedule::runner::backfill(&config, &pipeline, &from, &to).await?;
+            let lake = crate::lake::Lake::open(&config)?;
+            print!(
+                "{}",
+                crate::schedule::ledger::table(&records, records.len(), config.timezone)
+            );
+            println!(
+                "{} runs in {} (periods already done were skipped)",
+                records.len(),
+                lake.display()
+            );
+            Ok(if records.iter().all(|r| r.status == "succeeded") {
+                0
+            } else {
+                1
+            })
+        }
+        Command::Runs { pipeline, limit } => {
+            let lake = crate::lake::Lake::open(&config)?;
+            let records = crate::schedule::ledger::read(&lake, pipeline.as_deref()).await?;
+            print!(
+                "{}",
+                crate::schedule::ledger::table(&records, limit, config.timezone)
+            );
+            Ok(0)
         }
         Command::Alerts { as_of, dry_run } => {
             let outcome = crate::alert::run(&config, as_of.as_deref(), dry_run).await?;

@@ -22,6 +22,8 @@
 //!   through a durable outbox (a folder, or SMTP with lettre).
 //! - [`alert`]: overdue key actions (silent timeouts, configured deadlines) pushed once to
 //!   DingTalk (signed) or JSON webhooks, with escalation, from a ledger in the lake.
+//! - [`schedule`]: `pipelines/*.yaml` on a clock: the planner (DST-correct fire times, catch-up,
+//!   no overlap), the runner (steps, retries, timeout), the run ledger in `runs/`, the daemon.
 //! - [`demo`]: a generated organisation with the article's process problems planted in it,
 //!   written to the inbox as real export files.
 //! - [`cli`]: the commands; `main.rs` only parses arguments and calls [`cli::run`].
@@ -36,6 +38,7 @@ pub mod ingest;
 pub mod lake;
 pub mod metrics;
 pub mod report;
+pub mod schedule;
 pub mod udf;
 pub mod zone;
 

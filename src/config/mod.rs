@@ -5,6 +5,7 @@
 //! semantic checks of [`validation`]. Every problem is collected and reported together, each
 //! naming the file and the key path.
 
+pub mod pipeline;
 pub mod validation;
 pub mod vars;
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub inbox: StoreConfig,
     /// The metric catalog folder (`queries/<metric>/v<N>.sql`), relative to this file.
     pub queries: String,
+    /// The pipeline folder (`pipelines/<name>.yaml`), relative to this file.
+    pub pipelines: String,
     pub datasets: DatasetsConfig,
     pub stages: Vec<StageConfig>,
     pub rules: RulesConfig,
@@ -665,6 +668,7 @@ impl Config {
             })
         });
         let queries = sections.take("queries", || Some("./queries".to_string()));
+        let pipelines = sections.take("pipelines", || Some("./pipelines".to_string()));
         let datasets = sections.take("datasets", || Some(DatasetsConfig::default()));
         let stages = sections.take("stages", || None);
         let rules = sections.take("rules", || Some(RulesConfig::default()));
@@ -676,7 +680,7 @@ impl Config {
         let alerts = sections.take("alerts", || Some(AlertsConfig::default()));
         for key in root.keys() {
             problems.push(format!(
-                "{}: unknown setting (expected one of timezone, lake, inbox, queries, datasets, stages, rules, \
+                "{}: unknown setting (expected one of timezone, lake, inbox, queries, pipelines, datasets, stages, rules, \
                  thresholds, index_weights, calendar, report, email, alerts)",
                 serde_yaml::to_string(key).unwrap_or_default().trim()
             ));
@@ -686,6 +690,7 @@ impl Config {
             Some(lake),
             Some(inbox),
             Some(queries),
+            Some(pipelines),
             Some(datasets),
             Some(stages),
             Some(rules),
@@ -700,6 +705,7 @@ impl Config {
             lake,
             inbox,
             queries,
+            pipelines,
             datasets,
             stages,
             rules,
@@ -720,6 +726,7 @@ impl Config {
             lake,
             inbox,
             queries,
+            pipelines,
             datasets,
             stages,
             rules,

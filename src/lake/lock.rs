@@ -29,7 +29,7 @@ pub struct LakeLock {
 impl LakeLock {
     /// Takes the lock `name` (e.g. `ingest`) or fails saying who holds it.
     pub async fn acquire(lake: &Lake, name: &str) -> Result<LakeLock> {
-        let path = lake.path(&["_flowhealth", "locks", &format!("{name}.json")]);
+        let path = lock_path(lake, name);
         let me = Holder {
             host: host(),
             pid: std::process::id(),
@@ -107,6 +107,15 @@ impl LakeLock {
     pub async fn release(self) -> Result<()> {
         self.lake.delete(&self.path).await
     }
+
+    /// Removes the lock `name` held by this process through a task that was stopped.
+    pub async fn force_release(lake: &Lake, name: &str) -> Result<()> {
+        lake.delete(&lock_path(lake, name)).await
+    }
+}
+
+fn lock_path(lake: &Lake, name: &str) -> Path {
+    lake.path(&["_flowhealth", "locks", &format!("{name}.json")])
 }
 
 fn host() -> String {

@@ -52,7 +52,7 @@ pub fn list(config: &Config, catalog: &Catalog) -> String {
             out,
             "{name:28} {:14} {:6} {:10} {range:8} {}",
             versions.join(","),
-            format!("{:?}", meta.period).to_lowercase(),
+            meta.period.name().to_string(),
             meta.owner,
             meta.description
         );

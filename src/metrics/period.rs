@@ -14,6 +14,15 @@ pub enum PeriodKind {
     Month,
 }
 
+impl PeriodKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PeriodKind::Week => "week",
+            PeriodKind::Month => "month",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Period {
     pub kind: PeriodKind,

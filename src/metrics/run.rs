@@ -353,6 +353,16 @@ impl Params {
     }
 }
 
+impl Params {
+    /// `frame` with these parameters bound.
+    pub fn bind(
+        &self,
+        frame: datafusion::dataframe::DataFrame,
+    ) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
+        frame.with_param_values(self.values.clone())
+    }
+}
+
 /// Plans `metric` with `params` bound: the errors `validate` reports.
 pub async fn plan(
     ctx: &SessionContext,
@@ -360,9 +370,7 @@ pub async fn plan(
     params: &Params,
 ) -> Result<datafusion::dataframe::DataFrame> {
     let frame = ctx.sql(&metric.sql).await.map_err(|e| located(metric, e))?;
-    let frame = frame
-        .with_param_values(params.values.clone())
-        .map_err(|e| located(metric, e))?;
+    let frame = params.bind(frame).map_err(|e| located(metric, e))?;
     Ok(frame)
 }
 

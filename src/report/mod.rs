@@ -29,7 +29,8 @@ use crate::lake::Lake;
 use crate::metrics::period::{Period, PeriodKind};
 
 /// Which report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// The weekly health report (the last complete ISO week by default).
     Weekly,

@@ -16,7 +16,10 @@ fn the_shipped_config_validates() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("config.yaml: ok (8 stages"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("config.yaml: ok (8 stages"), "{stdout}");
+    // The four shipped pipelines load too.
+    assert!(stdout.contains(", 4 pipelines,"), "{stdout}");
 }
 
 #[test]

@@ -13,3 +13,4 @@ mod metrics;
 mod query;
 mod report;
 mod s3;
+mod schedule;

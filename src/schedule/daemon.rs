@@ -1,0 +1,191 @@
+//! `flowhealth daemon`: runs every pipeline on its schedule until SIGTERM or Ctrl-C.
+//!
+//! - A lease in the lake (`_flowhealth/locks/daemon.json`): a second daemon on the same lake
+//!   refuses to start; one left by a killed daemon on this host is taken over.
+//! - On start, a run the ledger still shows `running` was cut short: it is recorded
+//!   `interrupted` and run again once; missed fires are caught up as each pipeline says.
+//! - tokio-cron-scheduler wakes the loop at the [`Planner`]'s next fire time (a one-shot job per
+//!   wake-up, as its cron jobs keep the UTC offset of the day they were made).
+//! - On SIGTERM or Ctrl-C no new run starts; running ones get `grace` to finish, then are stopped
+//!   and recorded `interrupted`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use super::ledger::{self, RunRecord};
+use super::{Planner, period_for, runner};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::lake::lock::LakeLock;
+
+pub async fn run(config: &Config, grace: Duration) -> Result<i32> {
+    let catalog = crate::metrics::catalog(config)?;
+    let specs = crate::config::pipeline::load(config, &catalog).map_err(Error::Config)?;
+    if specs.is_empty() {
+        return Err(Error::Usage(format!(
+            "no pipelines in {}: add pipelines/<name>.yaml files",
+            config.resolve_local(&config.pipelines).display()
+        )));
+    }
+    let lake = Lake::open(config)?;
+    let lease = LakeLock::acquire(&lake, "daemon").await?;
+    let result = serve(config, &lake, specs, grace).await;
+    lease.release().await?;
+    result
+}
+
+async fn serve(
+    config: &Config,
+    lake: &Lake,
+    specs: Vec<crate::config::pipeline::PipelineSpec>,
+    grace: Duration,
+) -> Result<i32> {
+    let specs: Vec<Arc<_>> = specs.into_iter().map(Arc::new).collect();
+    let now = Utc::now();
+    let mut last = HashMap::new();
+    let mut redo = Vec::new();
+    for spec in &specs {
+        let runs = ledger::read(lake, Some(&spec.name)).await?;
+        // The last attempt at each fire time: still `running` means the daemon died during it.
+        let mut latest: HashMap<DateTime<Utc>, &RunRecord> = HashMap::new();
+        for run in &runs {
+            let entry = latest.entry(run.scheduled_for).or_insert(run);
+            if run.started > entry.started {
+                *entry = run;
+            }
+        }
+        let mut cut_short: Vec<RunRecord> = latest
+            .into_values()
+            .filter(|r| r.status == "running" || r.status == "interrupted")
+            .cloned()
+            .collect();
+        cut_short.sort_by_key(|r| r.scheduled_for);
+        for mut run in cut_short {
+            if run.status == "running" {
+                run.status = "interrupted".into();
+                run.finished = Some(now);
+                run.error = Some("the daemon stopped during this run (killed or crashed)".into());
+                run.write(lake).await?;
+            }
+            tracing::warn!(pipeline = %run.pipeline, run_id = %run.run_id, "An interrupted run; running it again.");
+            redo.push((run.pipeline.clone(), run.scheduled_for));
+        }
+        // Catch-up counts from the last fire the schedule itself ran (a manual run or a
+        // backfill at another time does not stand in for a missed fire).
+        let scheduled = runs
+            .iter()
+            .filter(|r| !["manual", "backfill"].contains(&r.trigger.as_str()));
+        if let Some(latest) = scheduled.map(|r| r.scheduled_for).max() {
+            last.insert(spec.name.clone(), latest);
+        }
+        if let Some(next) = super::next_fire(spec.cron(), spec.tz(), now) {
+            tracing::info!(pipeline = %spec.name, next = %next.with_timezone(&spec.tz()), "Scheduled.");
+        }
+    }
+    let mut planner = Planner::new(specs.clone(), &last, &redo, now);
+
+    let scheduler = JobScheduler::new()
+        .await
+        .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+    scheduler
+        .start()
+        .await
+        .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+    let (wake_tx, mut wake_rx) = mpsc::channel::<()>(16);
+    let mut armed: Option<DateTime<Utc>> = None;
+    let mut running: JoinSet<(String, Result<RunRecord>)> = JoinSet::new();
+    let mut started: HashMap<String, RunRecord> = HashMap::new();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("SIGTERM handler", e))?;
+    tracing::info!(pipelines = specs.len(), "Daemon started.");
+
+    loop {
+        let now = Utc::now();
+        for due in planner.due(now) {
+            let period = period_for(&due.spec, config.timezone, due.scheduled_for);
+            let record = runner::record(&due.spec, due.scheduled_for, &period, due.trigger);
+            started.insert(due.spec.name.clone(), record.clone());
+            let (config, lake, spec) = (config.clone(), lake.clone(), due.spec.clone());
+            running.spawn(async move {
+                let result = runner::execute(&config, &lake, &spec, &period, record).await;
+                (spec.name.clone(), result)
+            });
+        }
+        if let Some(wake) = planner.next_wake(Utc::now())
+            && armed.is_none_or(|a| wake < a || a <= Utc::now())
+        {
+            let delay = (wake - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_millis(10));
+            let tx = wake_tx.clone();
+            let job = Job::new_one_shot_async(delay, move |_, _| {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    let _ = tx.send(()).await;
+                })
+            })
+            .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+            scheduler
+                .add(job)
+                .await
+                .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+            armed = Some(wake);
+        }
+        tokio::select! {
+            _ = wake_rx.recv() => {
+                armed = None;
+            }
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                if let Ok((name, result)) = joined {
+                    started.remove(&name);
+                    planner.finished(&name);
+                    if let Err(error) = result {
+                        tracing::error!(pipeline = %name, %error, "Run could not be recorded.");
+                    }
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+
+    tracing::info!(
+        running = running.len(),
+        grace_s = grace.as_secs_f64(),
+        "Stopping: letting running steps finish."
+    );
+    let deadline = tokio::time::Instant::now() + grace;
+    while !running.is_empty() {
+        match tokio::time::timeout_at(deadline, running.join_next()).await {
+            Ok(Some(Ok((name, _)))) => {
+                started.remove(&name);
+            }
+            Ok(_) => {}
+            Err(_) => {
+                running.abort_all();
+                for (_, mut record) in started.drain() {
+                    record.status = "interrupted".into();
+                    record.finished = Some(Utc::now());
+                    record.error = Some(format!(
+                        "stopped by shutdown after a {} s grace period",
+                        grace.as_secs_f64()
+                    ));
+                    record.write(lake).await?;
+                    LakeLock::force_release(lake, &format!("pipeline-{}", record.pipeline)).await?;
+                }
+                break;
+            }
+        }
+    }
+    let _ = scheduler.clone().shutdown().await;
+    tracing::info!("Daemon stopped.");
+    Ok(0)
+}

@@ -1,0 +1,151 @@
+//! The run ledger: one Parquet file per run at
+//! `runs/pipeline=<name>/<scheduled_for>-<run_id>.parquet`, written when the run starts (status
+//! `running`) and replaced when it ends, so BI tools read the history with a glob and a crashed
+//! run is visible as one still `running`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::lake::{Lake, encode_parquet};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub pipeline: String,
+    pub run_id: String,
+    /// The fire time this run is for (the period follows from it).
+    pub scheduled_for: DateTime<Utc>,
+    pub period: Option<String>,
+    /// schedule, catch_up, redo, manual or backfill.
+    pub trigger: String,
+    pub started: DateTime<Utc>,
+    pub finished: Option<DateTime<Utc>>,
+    /// running, succeeded, failed or interrupted.
+    pub status: String,
+    pub error: Option<String>,
+    /// Step attempts in all (retries included).
+    pub attempts: i64,
+    pub rows: i64,
+    /// What the run wrote, `; `-separated.
+    pub outputs: String,
+    pub host: String,
+    pub pid: i64,
+}
+
+fn schema() -> Arc<Schema> {
+    let ts = || {
+        DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        )
+    };
+    Arc::new(Schema::new(vec![
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("scheduled_for", ts(), false),
+        Field::new("period", DataType::Utf8, true),
+        Field::new("trigger", DataType::Utf8, false),
+        Field::new("started", ts(), false),
+        Field::new("finished", ts(), true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("attempts", DataType::Int64, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("outputs", DataType::Utf8, false),
+        Field::new("host", DataType::Utf8, false),
+        Field::new("pid", DataType::Int64, false),
+    ]))
+}
+
+impl RunRecord {
+    fn path(&self, lake: &Lake) -> object_store::path::Path {
+        lake.path(&[
+            "runs",
+            &format!("pipeline={}", self.pipeline),
+            &format!(
+                "{}-{}.parquet",
+                self.scheduled_for.format("%Y%m%dT%H%M%SZ"),
+                self.run_id
+            ),
+        ])
+    }
+
+    /// Writes (or replaces) this run's file.
+    pub async fn write(&self, lake: &Lake) -> Result<()> {
+        let json = serde_json::to_vec(self)?;
+        let mut reader = ReaderBuilder::new(schema()).build(std::io::Cursor::new(json))?;
+        let batch = reader
+            .next()
+            .transpose()?
+            .ok_or_else(|| Error::Lake("run record encoded to no rows".into()))?;
+        lake.put(&self.path(lake), encode_parquet(&batch)?).await
+    }
+}
+
+/// Every run of `pipeline` (all pipelines when `None`), oldest scheduled first.
+pub async fn read(lake: &Lake, pipeline: Option<&str>) -> Result<Vec<RunRecord>> {
+    let folder = pipeline.map(|p| format!("pipeline={p}"));
+    let mut parts = vec!["runs"];
+    if let Some(folder) = &folder {
+        parts.push(folder);
+    }
+    let mut records = Vec::new();
+    for object in lake.list(&parts).await? {
+        if !object.location.as_ref().ends_with(".parquet") {
+            continue;
+        }
+        if let Some(bytes) = lake.get(&object.location).await? {
+            records.extend(decode(bytes).map_err(|e| {
+                Error::Lake(format!(
+                    "{}: not a run record: {e}",
+                    lake.relative(&object.location)
+                ))
+            })?);
+        }
+    }
+    records.sort_by_key(|r| (r.scheduled_for, r.started));
+    Ok(records)
+}
+
+fn decode(bytes: Bytes) -> Result<Vec<RunRecord>> {
+    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .build()?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    crate::report::model::json_rows(&batches)?
+        .into_iter()
+        .map(|row| serde_json::from_value(serde_json::Value::Object(row)).map_err(Error::from))
+        .collect()
+}
+
+/// The last `limit` runs as a table, newest first, times in `tz`.
+pub fn table(records: &[RunRecord], limit: usize, tz: chrono_tz::Tz) -> String {
+    let mut out = format!(
+        "{:22} {:17} {:9} {:9} {:11} {:>7} {:>8}  {}\n",
+        "pipeline", "scheduled for", "period", "trigger", "status", "took s", "rows", "error"
+    );
+    let mut newest: Vec<&RunRecord> = records.iter().collect();
+    newest.sort_by_key(|r| std::cmp::Reverse((r.started, r.scheduled_for)));
+    for r in newest.into_iter().take(limit) {
+        let took = r
+            .finished
+            .map(|f| format!("{:.1}", (f - r.started).num_milliseconds() as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        let error: String = r.error.as_deref().unwrap_or("").chars().take(80).collect();
+        out.push_str(&format!(
+            "{:22} {:17} {:9} {:9} {:11} {took:>7} {:>8}  {error}\n",
+            r.pipeline,
+            r.scheduled_for.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+            r.period.as_deref().unwrap_or("-"),
+            r.trigger,
+            r.status,
+            r.rows,
+        ));
+    }
+    out
+}

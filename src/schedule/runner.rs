@@ -1,0 +1,319 @@
+//! One run of a pipeline: its steps in order, each retried as the pipeline says, the whole run
+//! under its timeout, recorded in the ledger from start to end. A lock per pipeline in the lake
+//! (`pipeline-<name>`) means no two processes run the same pipeline at once (`flowhealth run`
+//! beside the daemon, or two daemons on one lake).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::compute::concat_batches;
+
+use super::Trigger;
+use super::ledger::RunRecord;
+use crate::config::Config;
+use crate::config::pipeline::{PipelineSpec, Step};
+use crate::error::{Error, Result};
+use crate::lake::lock::LakeLock;
+use crate::lake::{Lake, encode_parquet};
+use crate::metrics::period::Period;
+
+/// A run about to start: its ledger record (status `running`).
+pub fn record(
+    spec: &PipelineSpec,
+    scheduled_for: DateTime<Utc>,
+    period: &Period,
+    trigger: Trigger,
+) -> RunRecord {
+    let started = Utc::now();
+    RunRecord {
+        pipeline: spec.name.clone(),
+        run_id: format!(
+            "{}-{:04x}",
+            started.format("%Y%m%dT%H%M%S%.3f"),
+            rand::random::<u16>()
+        ),
+        scheduled_for,
+        period: Some(period.id.clone()),
+        trigger: trigger.name().into(),
+        started,
+        finished: None,
+        status: "running".into(),
+        error: None,
+        attempts: 0,
+        rows: 0,
+        outputs: String::new(),
+        host: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        pid: i64::from(std::process::id()),
+    }
+}
+
+/// Runs `spec` for `period`, recording it as `record` (written at the start and at the end).
+/// Returns the final record; an error only when the run could not start or the ledger could not
+/// be written (a failing step is a `failed` record, not an error).
+pub async fn execute(
+    config: &Config,
+    lake: &Lake,
+    spec: &PipelineSpec,
+    period: &Period,
+    mut record: RunRecord,
+) -> Result<RunRecord> {
+    let lock = LakeLock::acquire(lake, &format!("pipeline-{}", spec.name)).await?;
+    record.write(lake).await?;
+    tracing::info!(pipeline = %spec.name, run_id = %record.run_id, period = %period.id, trigger = %record.trigger, "Run started.");
+    let outcome = tokio::time::timeout(
+        Duration::from_secs_f64(spec.timeout_s),
+        steps(config, lake, spec, period, &mut record),
+    )
+    .await
+    .unwrap_or_else(|_| Err(format!("timed out after {} s", spec.timeout_s)));
+    record.finished = Some(Utc::now());
+    match outcome {
+        Ok(()) => record.status = "succeeded".into(),
+        Err(error) => {
+            tracing::warn!(pipeline = %spec.name, run_id = %record.run_id, %error, "Run failed.");
+            record.status = "failed".into();
+            record.error = Some(error);
+        }
+    }
+    record.write(lake).await?;
+    lock.release().await?;
+    tracing::info!(pipeline = %spec.name, run_id = %record.run_id, status = %record.status, "Run ended.");
+    Ok(record)
+}
+
+async fn steps(
+    config: &Config,
+    lake: &Lake,
+    spec: &PipelineSpec,
+    period: &Period,
+    record: &mut RunRecord,
+) -> std::result::Result<(), String> {
+    let mut outputs = Vec::new();
+    for (i, step) in spec.steps.iter().enumerate() {
+        let mut attempt = 0;
+        let done = loop {
+            attempt += 1;
+            record.attempts += 1;
+            match run_step(config, lake, spec, step, period).await {
+                Ok(done) => break done,
+                Err(error) if attempt >= spec.retries.attempts => {
+                    return Err(format!("step {} ({}): {error}", i + 1, step.name()));
+                }
+                Err(error) => {
+                    let wait = spec.retries.backoff_s * f64::from(2u32.saturating_pow(attempt - 1));
+                    tracing::warn!(pipeline = %spec.name, step = step.name(), attempt, %error, wait_s = wait, "Step failed; retrying.");
+                    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                }
+            }
+        };
+        record.rows += done.0;
+        outputs.extend(done.1);
+        record.outputs = outputs.join("; ");
+    }
+    Ok(())
+}
+
+/// Rows and outputs of one step, or why it failed.
+async fn run_step(
+    config: &Config,
+    lake: &Lake,
+    spec: &PipelineSpec,
+    step: &Step,
+    period: &Period,
+) -> std::result::Result<(i64, Vec<String>), String> {
+    let text = |e: Error| e.to_string();
+    match step {
+        Step::Ingest(names) => {
+            let datasets: Vec<_> = names
+                .iter()
+                .filter_map(|n| crate::lake::schema::Dataset::from_name(n))
+                .collect();
+            let report = crate::ingest::ingest(config, &datasets)
+                .await
+                .map_err(text)?;
+            if report.exit_code() == 1 {
+                return Err(report.to_string());
+            }
+            Ok((
+                report.totals().landed as i64,
+                vec![format!("ingest: {} files", report.files.len())],
+            ))
+        }
+        Step::Metrics(names) => {
+            let catalog = crate::metrics::catalog(config).map_err(text)?;
+            let metrics = if names.is_empty() {
+                let mut latest: Vec<String> = catalog
+                    .names()
+                    .filter(|n| {
+                        catalog
+                            .latest(n)
+                            .is_some_and(|m| m.meta.period == spec.period)
+                    })
+                    .map(String::from)
+                    .collect();
+                latest.sort();
+                latest
+            } else {
+                names.clone()
+            };
+            let request = crate::metrics::run::Request {
+                metrics,
+                period: Some(period.id.clone()),
+                as_of: None,
+            };
+            let report = crate::metrics::run::run(config, lake, &catalog, &request)
+                .await
+                .map_err(text)?;
+            let failed: Vec<String> = report
+                .outcomes
+                .iter()
+                .filter_map(|o| {
+                    o.result
+                        .as_ref()
+                        .err()
+                        .map(|e| format!("{}: {e}", o.metric))
+                })
+                .collect();
+            if !failed.is_empty() {
+                return Err(failed.join("; "));
+            }
+            let rows = report
+                .outcomes
+                .iter()
+                .filter_map(|o| o.result.as_ref().ok())
+                .sum::<usize>();
+            let written = report
+                .outcomes
+                .iter()
+                .map(|o| format!("metrics/{}/{}", o.metric, o.period));
+            Ok((rows as i64, written.collect()))
+        }
+        Step::Report(kind) => {
+            let outcome = crate::report::run(config, *kind, Some(&period.id), true)
+                .await
+                .map_err(text)?;
+            if !outcome.failed.is_empty() {
+                return Err(outcome.failed.join("; "));
+            }
+            let mut written = vec![outcome.html];
+            written.extend(outcome.sent.iter().map(|(key, _)| format!("sent {key}")));
+            Ok((outcome.sent.len() as i64, written))
+        }
+        Step::Alerts(_) => {
+            let outcome = crate::alert::run(config, None, false).await.map_err(text)?;
+            if !outcome.failed.is_empty() {
+                return Err(outcome.failed.join("; "));
+            }
+            Ok((
+                outcome.notified.len() as i64 + outcome.escalated.len() as i64,
+                vec![format!("alerts: {} sent", outcome.notified.len())],
+            ))
+        }
+        Step::Sql(sql) => {
+            let ctx = crate::engine::session(config, lake).await.map_err(text)?;
+            let params = crate::metrics::run::Params::new(config, period, None);
+            let frame = ctx.sql(&sql.query).await.map_err(|e| e.strip_backtrace())?;
+            let frame = params.bind(frame).map_err(|e| e.strip_backtrace())?;
+            let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await.map_err(|e| e.strip_backtrace())?;
+            let rows = concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+            let path = lake.path(&[
+                "exports",
+                &sql.output,
+                &format!("period={}", period.id),
+                "part-0.parquet",
+            ]);
+            lake.put(&path, encode_parquet(&rows).map_err(text)?)
+                .await
+                .map_err(text)?;
+            Ok((rows.num_rows() as i64, vec![lake.relative(&path)]))
+        }
+    }
+}
+
+/// `flowhealth run PIPELINE [--period ID]`: one run now.
+pub async fn run_now(config: &Config, name: &str, period: Option<&str>) -> Result<RunRecord> {
+    let spec = find(config, name)?;
+    let lake = Lake::open(config)?;
+    let now = Utc::now();
+    let period = match period {
+        Some(id) => parse_period(&spec, id)?,
+        None => super::period_for(&spec, config.timezone, now),
+    };
+    let record = record(&spec, now, &period, Trigger::Manual);
+    execute(config, &lake, &spec, &period, record).await
+}
+
+/// `flowhealth backfill PIPELINE --from ID --to ID`: a run for every period in the range, oldest
+/// first, with a progress bar. Periods with a succeeded run in the ledger are skipped, so an
+/// interrupted backfill resumes where it stopped. Returns the records of the runs it made.
+pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Result<Vec<RunRecord>> {
+    let spec = find(config, name)?;
+    let (first, last) = (parse_period(&spec, from)?, parse_period(&spec, to)?);
+    if first.start > last.start {
+        return Err(Error::Usage(format!("--from {from} is after --to {to}")));
+    }
+    let mut periods = vec![first];
+    while let Some(p) = periods.last().filter(|p| p.start < last.start) {
+        periods.push(Period::containing(p.kind, p.end));
+    }
+    let lake = Lake::open(config)?;
+    let done: std::collections::HashSet<String> = super::ledger::read(&lake, Some(&spec.name))
+        .await?
+        .into_iter()
+        .filter(|r| r.status == "succeeded")
+        .filter_map(|r| r.period)
+        .collect();
+    let bar = indicatif::ProgressBar::new(periods.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} periods, {elapsed}")
+            .expect("a valid template"),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut records = Vec::new();
+    for period in periods {
+        bar.set_message(format!("{} {}", spec.name, period.id));
+        if done.contains(&period.id) {
+            tracing::info!(pipeline = %spec.name, period = %period.id, "Already done; skipped.");
+        } else {
+            // The run is recorded as if it had happened when the period ended.
+            let at = crate::zone::local_to_utc(
+                period.end.and_hms_opt(0, 0, 0).expect("midnight"),
+                config.timezone,
+            );
+            let scheduled_for = DateTime::from_timestamp_micros(at).unwrap_or_default();
+            let record = record(&spec, scheduled_for, &period, Trigger::Backfill);
+            records.push(execute(config, &lake, &spec, &period, record).await?);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(records)
+}
+
+fn find(config: &Config, name: &str) -> Result<PipelineSpec> {
+    let catalog = crate::metrics::catalog(config)?;
+    let specs = crate::config::pipeline::load(config, &catalog).map_err(Error::Config)?;
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    specs.into_iter().find(|s| s.name == name).ok_or_else(|| {
+        Error::Usage(format!(
+            "no pipeline `{name}` (pipelines: {})",
+            names.join(", ")
+        ))
+    })
+}
+
+fn parse_period(spec: &PipelineSpec, id: &str) -> Result<Period> {
+    let period = Period::parse(id).map_err(Error::Usage)?;
+    if period.kind != spec.period {
+        return Err(Error::Usage(format!(
+            "pipeline {} works on {} periods; `{id}` is not one",
+            spec.name,
+            spec.period.name()
+        )));
+    }
+    Ok(period)
+}

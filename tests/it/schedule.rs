@@ -1,0 +1,268 @@
+//! Pipelines: validation naming file and field, `run`, `backfill` (resumable) and `runs` on the
+//! hand-worked Berlin week, the run ledger read by DuckDB, and the daemon in real time: one lease
+//! per lake, and a run killed with SIGKILL recorded as interrupted and redone once.
+//! (Fire times across DST, catch-up and overlap are tested with an injected clock in
+//! `src/schedule/mod.rs`.)
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Workspace, scan};
+use crate::metrics::{fixture_with, ok, run};
+
+fn pipeline(ws: &Workspace, name: &str, yaml: &str) {
+    let dir = ws.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
+}
+
+#[test]
+fn validate_names_the_pipeline_file_and_field() {
+    let ws = Workspace::new(&format!(
+        "queries: {}/queries\n",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    pipeline(
+        &ws,
+        "bad_cron",
+        "name: bad_cron\nschedule: \"every monday\"\nsteps: [{ alerts: {} }]\n",
+    );
+    pipeline(
+        &ws,
+        "bad_tz",
+        "name: bad_tz\nschedule: \"0 0 8 * * Mon\"\ntimezone: Mars/Olympus\nsteps: [{ alerts: {} }]\n",
+    );
+    pipeline(
+        &ws,
+        "bad_step",
+        "name: bad_step\nschedule: \"0 0 8 * * Mon\"\nsteps: [{ compute: [x] }]\n",
+    );
+    pipeline(
+        &ws,
+        "bad_metric",
+        "name: bad_metric\nschedule: \"0 0 8 * * Mon\"\nsteps: [{ metrics: [evidence_rate, no_such_metric, breakpoints_top5] }, { report: monthly }]\n",
+    );
+    pipeline(
+        &ws,
+        "renamed",
+        "name: other\nschedule: \"0 0 8 * * Mon\"\nsteps: [{ ingest: [actions, deals] }]\n",
+    );
+    let output = ws.command().arg("validate").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "bad_cron.yaml: schedule: `every monday` is not a schedule",
+        "bad_tz.yaml: timezone: `Mars/Olympus` is not an IANA timezone",
+        "bad_step.yaml: steps[0]: unknown field `compute`, expected one of `ingest`, `metrics`, `report`, `alerts`, `sql` at line 3",
+        "bad_metric.yaml: steps[0].metrics: no metric `no_such_metric`",
+        "bad_metric.yaml: steps[0].metrics: `breakpoints_top5` is a month metric but the pipeline's period is week",
+        "bad_metric.yaml: steps[1].report: a monthly report needs `period: month`",
+        "renamed.yaml: name: `other` must equal the file name `renamed`",
+        "renamed.yaml: steps[0].ingest: unknown dataset `deals`",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+const WEEKLY: &str = "name: weekly
+schedule: \"0 0 8 * * Mon\"
+steps:
+  - metrics: [stage_compliance_rate, evidence_rate, silent_overtime_rate, process_health_index, silent_warnings, store_action_heatmap]
+  - report: weekly
+";
+
+#[test]
+fn backfill_runs_each_period_once_and_the_ledger_is_read_by_duckdb() {
+    let ws = fixture_with("email: { outbox: ./outbox, to: [boss@example.com] }\n");
+    pipeline(&ws, "weekly", WEEKLY);
+    let out = ok(
+        &ws,
+        &[
+            "backfill", "weekly", "--from", "2026-W12", "--to", "2026-W13",
+        ],
+    );
+    assert!(out.contains("2 runs"), "{out}");
+    assert!(ws.path().join("outbox/sent/weekly-2026-W12.eml").exists());
+    assert!(ws.path().join("outbox/sent/weekly-2026-W13.eml").exists());
+    // Resumable: done periods are skipped.
+    let again = ok(
+        &ws,
+        &[
+            "backfill", "weekly", "--from", "2026-W11", "--to", "2026-W13",
+        ],
+    );
+    assert!(again.contains("1 runs"), "only W11 was left: {again}");
+
+    let runs = ws.duckdb(&format!(
+        "select period, status, trigger, rows > 0, outputs like '%metrics/process_health_index%' from {} order by period",
+        scan("runs")
+    ));
+    let shown: Vec<String> = runs.iter().map(|r| format!("{r:?}")).collect();
+    assert_eq!(runs.len(), 3, "{shown:?}");
+    for (row, period) in runs.iter().zip(["2026-W11", "2026-W12", "2026-W13"]) {
+        assert_eq!(row[0], period);
+        assert_eq!(row[1], "succeeded");
+        assert_eq!(row[2], "backfill");
+        assert_eq!(row[4], true);
+    }
+    let table = ok(&ws, &["runs"]);
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("weekly ")).count(),
+        3,
+        "{table}"
+    );
+
+    // A run now, for a given period; a period of the wrong kind is bad input.
+    let now = ok(&ws, &["run", "weekly", "--period", "2026-W13"]);
+    assert!(now.contains("(2026-W13): succeeded"), "{now}");
+    let wrong = run(&ws, &["run", "weekly", "--period", "2026-03"]);
+    assert_eq!(wrong.status.code(), Some(2));
+    let missing = run(&ws, &["run", "nightly"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("no pipeline `nightly` (pipelines: weekly)")
+    );
+}
+
+#[test]
+fn a_failing_step_is_retried_then_recorded_failed() {
+    let ws = fixture_with("");
+    pipeline(
+        &ws,
+        "export",
+        "name: export\nschedule: \"0 0 8 * * Mon\"\nretries: { attempts: 2, backoff_s: 0.1 }\nsteps:\n  - sql: { query: \"select no_such_column from actions\", output: broken }\n",
+    );
+    let output = run(&ws, &["run", "export"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("failed: step 1 (sql):") && stdout.contains("no_such_column"),
+        "{stdout}"
+    );
+    let runs = ws.duckdb(&format!(
+        "select status, attempts, error is not null from {}",
+        scan("runs")
+    ));
+    assert_eq!(
+        runs,
+        [[
+            serde_json::json!("failed"),
+            serde_json::json!(2),
+            serde_json::json!(true)
+        ]]
+    );
+}
+
+/// The daemon as a child process, killed when dropped.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(ws: &Workspace) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_flowhealth"))
+            .arg("daemon")
+            .current_dir(ws.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// (scheduled_for, status, trigger) of every run, via DuckDB.
+fn ledger(ws: &Workspace) -> Vec<(String, String, String)> {
+    if !ws.lake().join("runs").exists() {
+        return Vec::new();
+    }
+    ws.duckdb(&format!(
+        "select strftime(scheduled_for, '%H:%M:%S'), status, trigger from {} order by scheduled_for, started",
+        scan("runs")
+    ))
+    .into_iter()
+    .map(|r| (r[0].as_str().unwrap().into(), r[1].as_str().unwrap().into(), r[2].as_str().unwrap().into()))
+    .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_daemon_killed_mid_run_records_it_interrupted_and_redoes_it_once() {
+    let ws = fixture_with("");
+    // Every 5 seconds, a query that takes a few seconds; missed fires are not caught up, so
+    // the only extra run is the redo.
+    pipeline(
+        &ws,
+        "slow",
+        "name: slow\nschedule: \"*/5 * * * * *\"\ncatch_up: none\nsteps:\n  - sql: { query: \"select count(*) as n from generate_series(1, 20000) a cross join generate_series(1, 20000) b where (a.value + b.value) % 7 = 0\", output: slow }\n",
+    );
+    let mut first = Daemon::start(&ws);
+    wait_for("a run to start", Duration::from_secs(30), || {
+        ledger(&ws).iter().any(|(_, status, _)| status == "running")
+    });
+    // A second daemon on the same lake refuses to start.
+    let second = ws.command().arg("daemon").output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("daemon is already running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    first.0.kill().unwrap(); // SIGKILL, mid-run
+    first.0.wait().unwrap();
+    let killed = ledger(&ws);
+    let (at, _, _) = killed
+        .iter()
+        .find(|(_, s, _)| s == "running")
+        .cloned()
+        .expect("the killed run is still `running`");
+
+    let restarted = Daemon::start(&ws);
+    wait_for("the redo to succeed", Duration::from_secs(60), || {
+        ledger(&ws)
+            .iter()
+            .any(|(t, s, trigger)| *t == at && s == "succeeded" && trigger == "redo")
+    });
+    // SIGTERM: the daemon lets the current run finish and exits 0.
+    let pid = restarted.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut restarted = restarted;
+    let status = restarted.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let runs = ledger(&ws);
+    let of_that_fire: Vec<_> = runs.iter().filter(|(t, _, _)| *t == at).collect();
+    assert_eq!(
+        of_that_fire
+            .iter()
+            .map(|(_, s, t)| format!("{s}/{t}"))
+            .collect::<Vec<_>>(),
+        ["interrupted/schedule", "succeeded/redo"],
+        "{runs:?}"
+    );
+    assert!(runs.iter().all(|(_, s, _)| s != "running"), "{runs:?}");
+}

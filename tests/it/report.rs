@@ -76,6 +76,18 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// `report weekly --send` that must fail: exit 1 and an error naming the server; the message.
+fn failed_send(ws: &Workspace, port: u16) -> String {
+    let output = run(ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    let message = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains(&format!("smtp 127.0.0.1:{port}")),
+        "{message}"
+    );
+    message
+}
+
 fn computed(extra: &str) -> Workspace {
     let ws = fixture_with(extra);
     ok(&ws, &["metrics", "run", "--period", "2026-W12"]);
@@ -250,13 +262,7 @@ fn a_report_waits_in_the_outbox_while_the_server_is_down_and_is_delivered_once()
     // The CA file exists only once the server has made it: start and stop one to get it.
     drop(start_smtp(server_dir.path(), free_port()));
     let ws = computed(&smtp(server_dir.path(), port, "s3cret", 2));
-    let down = run(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
-    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
-    let message = text(&down);
-    assert!(
-        message.contains(&format!("smtp 127.0.0.1:{port}")),
-        "{message}"
-    );
+    let message = failed_send(&ws, port);
     assert!(
         message.to_lowercase().contains("connection refused"),
         "{message}"
@@ -305,13 +311,7 @@ fn refused_credentials_name_the_server_and_keep_the_report() {
     let port = free_port();
     let _server = start_smtp(server_dir.path(), port);
     let ws = computed(&smtp(server_dir.path(), port, "wrong", 3));
-    let output = run(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
-    assert_eq!(output.status.code(), Some(1));
-    let message = text(&output);
-    assert!(
-        message.contains(&format!("smtp 127.0.0.1:{port}")),
-        "{message}"
-    );
+    let message = failed_send(&ws, port);
     assert!(message.contains("535"), "the server's refusal: {message}");
     let meta =
         std::fs::read_to_string(ws.path().join("outbox/pending/weekly-2026-W13.json")).unwrap();
@@ -331,13 +331,7 @@ fn a_tls_failure_is_an_error_naming_the_server() {
     let other = tempfile::tempdir().unwrap();
     drop(start_smtp(other.path(), free_port()));
     let ws = computed(&smtp(other.path(), port, "s3cret", 1));
-    let output = run(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
-    assert_eq!(output.status.code(), Some(1));
-    let message = text(&output);
-    assert!(
-        message.contains(&format!("smtp 127.0.0.1:{port}")),
-        "{message}"
-    );
+    let message = failed_send(&ws, port);
     assert!(message.to_lowercase().contains("certificate"), "{message}");
     assert!(received(server_dir.path()).is_empty());
 }

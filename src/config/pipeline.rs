@@ -77,7 +77,9 @@ pub enum Step {
     /// `report: weekly` or `report: monthly`: render and send the period's report.
     Report(crate::report::Kind),
     /// `alerts: {}`: push overdue key actions to the webhooks.
-    Alerts(AlertsStep),
+    Alerts(NoOptions),
+    /// `outbox: {}`: deliver report messages that earlier runs could not send.
+    Outbox(NoOptions),
     /// `sql: { query: "...", output: name }`: a custom export, written to
     /// `exports/<output>/period=<id>/part-0.parquet` (the metric parameters are bound).
     Sql(SqlStep),
@@ -90,7 +92,8 @@ struct StepMap {
     ingest: Option<Vec<String>>,
     metrics: Option<Vec<String>>,
     report: Option<crate::report::Kind>,
-    alerts: Option<AlertsStep>,
+    alerts: Option<NoOptions>,
+    outbox: Option<NoOptions>,
     sql: Option<SqlStep>,
 }
 
@@ -103,6 +106,7 @@ impl TryFrom<StepMap> for Step {
             map.metrics.map(Step::Metrics),
             map.report.map(Step::Report),
             map.alerts.map(Step::Alerts),
+            map.outbox.map(Step::Outbox),
             map.sql.map(Step::Sql),
         ]
         .into_iter()
@@ -111,7 +115,7 @@ impl TryFrom<StepMap> for Step {
         match <[Step; 1]>::try_from(steps) {
             Ok([step]) => Ok(step),
             Err(steps) => Err(format!(
-                "a step is one of ingest, metrics, report, alerts, sql; this one has {}",
+                "a step is one of ingest, metrics, report, alerts, outbox, sql; this one has {}",
                 steps.len()
             )),
         }
@@ -120,7 +124,7 @@ impl TryFrom<StepMap> for Step {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AlertsStep {}
+pub struct NoOptions {}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +141,7 @@ impl Step {
             Step::Metrics(_) => "metrics",
             Step::Report(_) => "report",
             Step::Alerts(_) => "alerts",
+            Step::Outbox(_) => "outbox",
             Step::Sql(_) => "sql",
         }
     }
@@ -293,7 +298,7 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
                     );
                 }
             }
-            Step::Alerts(_) => {}
+            Step::Alerts(_) | Step::Outbox(_) => {}
             Step::Sql(sql) => {
                 if sql.output.is_empty()
                     || !sql

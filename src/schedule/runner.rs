@@ -211,6 +211,14 @@ async fn run_step(
                 vec![format!("alerts: {} sent", outcome.notified.len())],
             ))
         }
+        Step::Outbox(_) => {
+            let outcome = crate::report::flush(config).await.map_err(text)?;
+            if !outcome.failed.is_empty() {
+                return Err(outcome.failed.join("; "));
+            }
+            let sent = outcome.sent.iter().map(|(key, _)| format!("sent {key}"));
+            Ok((outcome.sent.len() as i64, sent.collect()))
+        }
         Step::Sql(sql) => {
             let ctx = crate::engine::session(config, lake).await.map_err(text)?;
             let params = crate::metrics::run::Params::new(config, period, None);

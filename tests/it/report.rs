@@ -272,10 +272,17 @@ fn a_report_waits_in_the_outbox_while_the_server_is_down_and_is_delivered_once()
     let meta = std::fs::read_to_string(pending.with_extension("json")).unwrap();
     assert!(meta.contains("\"attempts\": 2"), "{meta}");
 
-    // The server comes up (the CA is new: the config's ca_file now points at it).
+    // The server comes up (the CA is new: the config's ca_file now points at it), and a
+    // pipeline's `outbox` step delivers what waited.
     let _server = start_smtp(server_dir.path(), port);
-    let up = ok(&ws, &["report", "outbox"]);
-    assert!(up.contains("sent weekly-2026-W13"), "{up}");
+    std::fs::create_dir_all(ws.path().join("pipelines")).unwrap();
+    std::fs::write(
+        ws.path().join("pipelines/mail.yaml"),
+        "name: mail\nschedule: \"0 5 * * * *\"\nsteps: [{ outbox: {} }]\n",
+    )
+    .unwrap();
+    let up = ok(&ws, &["run", "mail"]);
+    assert!(up.contains("succeeded"), "{up}");
     assert_eq!(received(server_dir.path()).len(), 1);
     assert!(!pending.exists());
     assert!(ok(&ws, &["report", "outbox"]).contains("nothing pending"));

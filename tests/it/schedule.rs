@@ -53,7 +53,7 @@ fn validate_names_the_pipeline_file_and_field() {
     for expected in [
         "bad_cron.yaml: schedule: `every monday` is not a schedule",
         "bad_tz.yaml: timezone: `Mars/Olympus` is not an IANA timezone",
-        "bad_step.yaml: steps[0]: unknown field `compute`, expected one of `ingest`, `metrics`, `report`, `alerts`, `sql` at line 3",
+        "bad_step.yaml: steps[0]: unknown field `compute`, expected one of `ingest`, `metrics`, `report`, `alerts`, `outbox`, `sql` at line 3",
         "bad_metric.yaml: steps[0].metrics: no metric `no_such_metric`",
         "bad_metric.yaml: steps[0].metrics: `breakpoints_top5` is a month metric but the pipeline's period is week",
         "bad_metric.yaml: steps[1].report: a monthly report needs `period: month`",

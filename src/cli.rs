@@ -16,8 +16,10 @@ use crate::lake::schema::Dataset;
     version,
     about = "Sales process-flow health: action logs to a Parquet lake, SQL metrics, weekly reports and alerts.",
     long_about = "Sales process-flow health: action logs to a Parquet lake, SQL metrics, weekly reports and alerts.\n\n\
-        Start with `flowhealth demo`: it generates a realistic organisation, lands it in ./lake and says\n\
-        where everything is. Point `config.yaml` at your own inbox to land real CRM and store exports.",
+        Start with `flowhealth demo`: it generates a realistic organisation, lands it in ./lake, computes\n\
+        the metrics, writes the weekly report to ./outbox and says where everything is. Point\n\
+        `config.yaml` at your own inbox to land real CRM and store exports, and run the pipelines in\n\
+        pipelines/ with `flowhealth daemon`.",
     after_help = "Exit status: 0 done, 1 failed at run time, 2 bad input or configuration."
 )]
 pub struct Cli {
@@ -45,10 +47,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Generate a realistic organisation (reps, opportunities, a retail chain of stores) with the
     /// article's process problems planted in it, write it to the inbox as CSV/NDJSON/XLSX exports,
-    /// and ingest it into the lake.
+    /// ingest it into the lake, compute every metric, and write the latest weekly report to the
+    /// outbox (email.transport: file).
     Demo(DemoArgs),
-    /// Check the configuration and the metric catalog (front matter, versions.lock, and that every
-    /// metric's SQL plans) without running anything; every problem is reported at once.
+    /// Check the configuration, the metric catalog (front matter, versions.lock, and that every
+    /// metric's SQL plans) and the pipelines without running anything; every problem is reported
+    /// at once.
     Validate,
     /// The metric catalog (queries/<metric>/v<N>.sql): list, run, test, release.
     #[command(subcommand)]

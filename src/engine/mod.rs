@@ -181,6 +181,15 @@ pub fn register_result(
     Ok(())
 }
 
+/// Computes view `name` once and registers its rows in its place, so several queries of one run
+/// share the work (DataFusion computes a view for every query that reads it).
+pub async fn materialize(ctx: &SessionContext, name: &str) -> Result<()> {
+    let frame = ctx.table(name).await?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
+    register_result(ctx, name, schema, batches)
+}
+
 /// Names of the tables and views a query can use, for hints.
 pub fn table_names(ctx: &SessionContext) -> Vec<String> {
     let mut names: Vec<String> = ctx

@@ -169,6 +169,11 @@ pub async fn run(
         .map(|m| Ok((m.name(), period_of(m)?)))
         .collect::<Result<_>>()?;
     let ctx = crate::engine::session(config, lake).await?;
+    // The latest opportunity snapshot is a window over every snapshot: computed once for the run
+    // instead of once per metric that joins it.
+    if selected.iter().filter(|m| m.sql.contains("opportunities")).count() > 1 {
+        crate::engine::materialize(&ctx, "opportunities").await?;
+    }
     let run_id = format!(
         "{}-{:08x}",
         Utc::now().format("%Y%m%dT%H%M%SZ"),

@@ -171,7 +171,12 @@ pub async fn run(
     let ctx = crate::engine::session(config, lake).await?;
     // The latest opportunity snapshot is a window over every snapshot: computed once for the run
     // instead of once per metric that joins it.
-    if selected.iter().filter(|m| m.sql.contains("opportunities")).count() > 1 {
+    if selected
+        .iter()
+        .filter(|m| m.sql.contains("opportunities"))
+        .count()
+        > 1
+    {
         crate::engine::materialize(&ctx, "opportunities").await?;
     }
     let run_id = format!(

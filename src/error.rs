@@ -61,6 +61,21 @@ pub enum Error {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// `message` followed by each underlying cause of `error` that it does not already say
+/// (libraries often repeat a cause in their own message), `: `-separated.
+pub fn with_causes(mut message: String, error: &dyn std::error::Error) -> String {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -21,11 +21,11 @@ use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DeadlineConfig};
+use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::lock::LakeLock;
 use crate::metrics::period::{Period, PeriodKind};
-use crate::report::model::json_rows;
 
 /// One overdue key action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,12 +106,7 @@ const FORGET_AFTER_DAYS: i64 = 30;
 /// escalation. `dry_run` lists them without sending or recording anything.
 pub async fn run(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<Outcome> {
     let now = match as_of {
-        Some(text) => crate::ingest::validate::parse_timestamp(
-            text,
-            &crate::zone::Zone::new(config.timezone),
-            &[],
-        )
-        .ok_or_else(|| Error::Usage(format!("--as-of `{text}` is not an ISO 8601 timestamp")))?,
+        Some(text) => crate::metrics::run::parse_as_of(config, text)?,
         None => Utc::now().timestamp_micros(),
     };
     let now_utc = DateTime::from_timestamp_micros(now).unwrap_or_default();
@@ -271,8 +266,8 @@ pub async fn find(config: &Config, lake: &Lake, as_of: i64) -> Result<Vec<Alert>
         })?;
         let frame = crate::metrics::run::plan(&ctx, metric, &params).await?;
         for row in json_rows(&frame.collect().await?)? {
-            let text = |c: &str| row.get(c).and_then(|v| v.as_str()).map(String::from);
-            let number = |c: &str| row.get(c).and_then(serde_json::Value::as_f64);
+            let text = |c: &str| row_text(&row, c);
+            let number = |c: &str| row_number(&row, c);
             if text("status").as_deref() != Some("overdue") {
                 continue;
             }
@@ -359,7 +354,7 @@ async fn deadline(
     let frame = ctx.sql(SQL).await?.with_param_values(params)?;
     let mut alerts = Vec::new();
     for row in json_rows(&frame.collect().await?)? {
-        let text = |c: &str| row.get(c).and_then(|v| v.as_str()).map(String::from);
+        let text = |c: &str| row_text(&row, c);
         let (Some(opportunity), Some(action), Some(started)) = (
             text("opportunity_id"),
             text("action_id"),
@@ -367,10 +362,7 @@ async fn deadline(
         ) else {
             continue;
         };
-        let over = row
-            .get("hours_over")
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or(0.0);
+        let over = row_number(&row, "hours_over").unwrap_or(0.0);
         let due = as_of - (over * 3_600_000_000.0) as i64;
         alerts.push(Alert {
             key: format!("{}:{opportunity}:{action}", rule.name),

@@ -98,8 +98,7 @@ impl Hooks {
         let mut error = String::new();
         for attempt in 0..self.retry.attempts {
             if attempt > 0 {
-                let wait = self.retry.backoff_s * f64::from(2u32.saturating_pow(attempt - 1));
-                tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                tokio::time::sleep(self.retry.backoff(attempt)).await;
             }
             // Signed anew each attempt: DingTalk rejects a timestamp older than an hour.
             let url = match (&hook.kind[..], &hook.secret) {
@@ -212,13 +211,7 @@ fn listing(mut text: String, alerts: &[Alert], style: impl Fn(String) -> String)
 
 /// A reqwest error with its causes ("error sending request: connection refused").
 fn describe(error: &reqwest::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
+    crate::error::with_causes(error.to_string(), error)
 }
 
 #[cfg(test)]

@@ -448,6 +448,14 @@ pub struct RetryConfig {
     pub backoff_s: f64,
 }
 
+impl RetryConfig {
+    /// The wait after failed attempt `attempt` (1-based): `backoff_s`, then twice that, and so on.
+    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        std::time::Duration::from_secs_f64(self.backoff_s * f64::from(factor))
+    }
+}
+
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {

@@ -200,3 +200,41 @@ pub fn table_names(ctx: &SessionContext) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Record batches -> one JSON object per row, for templates and serde: NULLs are kept as null
+/// (`none` in a template, not undefined), timestamps are RFC 3339 text.
+pub fn json_rows(
+    batches: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    use datafusion::arrow::json::{WriterBuilder, writer::JsonArray};
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, JsonArray>(Vec::new());
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// A column of a [`json_rows`] row as text (numbers spelled out); None for NULL or absent.
+pub fn row_text(row: &serde_json::Map<String, serde_json::Value>, column: &str) -> Option<String> {
+    match row.get(column)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// A column of a [`json_rows`] row as a number (numeric text parsed); None otherwise.
+pub fn row_number(row: &serde_json::Map<String, serde_json::Value>, column: &str) -> Option<f64> {
+    match row.get(column)? {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}

@@ -7,7 +7,7 @@
 //! reads (registered in the session as a table named after the metric). A metric that fails is
 //! reported, its dependents are skipped, and the others carry on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -153,14 +153,7 @@ pub async fn run(
     let as_of = request
         .as_of
         .as_deref()
-        .map(|text| {
-            crate::ingest::validate::parse_timestamp(
-                text,
-                &crate::zone::Zone::new(config.timezone),
-                &[],
-            )
-            .ok_or_else(|| Error::Usage(format!("--as-of `{text}` is not an ISO 8601 timestamp")))
-        })
+        .map(|text| parse_as_of(config, text))
         .transpose()?;
 
     // Every metric's period, before anything runs: a wrong kind of period is the user's to fix.
@@ -295,6 +288,12 @@ pub fn levels<'a>(metrics: &[&'a Metric]) -> Vec<Vec<&'a Metric>> {
         remaining = waiting;
     }
     levels
+}
+
+/// An `--as-of` instant (ISO 8601; without an offset, the configured timezone) in microseconds.
+pub fn parse_as_of(config: &Config, text: &str) -> Result<i64> {
+    crate::ingest::validate::parse_timestamp(text, &crate::zone::Zone::new(config.timezone), &[])
+        .ok_or_else(|| Error::Usage(format!("--as-of `{text}` is not an ISO 8601 timestamp")))
 }
 
 /// The named parameters every metric can use, bound (never pasted into the SQL).
@@ -562,7 +561,7 @@ fn breaches(
     previous: &HashMap<Option<String>, f64>,
 ) -> Result<Vec<Breach>> {
     let (teams, values) = team_and_value(rows)?;
-    let records = row_objects(rows)?;
+    let records = crate::engine::json_rows(std::slice::from_ref(rows))?;
     let mut env = minijinja::Environment::new();
     let advice = metric.meta.advice.clone().unwrap_or_else(|| {
         "{{ team or 'Organisation' }}: {{ metric }} is {{ value | round(3) }}, {{ direction }} the healthy {{ threshold }}".into()
@@ -601,21 +600,6 @@ fn breaches(
         });
     }
     Ok(out)
-}
-
-/// Each row as a JSON object, the template context of its advice.
-fn row_objects(rows: &RecordBatch) -> Result<Vec<BTreeMap<String, serde_json::Value>>> {
-    // Explicit nulls: a NULL column is `none` in the template, not undefined.
-    let mut writer = datafusion::arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, datafusion::arrow::json::writer::JsonArray>(Vec::new());
-    writer.write(rows)?;
-    writer.finish()?;
-    let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(serde_json::from_slice(&bytes)?)
 }
 
 fn breach_batch(breaches: &[Breach]) -> Result<RecordBatch> {

@@ -228,8 +228,7 @@ impl Transport {
         let mut error = None;
         for attempt in 0..retry.attempts {
             if attempt > 0 {
-                let wait = retry.backoff_s * f64::from(2u32.saturating_pow(attempt - 1));
-                tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                tokio::time::sleep(retry.backoff(attempt)).await;
             }
             match client.send_raw(&envelope, bytes).await {
                 Ok(_) => {
@@ -281,17 +280,7 @@ fn envelope(item: &Pending) -> std::result::Result<Envelope, String> {
 /// "smtp mail.example.com:587: <cause>", with the underlying causes spelled out (lettre's
 /// top-level message alone says only "Connection error").
 fn smtp_error(server: &str, error: &lettre::transport::smtp::Error) -> String {
-    let mut message = format!("smtp {server}: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !message.contains(&cause_text) {
-            message.push_str(": ");
-            message.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    message
+    crate::error::with_causes(format!("smtp {server}: {error}"), error)
 }
 
 fn smtp_client(config: &Config, smtp: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>> {

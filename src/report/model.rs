@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use datafusion::arrow::array::RecordBatch;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::chart;
 use crate::config::{Config, Threshold};
+use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::metrics::catalog::{Catalog, Metric};
@@ -176,7 +176,9 @@ impl Weekly {
         let rows = required(lake, index_metric, period).await?;
         let previous_rows = rows_of(lake, index_metric, &previous.id).await?;
         let by_team = |rows: &[Map<String, Value>]| -> HashMap<Option<String>, Map<String, Value>> {
-            rows.iter().map(|r| (text(r, "team"), r.clone())).collect()
+            rows.iter()
+                .map(|r| (row_text(r, "team"), r.clone()))
+                .collect()
         };
         let previous_by_team = by_team(&previous_rows);
         let thresholds: HashMap<&str, Option<Threshold>> = std::iter::once("process_health_index")
@@ -188,8 +190,8 @@ impl Weekly {
             let score = |key: &str, column: &str| {
                 Score::new(
                     key,
-                    number(row, column),
-                    before.and_then(|b| number(b, column)),
+                    row_number(row, column),
+                    before.and_then(|b| row_number(b, column)),
                     thresholds[key],
                 )
             };
@@ -199,7 +201,7 @@ impl Weekly {
         };
         let org = rows
             .iter()
-            .find(|r| text(r, "team").is_none())
+            .find(|r| row_text(r, "team").is_none())
             .ok_or_else(|| {
                 Error::Lake(format!(
                     "{} for {} has no organisation row (team NULL)",
@@ -211,7 +213,7 @@ impl Weekly {
         let teams = rows
             .iter()
             .filter_map(|r| {
-                let team = text(r, "team")?;
+                let team = row_text(r, "team")?;
                 let (index, components) = scores(r, &Some(team.clone()));
                 Some(TeamRow {
                     team,
@@ -240,12 +242,12 @@ impl Weekly {
             .unwrap_or_default();
         let mut overdue_all: Vec<Map<String, Value>> = json_rows(&warnings)?
             .into_iter()
-            .filter(|r| text(r, "status").as_deref() == Some("overdue"))
+            .filter(|r| row_text(r, "status").as_deref() == Some("overdue"))
             .collect();
         // The metric orders by hours remaining; say so explicitly, it is what the list means.
         overdue_all.sort_by(|a, b| {
-            number(a, "hours_remaining")
-                .partial_cmp(&number(b, "hours_remaining"))
+            row_number(a, "hours_remaining")
+                .partial_cmp(&row_number(b, "hours_remaining"))
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
 
@@ -255,8 +257,8 @@ impl Weekly {
             let value = rows_of(lake, index_metric, &week.id)
                 .await?
                 .iter()
-                .find(|r| text(r, "team").is_none())
-                .and_then(|r| number(r, "value"));
+                .find(|r| row_text(r, "team").is_none())
+                .and_then(|r| row_number(r, "value"));
             trend.push(TrendPoint {
                 period: week.id.clone(),
                 value,
@@ -295,7 +297,7 @@ impl Weekly {
         copy.teams.retain(|t| t.team == team);
         copy.breaches.retain(|b| mine(&b.team));
         copy.resolved.retain(|b| mine(&b.team));
-        copy.overdue_all.retain(|r| mine(&text(r, "team")));
+        copy.overdue_all.retain(|r| mine(&row_text(r, "team")));
         copy.overdue = copy.overdue_all.iter().take(top_overdue).cloned().collect();
         copy.overdue_total = copy.overdue_all.len();
         copy
@@ -353,7 +355,7 @@ impl Monthly {
         let rows = required(lake, metric(catalog, "breakpoints_top5")?, period).await?;
         let kind = |k: &str| {
             rows.iter()
-                .filter(|r| text(r, "kind").as_deref() == Some(k))
+                .filter(|r| row_text(r, "kind").as_deref() == Some(k))
                 .cloned()
                 .collect::<Vec<_>>()
         };
@@ -427,20 +429,21 @@ async fn breaches(
         };
         let now = read(period.id.clone()).await?;
         let before = read(period.previous().id).await?;
-        let teams_before: Vec<Option<String>> = before.iter().map(|r| text(r, "team")).collect();
-        let teams_now: Vec<Option<String>> = now.iter().map(|r| text(r, "team")).collect();
+        let teams_before: Vec<Option<String>> =
+            before.iter().map(|r| row_text(r, "team")).collect();
+        let teams_now: Vec<Option<String>> = now.iter().map(|r| row_text(r, "team")).collect();
         let row = |r: &Map<String, Value>, state| BreachRow {
             metric: name.to_string(),
-            team: text(r, "team"),
-            value: number(r, "value").unwrap_or(f64::NAN),
-            threshold: number(r, "threshold").unwrap_or(f64::NAN),
-            direction: text(r, "direction").unwrap_or_default(),
-            advice: text(r, "advice").unwrap_or_default(),
-            change: number(r, "change"),
+            team: row_text(r, "team"),
+            value: row_number(r, "value").unwrap_or(f64::NAN),
+            threshold: row_number(r, "threshold").unwrap_or(f64::NAN),
+            direction: row_text(r, "direction").unwrap_or_default(),
+            advice: row_text(r, "advice").unwrap_or_default(),
+            change: row_number(r, "change"),
             state,
         };
         for r in &now {
-            let state = if teams_before.contains(&text(r, "team")) {
+            let state = if teams_before.contains(&row_text(r, "team")) {
                 "still_open"
             } else {
                 "new"
@@ -448,7 +451,7 @@ async fn breaches(
             current.push(row(r, state));
         }
         for r in &before {
-            if !teams_now.contains(&text(r, "team")) {
+            if !teams_now.contains(&row_text(r, "team")) {
                 resolved.push(row(r, "resolved"));
             }
         }
@@ -470,7 +473,9 @@ async fn heatmap(
     };
     let mut stores: BTreeMap<String, HashMap<String, &Map<String, Value>>> = BTreeMap::new();
     for row in &rows {
-        if let (Some(store), Some(action)) = (text(row, "store_id"), text(row, "action_type")) {
+        if let (Some(store), Some(action)) =
+            (row_text(row, "store_id"), row_text(row, "action_type"))
+        {
             stores.entry(store).or_default().insert(action, row);
         }
     }
@@ -481,9 +486,9 @@ async fn heatmap(
                 .iter()
                 .map(|a| match cells.get(a) {
                     Some(r) => HeatCell {
-                        rate: number(r, "rate"),
-                        days_met: number(r, "days_met").map(|d| d as i64),
-                        band: text(r, "band").unwrap_or_else(|| "none".into()),
+                        rate: row_number(r, "rate"),
+                        days_met: row_number(r, "days_met").map(|d| d as i64),
+                        band: row_text(r, "band").unwrap_or_else(|| "none".into()),
                     },
                     None => HeatCell {
                         rate: None,
@@ -513,37 +518,4 @@ async fn heatmap(
         stores: map,
         stores_total,
     })
-}
-
-/// Record batches -> one JSON object per row (NULLs kept as null; timestamps as RFC 3339 text).
-pub fn json_rows(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>> {
-    use datafusion::arrow::json::{WriterBuilder, writer::JsonArray};
-    let mut writer = WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, JsonArray>(Vec::new());
-    for batch in batches {
-        writer.write(batch)?;
-    }
-    writer.finish()?;
-    let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
-fn text(row: &Map<String, Value>, column: &str) -> Option<String> {
-    match row.get(column)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
-fn number(row: &Map<String, Value>, column: &str) -> Option<f64> {
-    match row.get(column)? {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
 }

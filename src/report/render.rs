@@ -113,12 +113,7 @@ fn template_error(origin: &str, error: &minijinja::Error) -> Error {
     if let Some(detail) = error.detail() {
         message.push_str(&format!(": {detail}"));
     }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    Error::Template(message)
+    Error::Template(crate::error::with_causes(message, error))
 }
 
 fn as_f64(value: &Value) -> Option<f64> {

@@ -117,7 +117,7 @@ fn decode(bytes: Bytes) -> Result<Vec<RunRecord>> {
     let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
         .build()?
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    crate::report::model::json_rows(&batches)?
+    crate::engine::json_rows(&batches)?
         .into_iter()
         .map(|row| serde_json::from_value(serde_json::Value::Object(row)).map_err(Error::from))
         .collect()

@@ -102,9 +102,9 @@ async fn steps(
                     return Err(format!("step {} ({}): {error}", i + 1, step.name()));
                 }
                 Err(error) => {
-                    let wait = spec.retries.backoff_s * f64::from(2u32.saturating_pow(attempt - 1));
-                    tracing::warn!(pipeline = %spec.name, step = step.name(), attempt, %error, wait_s = wait, "Step failed; retrying.");
-                    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                    let wait = spec.retries.backoff(attempt);
+                    tracing::warn!(pipeline = %spec.name, step = step.name(), attempt, %error, wait_s = wait.as_secs_f64(), "Step failed; retrying.");
+                    tokio::time::sleep(wait).await;
                 }
             }
         };

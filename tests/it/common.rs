@@ -111,18 +111,23 @@ con = duckdb.connect()
 con.execute(\"SET TimeZone='UTC'\")
 print(json.dumps(con.execute(sys.argv[1]).fetchall(), default=str))";
 
-/// Runs `sql` in DuckDB (Python package) and returns the rows as JSON values.
-pub fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
+/// Runs `python3 <args>`, which must succeed and print JSON; returns that JSON.
+pub fn python_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> T {
     let output = Command::new("python3")
-        .args(["-c", DUCKDB, sql])
+        .args(args)
         .output()
         .expect("python3 runs");
     assert!(
         output.status.success(),
-        "duckdb failed on {sql}:\n{}",
+        "python3 {args:?} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("duckdb printed JSON")
+    serde_json::from_slice(&output.stdout).expect("python printed JSON")
+}
+
+/// Runs `sql` in DuckDB (Python package) and returns the rows as JSON values.
+pub fn duckdb(sql: &str) -> Vec<Vec<serde_json::Value>> {
+    python_json(&["-c", DUCKDB, sql])
 }
 
 /// `read_parquet` over a lake folder, as BI tools read it.

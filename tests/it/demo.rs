@@ -76,20 +76,8 @@ fn demo_builds_a_conforming_lake_whose_counts_reconcile() {
     assert!(stdout.contains("lake: "), "{stdout}");
 
     // Counted independently of flowhealth: rows in the files it was given...
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            COUNT_ROWS,
-            &ws.path().join("inbox").display().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let input: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let inbox = ws.path().join("inbox").display().to_string();
+    let input: serde_json::Value = crate::common::python_json(&["-c", COUNT_ROWS, &inbox]);
 
     // ... against what DuckDB finds in the lake, plus the duplicates the report counted.
     let report: Vec<&str> = stdout

@@ -55,17 +55,8 @@ fn received(dir: &Path) -> Vec<PathBuf> {
 
 /// Python's email package's view of a message.
 fn mime(path: &Path) -> serde_json::Value {
-    let output = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mime_summary.py"))
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mime_summary.py");
+    crate::common::python_json(&[script.to_str().unwrap(), path.to_str().unwrap()])
 }
 
 fn text(output: &Output) -> String {

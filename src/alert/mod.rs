@@ -253,7 +253,7 @@ pub async fn find(config: &Config, lake: &Lake, as_of: i64) -> Result<Vec<Alert>
         .with_timezone(&tz)
         .date_naive();
     let week = Period::containing(PeriodKind::Week, today);
-    let params = crate::metrics::run::Params::new(config, &week, Some(as_of));
+    let mut params = crate::metrics::run::Params::new(config, &week, Some(as_of));
     let mut alerts = Vec::new();
 
     if config.alerts.silent_timeouts {
@@ -264,6 +264,10 @@ pub async fn find(config: &Config, lake: &Lake, as_of: i64) -> Result<Vec<Alert>
                 catalog.dir.display()
             ))
         })?;
+        // Last week's output holds the open opportunities as of this week's start.
+        let carry =
+            crate::metrics::carry::prepare(&ctx, config, lake, metric, &week, as_of).await?;
+        params.carry_from(config, carry.as_of);
         let frame = crate::metrics::run::plan(&ctx, metric, &params).await?;
         for row in json_rows(&frame.collect().await?)? {
             let text = |c: &str| row_text(&row, c);

@@ -15,6 +15,9 @@
 //! -- advice: "{{ team or 'The organisation' }}: ..."
 //! SELECT ...
 //! ```
+//!
+//! A metric whose state carries over from one period to the next (the open opportunities) also
+//! names the columns it carries, with their types: `-- carry: { opportunity_id: text, ... }`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +56,10 @@ pub struct Meta {
     /// Metrics whose output this one reads as tables named after them.
     #[serde(default)]
     pub depends: Vec<String>,
+    /// Columns of this metric's output that the next period starts from (see `carry.rs`): the
+    /// previous period's rows are the table `<metric>_carried`, as of `$carried_as_of`.
+    #[serde(default)]
+    pub carry: BTreeMap<String, super::carry::ColumnType>,
 }
 
 #[derive(Debug, Clone)]

@@ -140,27 +140,83 @@ async fn run_case(
     let mut results = Vec::new();
     for (name, expected_path) in specs.iter().zip(&expectations) {
         let metric = catalog.resolve(name).map_err(Error::Usage)?;
-        let failed = report
-            .outcomes
-            .iter()
-            .find(|o| o.metric == metric.id())
-            .and_then(|o| o.result.as_ref().err());
-        if let Some(error) = failed {
-            results.push((name.clone(), Err(format!("  the metric failed: {error}"))));
-            continue;
-        }
-        let batches = run::read_output(&lake, metric, &spec.period)
-            .await?
-            .ok_or_else(|| {
-                let path = run::output_path(&lake, metric, &spec.period);
-                Error::Lake(format!("{path}: not written"))
-            })?;
-        let actual = csv(&batches)?;
         let expected =
             std::fs::read_to_string(expected_path).map_err(|e| Error::io(expected_path, e))?;
-        results.push((name.clone(), compare(&expected, &actual)));
+        let result = check(&lake, &report, metric, &spec.period, &expected).await?;
+        results.push((name.clone(), result));
+    }
+
+    // A metric that carries state is checked again, starting from the previous period's output:
+    // the same rows are expected.
+    let carrying: Vec<(&String, &PathBuf)> = specs
+        .iter()
+        .zip(&expectations)
+        .filter(|(name, _)| {
+            catalog
+                .resolve(name)
+                .is_ok_and(|m| !m.meta.carry.is_empty())
+        })
+        .collect();
+    if !carrying.is_empty() {
+        let previous = super::period::Period::parse(&spec.period)
+            .map_err(Error::Usage)?
+            .previous();
+        let metrics: Vec<String> = carrying.iter().map(|(name, _)| (*name).clone()).collect();
+        let before = Request {
+            metrics: metrics.clone(),
+            period: Some(previous.id.clone()),
+            as_of: None,
+        };
+        run::run(&config, &lake, catalog, &before).await?;
+        let again = Request {
+            metrics,
+            period: Some(spec.period.clone()),
+            as_of: spec.as_of.clone(),
+        };
+        let report = run::run(&config, &lake, catalog, &again).await?;
+        for (name, expected_path) in carrying {
+            let metric = catalog.resolve(name).map_err(Error::Usage)?;
+            let label = format!("{name} (from {}'s state)", previous.id);
+            let carried = report
+                .outcomes
+                .iter()
+                .any(|o| o.metric == metric.id() && o.carried_from.is_some());
+            let result = if carried {
+                let expected = std::fs::read_to_string(expected_path)
+                    .map_err(|e| Error::io(expected_path, e))?;
+                check(&lake, &report, metric, &spec.period, &expected).await?
+            } else {
+                Err("  did not start from the previous period's output".into())
+            };
+            results.push((label, result));
+        }
     }
     Ok(results)
+}
+
+/// One metric's output for `period` against its expected CSV.
+async fn check(
+    lake: &Lake,
+    report: &run::Report,
+    metric: &super::catalog::Metric,
+    period: &str,
+    expected: &str,
+) -> Result<std::result::Result<(), String>> {
+    let failed = report
+        .outcomes
+        .iter()
+        .find(|o| o.metric == metric.id())
+        .and_then(|o| o.result.as_ref().err());
+    if let Some(error) = failed {
+        return Ok(Err(format!("  the metric failed: {error}")));
+    }
+    let batches = run::read_output(lake, metric, period)
+        .await?
+        .ok_or_else(|| {
+            let path = run::output_path(lake, metric, period);
+            Error::Lake(format!("{path}: not written"))
+        })?;
+    Ok(compare(expected, &csv(&batches)?))
 }
 
 /// The rows as CSV with a header, without `run_id` and `as_of`.

@@ -1,6 +1,7 @@
 //! Versioned SQL metric definitions (contract section 4): the catalog in `queries/`, the runner
 //! that writes `metrics/` and `breaches/` to the lake, and the checks `validate` runs.
 
+pub mod carry;
 pub mod catalog;
 pub mod golden;
 pub mod period;
@@ -72,8 +73,10 @@ pub async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<Strin
             let period =
                 period::Period::last_complete(metric.meta.period, chrono::Utc::now().date_naive());
             let params = run::Params::new(config, &period, None);
+            carry::register_empty(&ctx, metric)?;
             match run::plan(&ctx, metric, &params).await {
                 Ok(frame) => {
+                    problems.extend(carry::check(metric, frame.schema().as_arrow()));
                     // Dependents plan against this one's columns.
                     if catalog
                         .latest(metric.name())

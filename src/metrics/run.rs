@@ -47,6 +47,8 @@ pub struct Outcome {
     /// Rows written, or why not.
     pub result: std::result::Result<usize, String>,
     pub breaches: Vec<Breach>,
+    /// The period whose output a carrying metric started from (see `carry.rs`).
+    pub carried_from: Option<String>,
 }
 
 /// A row whose `value` is outside the metric's healthy range.
@@ -84,10 +86,14 @@ impl fmt::Display for Report {
             match &outcome.result {
                 Ok(rows) => writeln!(
                     f,
-                    "  {:32} {:9} {rows:>6} rows  {} breaches",
+                    "  {:32} {:9} {rows:>6} rows  {} breaches{}",
                     outcome.metric,
                     outcome.period,
-                    outcome.breaches.len()
+                    outcome.breaches.len(),
+                    match &outcome.carried_from {
+                        Some(from) => format!("  (from {from}'s state)"),
+                        None => String::new(),
+                    }
                 )?,
                 Err(error) => writeln!(
                     f,
@@ -188,39 +194,50 @@ pub async fn run(
                 if let Some(dependency) = metric.meta.depends.iter().find(|d| failed.contains(d)) {
                     return Err(format!("skipped: depends on {dependency}, which failed"));
                 }
-                let params = Params::new(config, &period, as_of);
+                let mut params = Params::new(config, &period, as_of);
+                let carry =
+                    super::carry::prepare(&ctx, config, lake, metric, &period, params.as_of)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                params.carry_from(config, carry.as_of);
                 let (schema, batches) = compute(&ctx, metric, &params)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok((period, params, schema, batches))
+                Ok((period, params, carry, schema, batches))
             }
         });
         let results = join_all(jobs).await;
         for (metric, result) in level.iter().zip(results) {
             let outcome = match result {
-                Ok((period, params, schema, batches)) => {
+                Ok((period, params, carry, schema, batches)) => {
                     crate::engine::register_result(
                         &ctx,
                         metric.name(),
                         schema.clone(),
                         batches.clone(),
                     )?;
-                    let written = write(
-                        config, lake, metric, &period, &params, &run_id, schema, &batches,
-                    )
-                    .await;
+                    let carried_from = carry.from;
+                    let output = Output {
+                        schema,
+                        batches: &batches,
+                        metadata: carry.metadata,
+                    };
+                    let written =
+                        write(config, lake, metric, &period, &params, &run_id, output).await;
                     match written {
                         Ok((rows, breaches)) => Outcome {
                             metric: metric.id(),
                             period: period.id,
                             result: Ok(rows),
                             breaches,
+                            carried_from,
                         },
                         Err(e) => Outcome {
                             metric: metric.id(),
                             period: period.id,
                             result: Err(e.to_string()),
                             breaches: vec![],
+                            carried_from,
                         },
                     }
                 }
@@ -229,6 +246,7 @@ pub async fn run(
                     period: periods[metric.name()].id.clone(),
                     result: Err(error),
                     breaches: vec![],
+                    carried_from: None,
                 },
             };
             if outcome.result.is_err() {
@@ -351,6 +369,12 @@ impl Params {
             ),
             ("weight_evidence", ScalarValue::Float64(Some(w.evidence))),
             ("weight_silent", ScalarValue::Float64(Some(w.silent))),
+            // What a carrying metric's state holds (see `carry.rs`); by default nothing.
+            ("carried_as_of", ts(super::carry::BEGINNING)),
+            (
+                "carried_as_of_date",
+                date(zone.local_date(super::carry::BEGINNING)),
+            ),
         ];
         Params {
             values: values
@@ -363,6 +387,24 @@ impl Params {
 }
 
 impl Params {
+    /// Binds `$carried_as_of` (and its local date) to the instant the carried state holds.
+    pub fn carry_from(&mut self, config: &Config, micros: i64) {
+        let day = crate::zone::Zone::new(config.timezone).local_date(micros);
+        for (name, value) in &mut self.values {
+            match name.as_str() {
+                "carried_as_of" => {
+                    *value = ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()))
+                }
+                "carried_as_of_date" => {
+                    *value = ScalarValue::Date32(Some(
+                        datafusion::arrow::datatypes::Date32Type::from_naive_date(day),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// `frame` with these parameters bound.
     pub fn bind(
         &self,
@@ -402,8 +444,14 @@ async fn compute(
     Ok((schema, batches))
 }
 
+/// A metric's computed rows, and the metadata its file records.
+struct Output<'a> {
+    schema: SchemaRef,
+    batches: &'a [RecordBatch],
+    metadata: HashMap<String, String>,
+}
+
 /// Writes the metric's rows and its breaches; returns the row count and the breaches.
-#[allow(clippy::too_many_arguments)]
 async fn write(
     config: &Config,
     lake: &Lake,
@@ -411,11 +459,16 @@ async fn write(
     period: &Period,
     params: &Params,
     run_id: &str,
-    schema: SchemaRef,
-    batches: &[RecordBatch],
+    output: Output<'_>,
 ) -> Result<(usize, Vec<Breach>)> {
-    let rows = concat_batches(&schema, batches)?;
+    let rows = concat_batches(&output.schema, output.batches)?;
     let stamped = stamp(&rows, run_id, params.as_of)?;
+    let schema = stamped
+        .schema()
+        .as_ref()
+        .clone()
+        .with_metadata(output.metadata);
+    let stamped = stamped.with_schema(Arc::new(schema))?;
     lake.put(
         &output_path(lake, metric, &period.id),
         encode_parquet(&stamped)?,
@@ -489,6 +542,17 @@ pub async fn read_output(
     metric: &Metric,
     period_id: &str,
 ) -> Result<Option<Vec<RecordBatch>>> {
+    Ok(read_output_file(lake, metric, period_id)
+        .await?
+        .map(|(_, batches)| batches))
+}
+
+/// The file written for `metric` and period `period_id`: its schema (with its metadata) and rows.
+pub async fn read_output_file(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
     read_parquet(lake, &output_path(lake, metric, period_id)).await
 }
 
@@ -498,20 +562,24 @@ pub async fn read_breaches(
     metric: &Metric,
     period_id: &str,
 ) -> Result<Option<Vec<RecordBatch>>> {
-    read_parquet(lake, &breaches_path(lake, metric, period_id)).await
+    Ok(read_parquet(lake, &breaches_path(lake, metric, period_id))
+        .await?
+        .map(|(_, batches)| batches))
 }
 
 async fn read_parquet(
     lake: &Lake,
     path: &object_store::path::Path,
-) -> Result<Option<Vec<RecordBatch>>> {
+) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
     let Some(bytes) = lake.get(path).await? else {
         return Ok(None);
     };
-    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let schema = builder.schema().clone();
+    let batches = builder
         .build()?
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(Some(batches))
+    Ok(Some((schema, batches)))
 }
 
 /// The previous period's `value` per team (None for the organisation row), from the lake.

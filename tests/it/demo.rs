@@ -7,6 +7,12 @@ use std::process::Command;
 use crate::common::{Workspace, count};
 
 fn run_demo(ws: &Workspace) -> String {
+    run_demo_weeks(ws, 3)
+}
+
+/// `flowhealth demo` (seed 11, a small organisation, `weeks` weeks to 31 March 2026) with the
+/// shipped config; returns its output.
+pub fn run_demo_weeks(ws: &Workspace, weeks: u32) -> String {
     // The shipped config, with its metric catalog where it is in the repository.
     let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml"))
         .unwrap()
@@ -26,7 +32,7 @@ fn run_demo(ws: &Workspace) -> String {
             "--reps",
             "5",
             "--weeks",
-            "3",
+            &weeks.to_string(),
             "--until",
             "2026-03-31",
         ])

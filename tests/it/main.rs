@@ -4,6 +4,7 @@
 //! webhook receiver that checks DingTalk signatures; and headless Chromium for the report page.
 
 mod alert;
+mod carry;
 mod common;
 mod config;
 mod demo;

@@ -1,0 +1,293 @@
+//! Carried state. `silent_warnings` needs every open opportunity's latest stage change and last
+//! action before `as_of`, which may lie anywhere in the history. Rather than read the whole
+//! history every week, a metric whose front matter names `carry:` columns starts from its own
+//! output for the previous period: those columns are the table `<metric>_carried`, the state as
+//! of `$carried_as_of`, and its SQL reads only the days from `$carried_as_of_date` on.
+//!
+//! A previous output is used only while it is still true to the lake. Each output of such a
+//! metric records in its Parquet metadata (`flowhealth.carry`) the instant it holds and a
+//! fingerprint of what it was computed from: the metric's file, the timezone, the stages, and the
+//! path, size and version of every `actions` and `stage_changes` file of a `dt=` day before that
+//! instant. Late rows for an older day, a rewritten file, an edited definition or changed stages
+//! change the fingerprint; the table is then empty, `$carried_as_of` is 1900-01-01 and the same
+//! SQL reads the whole history. Carried columns must therefore come from those two datasets and
+//! the stages only, not from `opportunities` (snapshots that change without new event days).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::prelude::SessionContext;
+use object_store::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::catalog::Metric;
+use super::period::Period;
+use crate::config::Config;
+use crate::error::Result;
+use crate::lake::Lake;
+use crate::lake::schema::Dataset;
+
+/// The key of an output's metadata that records what it holds.
+pub const METADATA_KEY: &str = "flowhealth.carry";
+
+/// `$carried_as_of` when nothing is carried (1900-01-01T00:00:00Z): the SQL reads everything.
+pub const BEGINNING: i64 = -2_208_988_800_000_000;
+
+/// The type of a carried column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Text,
+    /// An instant (the lake's microsecond UTC timestamps).
+    Timestamp,
+    Float,
+    Integer,
+    Boolean,
+    Date,
+}
+
+impl ColumnType {
+    fn data_type(self) -> DataType {
+        match self {
+            ColumnType::Text => DataType::Utf8,
+            ColumnType::Timestamp => crate::lake::schema::timestamp_type(),
+            ColumnType::Float => DataType::Float64,
+            ColumnType::Integer => DataType::Int64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+        }
+    }
+
+    /// Whether an output column of type `data_type` is of this kind.
+    fn accepts(self, data_type: &DataType) -> bool {
+        match self {
+            ColumnType::Text => matches!(
+                data_type,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ),
+            ColumnType::Timestamp => matches!(data_type, DataType::Timestamp(_, Some(_))),
+            ColumnType::Float => data_type.is_floating(),
+            ColumnType::Integer => data_type.is_integer(),
+            ColumnType::Boolean => *data_type == DataType::Boolean,
+            ColumnType::Date => matches!(data_type, DataType::Date32 | DataType::Date64),
+        }
+    }
+}
+
+/// What an output of a carrying metric records about itself.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stamp {
+    as_of: i64,
+    inputs: String,
+}
+
+/// The state one run starts from.
+pub struct Carry {
+    /// The period whose output is carried; `None` when the run reads the whole history.
+    pub from: Option<String>,
+    /// The instant the carried rows hold (`BEGINNING` when there are none).
+    pub as_of: i64,
+    /// The metadata this run's output records.
+    pub metadata: HashMap<String, String>,
+}
+
+/// The table a metric's SQL reads its carried state from.
+pub fn table_name(metric: &Metric) -> String {
+    format!("{}_carried", metric.name())
+}
+
+fn schema(metric: &Metric) -> SchemaRef {
+    let fields: Vec<Field> = metric
+        .meta
+        .carry
+        .iter()
+        .map(|(name, ty)| Field::new(name, ty.data_type(), true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn register(ctx: &SessionContext, metric: &Metric, batches: Vec<RecordBatch>) -> Result<()> {
+    crate::engine::register_result(ctx, &table_name(metric), schema(metric), batches)
+}
+
+/// Registers an empty state (the whole history is read): for planning without a lake.
+pub fn register_empty(ctx: &SessionContext, metric: &Metric) -> Result<()> {
+    register(ctx, metric, Vec::new())
+}
+
+/// Registers `<metric>_carried` for a run of `period` at `as_of`: the previous period's output
+/// when it is still true to the lake, else nothing. A metric without `carry:` gets nothing.
+pub async fn prepare(
+    ctx: &SessionContext,
+    config: &Config,
+    lake: &Lake,
+    metric: &Metric,
+    period: &Period,
+    as_of: i64,
+) -> Result<Carry> {
+    if metric.meta.carry.is_empty() {
+        return Ok(Carry {
+            from: None,
+            as_of: BEGINNING,
+            metadata: HashMap::new(),
+        });
+    }
+    // Listed before the query reads anything: a file landing meanwhile makes the next run's
+    // fingerprint differ, never this one's claim too broad.
+    let files = listing(lake, metric).await?;
+    let stamp = Stamp {
+        as_of,
+        inputs: fingerprint(config, metric, &files, as_of),
+    };
+    let metadata = HashMap::from([(
+        METADATA_KEY.to_string(),
+        serde_json::to_string(&stamp).expect("plain struct"),
+    )]);
+    let previous = period.previous();
+    let state = match super::run::read_output_file(lake, metric, &previous.id).await? {
+        None => None,
+        Some((schema, batches)) => match usable(config, metric, &files, as_of, &schema, &batches) {
+            Ok(state) => Some(state),
+            Err(why) => {
+                tracing::info!(
+                    "{}: not starting from {}'s output ({why}): reading the whole history",
+                    metric.id(),
+                    previous.id
+                );
+                None
+            }
+        },
+    };
+    let carry = match state {
+        Some((carried_as_of, batches)) => {
+            register(ctx, metric, batches)?;
+            Carry {
+                from: Some(previous.id),
+                as_of: carried_as_of,
+                metadata,
+            }
+        }
+        None => {
+            register_empty(ctx, metric)?;
+            Carry {
+                from: None,
+                as_of: BEGINNING,
+                metadata,
+            }
+        }
+    };
+    Ok(carry)
+}
+
+/// The carried columns of a previous output and the instant they hold, or why they cannot be used.
+fn usable(
+    config: &Config,
+    metric: &Metric,
+    files: &[ObjectMeta],
+    as_of: i64,
+    schema: &Schema,
+    batches: &[RecordBatch],
+) -> std::result::Result<(i64, Vec<RecordBatch>), String> {
+    let stamp: Stamp = schema
+        .metadata()
+        .get(METADATA_KEY)
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or("it has no carry stamp")?;
+    if stamp.as_of > as_of {
+        return Err("it is as of a later instant".into());
+    }
+    if stamp.inputs != fingerprint(config, metric, files, stamp.as_of) {
+        return Err("rows before its as_of, the definition or the stages changed since".into());
+    }
+    let target = self::schema(metric);
+    let projected = batches
+        .iter()
+        .map(|batch| {
+            let columns = target
+                .fields()
+                .iter()
+                .map(|field| {
+                    let column = batch
+                        .column_by_name(field.name())
+                        .ok_or_else(|| format!("it has no column `{}`", field.name()))?;
+                    cast(column, field.data_type()).map_err(|e| e.to_string())
+                })
+                .collect::<std::result::Result<Vec<_>, String>>()?;
+            RecordBatch::try_new(target.clone(), columns).map_err(|e| e.to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    Ok((stamp.as_of, projected))
+}
+
+/// The `raw/` files of the event datasets the metric reads.
+async fn listing(lake: &Lake, metric: &Metric) -> Result<Vec<ObjectMeta>> {
+    let mut files = Vec::new();
+    for dataset in [Dataset::Actions, Dataset::StageChanges] {
+        if metric.sql.contains(dataset.name()) {
+            files.extend(lake.list(&["raw", dataset.name()]).await?);
+        }
+    }
+    Ok(files)
+}
+
+/// What a state as of `as_of` depends on: the definition, the timezone, the stages, and every
+/// listed file of a day that begins before `as_of`.
+fn fingerprint(config: &Config, metric: &Metric, files: &[ObjectMeta], as_of: i64) -> String {
+    let last_day = crate::zone::Zone::new(config.timezone).local_date(as_of - 1);
+    let mut hash = Sha256::new();
+    hash.update(format!(
+        "{}\n{}\n{:?}\n",
+        metric.hash,
+        config.timezone.name(),
+        config.stages
+    ));
+    for file in files {
+        if day(file).is_none_or(|day| day <= last_day) {
+            hash.update(format!(
+                "{} {} {} {}\n",
+                file.location,
+                file.size,
+                file.last_modified.timestamp_micros(),
+                file.e_tag.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    hash.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The `dt=` day of a file, if its path has one.
+fn day(file: &ObjectMeta) -> Option<NaiveDate> {
+    file.location
+        .parts()
+        .find_map(|part| part.as_ref().strip_prefix("dt=").map(String::from))
+        .and_then(|text| NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
+}
+
+/// Problems with a metric's `carry:` columns against its planned output.
+pub fn check(metric: &Metric, output: &Schema) -> Vec<String> {
+    metric
+        .meta
+        .carry
+        .iter()
+        .filter_map(|(name, ty)| match output.field_with_name(name) {
+            Err(_) => Some(format!(
+                "{}:1: carry: `{name}` is not a column of the output",
+                metric.path.display()
+            )),
+            Ok(field) if !ty.accepts(field.data_type()) => Some(format!(
+                "{}:1: carry: `{name}` is {} in the output, which is not a {ty:?}",
+                metric.path.display(),
+                field.data_type()
+            )),
+            Ok(_) => None,
+        })
+        .collect()
+}

@@ -369,20 +369,17 @@ impl Params {
             ),
             ("weight_evidence", ScalarValue::Float64(Some(w.evidence))),
             ("weight_silent", ScalarValue::Float64(Some(w.silent))),
-            // What a carrying metric's state holds (see `carry.rs`); by default nothing.
-            ("carried_as_of", ts(super::carry::BEGINNING)),
-            (
-                "carried_as_of_date",
-                date(zone.local_date(super::carry::BEGINNING)),
-            ),
         ];
-        Params {
+        let mut params = Params {
             values: values
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             as_of,
-        }
+        };
+        // What a carrying metric's state holds (see `carry.rs`); by default nothing.
+        params.carry_from(config, super::carry::BEGINNING);
+        params
     }
 }
 
@@ -390,19 +387,20 @@ impl Params {
     /// Binds `$carried_as_of` (and its local date) to the instant the carried state holds.
     pub fn carry_from(&mut self, config: &Config, micros: i64) {
         let day = crate::zone::Zone::new(config.timezone).local_date(micros);
-        for (name, value) in &mut self.values {
-            match name.as_str() {
-                "carried_as_of" => {
-                    *value = ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()))
-                }
-                "carried_as_of_date" => {
-                    *value = ScalarValue::Date32(Some(
-                        datafusion::arrow::datatypes::Date32Type::from_naive_date(day),
-                    ))
-                }
-                _ => {}
-            }
-        }
+        self.values
+            .retain(|(name, _)| !name.starts_with("carried_as_of"));
+        self.values.extend([
+            (
+                "carried_as_of".to_string(),
+                ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())),
+            ),
+            (
+                "carried_as_of_date".to_string(),
+                ScalarValue::Date32(Some(
+                    datafusion::arrow::datatypes::Date32Type::from_naive_date(day),
+                )),
+            ),
+        ]);
     }
 
     /// `frame` with these parameters bound.

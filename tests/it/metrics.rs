@@ -262,6 +262,10 @@ fn validate_names_the_file_and_line_of_catalog_problems() {
             "needs/v1.sql",
             "-- metric: needs\n-- version: 1\n-- owner: me\n-- description: d\n-- grain: team\n-- period: week\n-- depends: [missing]\nSELECT 1\n",
         ),
+        (
+            "bad_type/v1.sql",
+            "-- metric: bad_type\n-- version: 1\n-- owner: me\n-- description: d\n-- grain: team\n-- period: week\n-- carry: { team: blob }\nSELECT 1 AS team\n",
+        ),
     ]);
     let output = run(&ws, &["validate"]);
     assert_eq!(output.status.code(), Some(2));
@@ -270,6 +274,7 @@ fn validate_names_the_file_and_line_of_catalog_problems() {
         "queries/typo/v1.sql:4: front matter: unknown field `descripton`, expected one of",
         "queries/wrong_name/v2.sql:2: version 3 is in file v2.sql",
         "queries/needs/v1.sql:1: depends on `missing`",
+        "queries/bad_type/v1.sql:7: front matter: carry.team: unknown variant `blob`",
     ] {
         assert!(stderr.contains(expected), "{expected}\nnot in:\n{stderr}");
     }
@@ -284,10 +289,22 @@ fn validate_names_the_file_and_line_of_catalog_problems() {
             "unknown/v1.sql",
             "-- metric: unknown\n-- version: 1\n-- owner: me\n-- description: d\n-- grain: team\n-- period: week\nSELECT * FROM nowhere WHERE x < $as_of\n",
         ),
+        // Carried columns must be output columns of their type; the carried table plans.
+        (
+            "carrier/v1.sql",
+            "-- metric: carrier\n-- version: 1\n-- owner: me\n-- description: d\n-- grain: opportunity\n-- period: week\n-- carry: { opportunity_id: text, stage: timestamp, lost: text }\nSELECT opportunity_id, CAST(stage AS VARCHAR) AS stage FROM carrier_carried WHERE $carried_as_of < $as_of\n",
+        ),
     ]);
     let output = run(&ws, &["validate"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "queries/carrier/v1.sql:1: carry: `lost` is not a column of the output",
+        "queries/carrier/v1.sql:1: carry: `stage` is Utf8",
+        "in the output, which is not a Timestamp",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\nnot in:\n{stderr}");
+    }
     assert!(stderr.contains("queries/bad_sql/v1.sql:8:"), "{stderr}");
     assert!(
         stderr.contains("unknown/v1.sql:1:") && stderr.contains("nowhere"),

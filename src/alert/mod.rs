@@ -247,6 +247,7 @@ async fn deliver(
 /// Every alert that is overdue at `as_of` (microseconds, UTC).
 pub async fn find(config: &Config, lake: &Lake, as_of: i64) -> Result<Vec<Alert>> {
     let ctx = crate::engine::session(config, lake).await?;
+    crate::engine::snapshot::register_opportunities(&ctx, lake).await?;
     let tz = config.timezone;
     let today = DateTime::from_timestamp_micros(as_of)
         .unwrap_or_default()

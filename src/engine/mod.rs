@@ -8,6 +8,7 @@
 //! configured `stages`, `rules_evidence_required` and `rules_store_actions`.
 
 pub mod query;
+pub mod snapshot;
 
 use std::sync::Arc;
 
@@ -58,17 +59,11 @@ pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
     }
     crate::udf::register(&ctx, config);
     register_rules(&ctx, config)?;
-    // The dimension: latest snapshot wins (the latest ingest; within one ingest the last file by
-    // name, then its last line). One sorted pass keeps each opportunity's first row: a window
-    // partitioned by opportunity costs DataFusion a few microseconds per opportunity.
-    ctx.sql(
-        "CREATE VIEW opportunities AS
-         SELECT * EXCLUDE (previous_id) FROM (
-           SELECT *, lag(opportunity_id) OVER (
-                       ORDER BY opportunity_id, ingested_at DESC, source_file DESC, source_line DESC) AS previous_id
-           FROM opportunity_snapshots)
-         WHERE previous_id IS DISTINCT FROM opportunity_id",
-    )
+    // The dimension: latest snapshot wins.
+    ctx.sql(&format!(
+        "CREATE VIEW opportunities AS {}",
+        snapshot::latest("opportunity_snapshots")
+    ))
     .await?;
     Ok(ctx)
 }
@@ -182,15 +177,6 @@ pub fn register_result(
     ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(table))?;
     Ok(())
-}
-
-/// Computes view `name` once and registers its rows in its place, so several queries of one run
-/// share the work (DataFusion computes a view for every query that reads it).
-pub async fn materialize(ctx: &SessionContext, name: &str) -> Result<()> {
-    let frame = ctx.table(name).await?;
-    let schema = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await?;
-    register_result(ctx, name, schema, batches)
 }
 
 /// Names of the tables and views a query can use, for hints.

@@ -12,8 +12,11 @@ pub mod schema;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::NaiveDate;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
@@ -172,11 +175,43 @@ impl Lake {
         Ok(objects)
     }
 
+    /// A Parquet file's schema (with its metadata) and rows; `None` when there is no such file.
+    pub async fn get_parquet(&self, path: &Path) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        let Some(bytes) = self.get(path).await? else {
+            return Ok(None);
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+        let schema = builder.schema().clone();
+        let batches = builder
+            .build()?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some((schema, batches)))
+    }
+
     /// Stores a JSON state object.
     pub async fn put_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
         self.put(path, Bytes::from(serde_json::to_vec_pretty(value)?))
             .await
     }
+}
+
+/// The `dt=` day of a file, if its path has one.
+pub fn partition_day(file: &ObjectMeta) -> Option<NaiveDate> {
+    file.location
+        .parts()
+        .find_map(|part| part.as_ref().strip_prefix("dt=").map(String::from))
+        .and_then(|text| NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
+}
+
+/// What identifies one version of a file: path, size, modification time and e-tag.
+pub fn file_version(file: &ObjectMeta) -> String {
+    format!(
+        "{} {} {} {}",
+        file.location,
+        file.size,
+        file.last_modified.timestamp_micros(),
+        file.e_tag.as_deref().unwrap_or_default()
+    )
 }
 
 /// Columns whose values are (nearly) all different: a dictionary would be built and then thrown

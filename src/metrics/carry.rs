@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -29,8 +28,8 @@ use super::catalog::Metric;
 use super::period::Period;
 use crate::config::Config;
 use crate::error::Result;
-use crate::lake::Lake;
 use crate::lake::schema::Dataset;
+use crate::lake::{Lake, file_version, partition_day};
 
 /// The key of an output's metadata that records what it holds.
 pub const METADATA_KEY: &str = "flowhealth.carry";
@@ -247,28 +246,14 @@ fn fingerprint(config: &Config, metric: &Metric, files: &[ObjectMeta], as_of: i6
         config.stages
     ));
     for file in files {
-        if day(file).is_none_or(|day| day <= last_day) {
-            hash.update(format!(
-                "{} {} {} {}\n",
-                file.location,
-                file.size,
-                file.last_modified.timestamp_micros(),
-                file.e_tag.as_deref().unwrap_or_default()
-            ));
+        if partition_day(file).is_none_or(|day| day <= last_day) {
+            hash.update(file_version(file) + "\n");
         }
     }
     hash.finalize()
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-/// The `dt=` day of a file, if its path has one.
-fn day(file: &ObjectMeta) -> Option<NaiveDate> {
-    file.location
-        .parts()
-        .find_map(|part| part.as_ref().strip_prefix("dt=").map(String::from))
-        .and_then(|text| NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
 }
 
 /// Problems with a metric's `carry:` columns against its planned output.

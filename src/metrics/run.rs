@@ -18,7 +18,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
 use futures::future::join_all;
 
@@ -168,15 +167,9 @@ pub async fn run(
         .map(|m| Ok((m.name(), period_of(m)?)))
         .collect::<Result<_>>()?;
     let ctx = crate::engine::session(config, lake).await?;
-    // The latest opportunity snapshot is a window over every snapshot: computed once for the run
-    // instead of once per metric that joins it.
-    if selected
-        .iter()
-        .filter(|m| m.sql.contains("opportunities"))
-        .count()
-        > 1
-    {
-        crate::engine::materialize(&ctx, "opportunities").await?;
+    // The latest opportunity snapshot, from the one the previous run kept (see `snapshot.rs`).
+    if selected.iter().any(|m| m.sql.contains("opportunities")) {
+        crate::engine::snapshot::register_opportunities(&ctx, lake).await?;
     }
     let run_id = format!(
         "{}-{:08x}",
@@ -551,7 +544,8 @@ pub async fn read_output_file(
     metric: &Metric,
     period_id: &str,
 ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-    read_parquet(lake, &output_path(lake, metric, period_id)).await
+    lake.get_parquet(&output_path(lake, metric, period_id))
+        .await
 }
 
 /// The breaches written for `metric` and period `period_id`; `None` when not computed.
@@ -560,24 +554,10 @@ pub async fn read_breaches(
     metric: &Metric,
     period_id: &str,
 ) -> Result<Option<Vec<RecordBatch>>> {
-    Ok(read_parquet(lake, &breaches_path(lake, metric, period_id))
+    Ok(lake
+        .get_parquet(&breaches_path(lake, metric, period_id))
         .await?
         .map(|(_, batches)| batches))
-}
-
-async fn read_parquet(
-    lake: &Lake,
-    path: &object_store::path::Path,
-) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-    let Some(bytes) = lake.get(path).await? else {
-        return Ok(None);
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    let schema = builder.schema().clone();
-    let batches = builder
-        .build()?
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(Some((schema, batches)))
 }
 
 /// The previous period's `value` per team (None for the organisation row), from the lake.

@@ -1,10 +1,11 @@
-//! Carried state: `silent_warnings` computed from the previous week's output equals the same
-//! week computed from the whole history, on the demo lake; rows arriving late for an older day
-//! make the next run read the whole history again.
+//! State kept from one run to the next. `silent_warnings` computed from the previous week's
+//! output equals the same week computed from the whole history, on the demo lake; rows arriving
+//! late for an older day make the next run read the whole history again. The kept opportunity
+//! snapshot, merged with new exports, equals DuckDB's latest row per opportunity.
 
 use crate::common::{Workspace, scan};
 use crate::demo::run_demo_weeks;
-use crate::metrics::ok;
+use crate::metrics::{fixture_with, ok};
 
 const ROWS: &str =
     "select period, opportunity_id, owner_id, team, stage, entered_at, last_activity_at,
@@ -101,4 +102,79 @@ fn rows_landing_late_for_an_older_day_make_the_next_week_read_the_whole_history(
         scan("metrics/silent_warnings")
     ));
     assert_eq!(late, [["lead", "R9", "overdue"]]);
+}
+
+/// `metrics run` for the fixture's week with info logs; returns stderr.
+fn run_logged(ws: &Workspace) -> String {
+    let output = ws
+        .command()
+        .args([
+            "metrics",
+            "run",
+            "--period",
+            "2026-W13",
+            "--log-format",
+            "text",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The kept snapshot against DuckDB's own latest row per opportunity over `raw/opportunities`.
+fn assert_kept_snapshot_is_latest(ws: &Workspace) -> Vec<Vec<serde_json::Value>> {
+    let columns = "opportunity_id, owner_id, team, status, source_file, source_line";
+    let expected = ws.duckdb(&format!(
+        "select {columns} from (select *, row_number() over (partition by opportunity_id
+                order by ingested_at desc, source_file desc, source_line desc) as r from {})
+         where r = 1 order by 1",
+        scan("raw/opportunities")
+    ));
+    let kept = ws.duckdb(&format!(
+        "select {columns} from read_parquet('{{lake}}/_flowhealth/snapshots/opportunities.parquet') order by 1"
+    ));
+    assert_eq!(kept, expected);
+    kept
+}
+
+#[test]
+fn the_kept_opportunity_snapshot_takes_in_new_exports_as_the_whole_computation_would() {
+    let ws = fixture_with("");
+    assert!(run_logged(&ws).contains("computing the snapshot from every file"));
+    assert_eq!(assert_kept_snapshot_is_latest(&ws).len(), 5);
+
+    // A later export moves O1 to north and adds O6: merged, not recomputed.
+    ws.inbox(
+        "opportunities/later.csv",
+        "opportunity_id,owner_id,team,status\nO1,R2,north,open\nO6,R3,south,open\n",
+    );
+    ok(&ws, &["ingest"]);
+    assert!(run_logged(&ws).contains("merging 1 new file(s)"));
+    let kept = assert_kept_snapshot_is_latest(&ws);
+    assert_eq!(kept.len(), 6);
+    assert_eq!(kept[0][..3], ["O1", "R2", "north"]);
+    // The north team now has O1's silent warning.
+    let teams = ws.duckdb(&format!(
+        "select team from {} where version = 3 and period = '2026-W13' and opportunity_id = 'O1'",
+        scan("metrics/silent_warnings")
+    ));
+    assert_eq!(teams, [["north"]]);
+
+    assert!(run_logged(&ws).contains("the kept snapshot is current"));
+
+    // A covered file rewritten (same rows, a new version of the file): computed again.
+    let raw = ws.lake().join("raw/opportunities");
+    let file = std::fs::read_dir(raw.read_dir().unwrap().next().unwrap().unwrap().path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&file).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&file, bytes).unwrap();
+    assert!(run_logged(&ws).contains("computing the snapshot from every file"));
+    assert_kept_snapshot_is_latest(&ws);
 }

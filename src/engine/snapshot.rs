@@ -1,0 +1,160 @@
+//! The latest opportunity snapshot, kept in the lake from one run to the next.
+//!
+//! `opportunities` is the latest row of each opportunity over every snapshot ever ingested: a
+//! sort of the whole dimension, which grows with the history. A run that reads it (metrics,
+//! alerts) starts instead from the table the previous run kept in
+//! `_flowhealth/snapshots/opportunities.parquet`. That file records in its metadata the
+//! `raw/opportunities` files it covers (path, size, modification time, e-tag); only the files
+//! that landed since are read, the opportunities they mention are decided again, and the rest
+//! are kept as they are. When a covered file changed or is gone, everything is read again.
+//! Either way the rows are those of the `opportunities` view.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{Date32Type, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+
+use crate::error::Result;
+use crate::lake::{Lake, encode_parquet, file_version, partition_day};
+
+const KEPT: [&str; 3] = ["_flowhealth", "snapshots", "opportunities.parquet"];
+const FILES_KEY: &str = "flowhealth.files";
+
+/// The latest row of each opportunity in `relation` (the latest ingest; within one ingest the
+/// last file by name, then its last line). One sorted pass keeps each opportunity's first row: a
+/// window partitioned by opportunity costs DataFusion a few microseconds per opportunity.
+pub fn latest(relation: &str) -> String {
+    format!(
+        "SELECT * EXCLUDE (previous_id) FROM (
+           SELECT *, lag(opportunity_id) OVER (
+                       ORDER BY opportunity_id, ingested_at DESC, source_file DESC, source_line DESC) AS previous_id
+           FROM {relation} AS candidates)
+         WHERE previous_id IS DISTINCT FROM opportunity_id"
+    )
+}
+
+/// The snapshots that landed since `$since` replace what was kept for their opportunities.
+fn merge_sql() -> String {
+    format!(
+        "WITH fresh AS (SELECT * FROM opportunity_snapshots WHERE dt >= $since)
+         SELECT * FROM opportunities_kept WHERE opportunity_id NOT IN (SELECT opportunity_id FROM fresh)
+         UNION ALL
+         {}",
+        latest(
+            "(SELECT * FROM opportunities_kept WHERE opportunity_id IN (SELECT opportunity_id FROM fresh)
+              UNION ALL SELECT * FROM fresh)"
+        )
+    )
+}
+
+/// Replaces the `opportunities` view with its rows, from the kept snapshot and what landed
+/// since; keeps the result for the next run.
+pub async fn register_opportunities(ctx: &SessionContext, lake: &Lake) -> Result<()> {
+    // Listed before anything is read: a file landing meanwhile is merged again next time, which
+    // changes nothing (its rows are already in).
+    let files = lake.list(&["raw", "opportunities"]).await?;
+    let versions: Vec<String> = files.iter().map(file_version).collect();
+    let kept = kept(lake).await?;
+    let (schema, batches) = match kept {
+        Some((covered, schema, batches)) if covered == versions => {
+            tracing::info!("opportunities: the kept snapshot is current");
+            return super::register_result(ctx, "opportunities", schema, batches);
+        }
+        Some((covered, schema, batches)) => {
+            let (before, now): (HashSet<&String>, HashSet<&String>) =
+                (covered.iter().collect(), versions.iter().collect());
+            // The earliest day a new file belongs to; none when a covered file changed or is
+            // gone, or a new file is outside the `dt=` folders.
+            let since = before
+                .is_subset(&now)
+                .then(|| {
+                    files
+                        .iter()
+                        .zip(&versions)
+                        .filter(|(_, version)| !before.contains(version))
+                        .map(|(file, _)| partition_day(file))
+                        .min()
+                        .flatten()
+                })
+                .flatten();
+            match since {
+                Some(since) => {
+                    tracing::info!(
+                        "opportunities: merging {} new file(s) from {since} into the kept snapshot",
+                        versions.len() - before.len()
+                    );
+                    merge(ctx, schema, batches, since).await?
+                }
+                None => everything(ctx).await?,
+            }
+        }
+        None => everything(ctx).await?,
+    };
+    keep(lake, &versions, &schema, &batches).await?;
+    super::register_result(ctx, "opportunities", schema, batches)
+}
+
+async fn everything(ctx: &SessionContext) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    tracing::info!("opportunities: computing the snapshot from every file");
+    let frame = ctx.table("opportunities").await?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    Ok((schema, frame.collect().await?))
+}
+
+async fn merge(
+    ctx: &SessionContext,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    since: NaiveDate,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    super::register_result(ctx, "opportunities_kept", schema, batches)?;
+    let frame = ctx.sql(&merge_sql()).await?.with_param_values(vec![(
+        "since",
+        ScalarValue::Date32(Some(Date32Type::from_naive_date(since))),
+    )])?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await?;
+    ctx.deregister_table("opportunities_kept")?;
+    Ok((schema, batches))
+}
+
+/// The kept snapshot: the file versions it covers, its schema and rows.
+async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef, Vec<RecordBatch>)>> {
+    let Some((schema, batches)) = lake.get_parquet(&lake.path(&KEPT)).await? else {
+        return Ok(None);
+    };
+    let Some(covered) = schema
+        .metadata()
+        .get(FILES_KEY)
+        .and_then(|text| serde_json::from_str::<Vec<String>>(text).ok())
+    else {
+        return Ok(None);
+    };
+    let plain = Arc::new(Schema::new(schema.fields().clone()));
+    let batches = batches
+        .into_iter()
+        .map(|batch| batch.with_schema(plain.clone()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Some((covered, plain, batches)))
+}
+
+async fn keep(
+    lake: &Lake,
+    versions: &[String],
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<()> {
+    let rows = concat_batches(schema, batches)?;
+    let metadata = [(
+        FILES_KEY.to_string(),
+        serde_json::to_string(versions).expect("strings"),
+    )];
+    let schema = schema.as_ref().clone().with_metadata(metadata.into());
+    let rows = rows.with_schema(Arc::new(schema))?;
+    lake.put(&lake.path(&KEPT), encode_parquet(&rows)?).await
+}

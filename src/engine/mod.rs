@@ -41,20 +41,15 @@ pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
             Dataset::Opportunities => "opportunity_snapshots",
             other => other.name(),
         };
-        register(
-            &ctx,
-            lake,
-            raw_name,
-            &["raw", dataset.name()],
-            dataset.raw_schema(),
-        )?;
+        let folder = |area: &str| ListingTableUrl::parse(lake.folder_url(&[area, dataset.name()]));
+        register(&ctx, raw_name, folder("raw")?, dataset.raw_schema(), true)?;
         let quarantine = format!("quarantine_{}", dataset.name());
         register(
             &ctx,
-            lake,
             &quarantine,
-            &["quarantine", dataset.name()],
+            folder("quarantine")?,
             dataset.quarantine_schema(),
+            true,
         )?;
     }
     crate::udf::register(&ctx, config);
@@ -144,23 +139,25 @@ fn register_rules(ctx: &SessionContext, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Registers the Parquet files under `parts` (on the lake's store, registered by the caller) as
-/// table `name`, with the schema given (so an empty
-/// folder is an empty table) and `dt` as a Hive partition column.
+/// Registers the Parquet files at `url` (a folder or one file, on the lake's store, registered
+/// by the caller) as table `name`, with the schema given (so an empty folder is an empty table);
+/// with `hive_dt`, a folder's `dt=` subfolders are the `dt` partition column.
 fn register(
     ctx: &SessionContext,
-    lake: &Lake,
     name: &str,
-    parts: &[&str],
+    url: ListingTableUrl,
     schema: Arc<Schema>,
+    hive_dt: bool,
 ) -> Result<()> {
-    let url = ListingTableUrl::parse(lake.folder_url(parts))?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet")
-        .with_table_partition_cols(vec![("dt".to_string(), DataType::Date32)]);
+    let mut options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    if hive_dt {
+        options = options.with_table_partition_cols(vec![("dt".to_string(), DataType::Date32)]);
+    }
     let table_config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
+    ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(ListingTable::try_new(table_config)?))?;
     Ok(())
 }

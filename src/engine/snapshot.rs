@@ -12,11 +12,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use chrono::NaiveDate;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Date32Type, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
 
 use crate::error::Result;
@@ -61,11 +64,19 @@ pub async fn register_opportunities(ctx: &SessionContext, lake: &Lake) -> Result
     let versions: Vec<String> = files.iter().map(file_version).collect();
     let kept = kept(lake).await?;
     let (schema, batches) = match kept {
-        Some((covered, schema, batches)) if covered == versions => {
+        Some((covered, schema, _)) if covered == versions => {
+            // Read where it lies, so a query reads only the columns it needs.
             tracing::info!("opportunities: the kept snapshot is current");
-            return super::register_result(ctx, "opportunities", schema, batches);
+            return super::register(
+                ctx,
+                "opportunities",
+                ListingTableUrl::parse(lake.file_url(&KEPT))?,
+                schema,
+                false,
+            );
         }
-        Some((covered, schema, batches)) => {
+        Some((covered, schema, bytes)) => {
+            let batches = decode(bytes, &schema)?;
             let (before, now): (HashSet<&String>, HashSet<&String>) =
                 (covered.iter().collect(), versions.iter().collect());
             // The earliest day a new file belongs to; none when a covered file changed or is
@@ -123,11 +134,14 @@ async fn merge(
     Ok((schema, batches))
 }
 
-/// The kept snapshot: the file versions it covers, its schema and rows.
-async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef, Vec<RecordBatch>)>> {
-    let Some((schema, batches)) = lake.get_parquet(&lake.path(&KEPT)).await? else {
+/// The kept snapshot: the file versions it covers, its schema (without metadata) and the file.
+async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef, Bytes)>> {
+    let Some(bytes) = lake.get(&lake.path(&KEPT)).await? else {
         return Ok(None);
     };
+    let schema = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?
+        .schema()
+        .clone();
     let Some(covered) = schema
         .metadata()
         .get(FILES_KEY)
@@ -136,11 +150,15 @@ async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef, Vec<RecordB
         return Ok(None);
     };
     let plain = Arc::new(Schema::new(schema.fields().clone()));
-    let batches = batches
-        .into_iter()
-        .map(|batch| batch.with_schema(plain.clone()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(Some((covered, plain, batches)))
+    Ok(Some((covered, plain, bytes)))
+}
+
+fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .build()?
+        .map(|batch| Ok(batch?.with_schema(schema.clone())?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(batches)
 }
 
 async fn keep(

@@ -112,7 +112,12 @@ impl Lake {
 
     /// The URL of a folder of the lake, as DataFusion's listing tables take it.
     pub fn folder_url(&self, parts: &[&str]) -> String {
-        format!("{}{}/", self.base_url, self.path(parts))
+        format!("{}/", self.file_url(parts))
+    }
+
+    /// The URL of the object at `root/parts...`.
+    pub fn file_url(&self, parts: &[&str]) -> String {
+        format!("{}{}", self.base_url, self.path(parts))
     }
 
     /// The local file behind `location`, when the store is the local file system.

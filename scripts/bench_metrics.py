@@ -8,10 +8,12 @@ usage: scripts/bench-metrics [ACTIONS] [WEEKS]   (default 10,000,000 actions ove
 
 Metrics: stage_compliance_rate, evidence_rate, silent_warnings, silent_overtime_rate,
 process_health_index (the weekly report's core), for the last week of the lake. flowhealth runs
-twice: cold (nothing computed before: silent_warnings reads the whole history) and warm (after
-the previous week's run, as the weekly job finds it: silent_warnings starts from that week's
-open opportunities). Each engine runs as its own process; wall time and peak RSS (ru_maxrss of
-that child) are reported. The index values must agree, and the warm rows must equal the cold.
+cold (nothing computed before: silent_warnings and the opportunity snapshot read the whole
+history) and warm (after the previous week's run, as the weekly job finds it: silent_warnings
+starts from that week's open opportunities, the opportunity snapshot is the one kept). Warm and
+DuckDB are the median of 3 runs. Each engine runs as its own process; wall time and peak RSS
+(ru_maxrss of that child) are reported. The index values must agree, and the warm rows must
+equal the cold.
 """
 import json, os, shutil, subprocess, sys, tempfile, time
 
@@ -24,6 +26,7 @@ BIN = os.path.join(TARGET, "release", "flowhealth")
 # would report this process's memory as its own high-water mark.
 RSS_WRAPPER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); _, s, u = os.wait4(p.pid, 0); "
                "open(sys.argv[1], 'w').write(str(u.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(s))")
+RUNS = 3  # warm flowhealth and DuckDB: the median of this many runs
 METRICS = ["stage_compliance_rate", "evidence_rate", "silent_overtime_rate", "process_health_index"]
 STAGES = ["lead", "qualified", "demo", "proposal", "negotiation", "contract_approval", "won", "lost"]
 TIMEOUTS = {"proposal": 72, "negotiation": 72}
@@ -127,6 +130,11 @@ def duck_sql(lake, start, end):
     """
 
 
+def median(runs):
+    """The run of median wall time."""
+    return sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+
+
 def measure(argv, **kw):
     """Runs argv; returns (seconds, peak RSS in MiB of that process alone, its stdout)."""
     with tempfile.NamedTemporaryFile() as rss:
@@ -155,7 +163,7 @@ def run_both(work, lake, week, previous, start, end):
     cold = flowhealth(week)
     cold_rows = (index(), warnings())
     flowhealth(previous)
-    warm = flowhealth(week)
+    warm = median([flowhealth(week) for _ in range(RUNS)])
     if f"from {previous}'s state" not in warm[2]:
         sys.exit(f"the second run of {week} did not start from {previous}'s state:\n{warm[2]}")
     ours = index()
@@ -164,9 +172,9 @@ def run_both(work, lake, week, previous, start, end):
     script = os.path.join(work, "duck.sql")
     with open(script, "w") as f:
         f.write(duck_sql(lake, start, end))
-    duck = measure([sys.executable, "-c",
-                    "import duckdb, sys; con = duckdb.connect(); r = con.execute(open(sys.argv[1]).read()).fetchall(); print(r[0][0])",
-                    script])
+    duck = median([measure([sys.executable, "-c",
+                            "import duckdb, sys; con = duckdb.connect(); r = con.execute(open(sys.argv[1]).read()).fetchall(); print(r[0][0])",
+                            script]) for _ in range(RUNS)])
     theirs = [(r["team"], r["value"]) for r in json.loads(duck[2].strip().splitlines()[-1])]
     for (t1, v1), (t2, v2) in zip(ours, theirs):
         if t1 != t2 or (v1 is None) != (v2 is None) or (v1 is not None and abs(v1 - v2) > 1e-9):
@@ -185,6 +193,7 @@ def main():
             lake = os.path.join(work, f"lake{factor}")
             print(f"generating {actions * factor:,} actions, {actions * factor // 10:,} stage changes over {weeks * factor} weeks ...", flush=True)
             generate(lake, actions * factor, weeks * factor, end)
+            os.sync()  # the lake's write-back would otherwise land in the timed runs
             rows.append((label, *run_both(work, lake, week, previous, start, end)))
             shutil.rmtree(lake, ignore_errors=True)
         print(f"\nweek {week}: {', '.join(METRICS)} (with silent_warnings)")

@@ -11,6 +11,8 @@
 //! The case's inbox is ingested into a temporary lake with the project's config (its timezone
 //! replaced when the case gives one), the metrics run for the period, and each output (without
 //! `run_id` and `as_of`) is compared with its expected CSV; a difference is shown line by line.
+//! A metric that carries state (`carry:`) is checked a second time, after a run of the previous
+//! period, so that it starts from that period's output.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
+use object_store::ObjectMeta;
 
 use crate::error::Result;
 use crate::lake::{Lake, encode_parquet, file_version, partition_day};
@@ -75,39 +76,38 @@ pub async fn register_opportunities(ctx: &SessionContext, lake: &Lake) -> Result
                 false,
             );
         }
-        Some((covered, schema, bytes)) => {
-            let batches = decode(bytes, &schema)?;
-            let (before, now): (HashSet<&String>, HashSet<&String>) =
-                (covered.iter().collect(), versions.iter().collect());
-            // The earliest day a new file belongs to; none when a covered file changed or is
-            // gone, or a new file is outside the `dt=` folders.
-            let since = before
-                .is_subset(&now)
-                .then(|| {
-                    files
-                        .iter()
-                        .zip(&versions)
-                        .filter(|(_, version)| !before.contains(version))
-                        .map(|(file, _)| partition_day(file))
-                        .min()
-                        .flatten()
-                })
-                .flatten();
-            match since {
-                Some(since) => {
-                    tracing::info!(
-                        "opportunities: merging {} new file(s) from {since} into the kept snapshot",
-                        versions.len() - before.len()
-                    );
-                    merge(ctx, schema, batches, since).await?
-                }
-                None => everything(ctx).await?,
+        Some((covered, schema, bytes)) => match since(&files, &versions, &covered) {
+            Some(since) => {
+                tracing::info!(
+                    "opportunities: merging {} new file(s) from {since} into the kept snapshot",
+                    versions.len() - covered.len()
+                );
+                let batches = decode(bytes, &schema)?;
+                merge(ctx, schema, batches, since).await?
             }
-        }
+            None => everything(ctx).await?,
+        },
         None => everything(ctx).await?,
     };
     keep(lake, &versions, &schema, &batches).await?;
     super::register_result(ctx, "opportunities", schema, batches)
+}
+
+/// The earliest `dt=` day of the files not covered yet; `None` when a covered file changed or is
+/// gone, or a new file is outside the `dt=` folders (then everything is read again).
+fn since(files: &[ObjectMeta], versions: &[String], covered: &[String]) -> Option<NaiveDate> {
+    let (before, now): (HashSet<&String>, HashSet<&String>) =
+        (covered.iter().collect(), versions.iter().collect());
+    if !before.is_subset(&now) {
+        return None;
+    }
+    files
+        .iter()
+        .zip(versions)
+        .filter(|(_, version)| !before.contains(version))
+        .map(|(file, _)| partition_day(file))
+        .min()
+        .flatten()
 }
 
 async fn everything(ctx: &SessionContext) -> Result<(SchemaRef, Vec<RecordBatch>)> {

@@ -49,14 +49,13 @@ fn a_week_from_the_previous_weeks_state_equals_the_week_from_scratch() {
     // The demo exercises each path: opportunities carried over unchanged (their last activity
     // from the carried rows), and carried ones that closed or moved on during a week.
     let transitions = ws.duckdb(&format!(
-        "with w as ({ROWS} from {} where version = 3)
+        "with w as (select * from {} where version = 3)
          select count(*) filter (where b.opportunity_id is not null and a.entered_at = b.entered_at
                                    and b.last_activity_at < b.as_of - interval 7 day),
                 count(*) filter (where b.opportunity_id is null),
                 count(*) filter (where b.opportunity_id is not null and a.entered_at <> b.entered_at)
-         from (select *, as_of from {0} where version = 3) a
-         left join (select *, as_of from {0} where version = 3) b
-           on b.opportunity_id = a.opportunity_id and b.as_of = a.as_of + interval 7 day
+         from w a
+         left join w b on b.opportunity_id = a.opportunity_id and b.as_of = a.as_of + interval 7 day
          where a.period <> '{}'",
         scan("metrics/silent_warnings"),
         weeks.last().unwrap()

@@ -12,18 +12,16 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::NaiveDate;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Date32Type, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
 use object_store::ObjectMeta;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lake::{Lake, encode_parquet, file_version, partition_day};
 
 const KEPT: [&str; 3] = ["_flowhealth", "snapshots", "opportunities.parquet"];
@@ -65,7 +63,7 @@ pub async fn register_opportunities(ctx: &SessionContext, lake: &Lake) -> Result
     let versions: Vec<String> = files.iter().map(file_version).collect();
     let kept = kept(lake).await?;
     let (schema, batches) = match kept {
-        Some((covered, schema, _)) if covered == versions => {
+        Some((covered, schema)) if covered == versions => {
             // Read where it lies, so a query reads only the columns it needs.
             tracing::info!("opportunities: the kept snapshot is current");
             return super::register(
@@ -76,13 +74,13 @@ pub async fn register_opportunities(ctx: &SessionContext, lake: &Lake) -> Result
                 false,
             );
         }
-        Some((covered, schema, bytes)) => match since(&files, &versions, &covered) {
+        Some((covered, schema)) => match since(&files, &versions, &covered) {
             Some(since) => {
                 tracing::info!(
                     "opportunities: merging {} new file(s) from {since} into the kept snapshot",
                     versions.len() - covered.len()
                 );
-                let batches = decode(bytes, &schema)?;
+                let batches = rows(lake, &schema).await?;
                 merge(ctx, schema, batches, since).await?
             }
             None => everything(ctx).await?,
@@ -134,14 +132,12 @@ async fn merge(
     Ok((schema, batches))
 }
 
-/// The kept snapshot: the file versions it covers, its schema (without metadata) and the file.
-async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef, Bytes)>> {
-    let Some(bytes) = lake.get(&lake.path(&KEPT)).await? else {
+/// The kept snapshot's schema (without metadata) and the file versions it covers, from its
+/// footer.
+async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef)>> {
+    let Some(schema) = lake.parquet_schema(&lake.path(&KEPT)).await? else {
         return Ok(None);
     };
-    let schema = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?
-        .schema()
-        .clone();
     let Some(covered) = schema
         .metadata()
         .get(FILES_KEY)
@@ -149,16 +145,25 @@ async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef, Bytes)>> {
     else {
         return Ok(None);
     };
-    let plain = Arc::new(Schema::new(schema.fields().clone()));
-    Ok(Some((covered, plain, bytes)))
+    Ok(Some((
+        covered,
+        Arc::new(Schema::new(schema.fields().clone())),
+    )))
 }
 
-fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-        .build()?
-        .map(|batch| Ok(batch?.with_schema(schema.clone())?))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(batches)
+/// The kept snapshot's rows, with `schema` (without the metadata).
+async fn rows(lake: &Lake, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let path = lake.path(&KEPT);
+    let Some((_, batches)) = lake.get_parquet(&path).await? else {
+        return Err(Error::Query(format!(
+            "{} was removed while this run read it: run again",
+            lake.relative(&path)
+        )));
+    };
+    batches
+        .into_iter()
+        .map(|batch| Ok(batch.with_schema(schema.clone())?))
+        .collect()
 }
 
 async fn keep(

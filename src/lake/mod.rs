@@ -15,6 +15,7 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
@@ -193,6 +194,20 @@ impl Lake {
         Ok(Some((schema, batches)))
     }
 
+    /// A Parquet file's schema (with its metadata) from its footer alone; `None` when there is no
+    /// such file.
+    pub async fn parquet_schema(&self, path: &Path) -> Result<Option<SchemaRef>> {
+        let meta = match self.store.head(path).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let schema = DFParquetMetadata::new(self.store.as_ref(), &meta)
+            .fetch_schema()
+            .await?;
+        Ok(Some(Arc::new(schema)))
+    }
+
     /// Stores a JSON state object.
     pub async fn put_json<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<()> {
         self.put(path, Bytes::from(serde_json::to_vec_pretty(value)?))
@@ -231,10 +246,16 @@ const UNIQUE_COLUMNS: [&str; 7] = [
     "raw_record",
 ];
 
+/// Rows per Parquet row group: a reader splits a file's work by row group, so a large file is read
+/// by every core, and statistics prune at this grain.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
 /// Encodes a batch as a Parquet file in memory. Snappy, as most BI tools' own writers use, so
 /// every reader opens it.
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
-    let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     for column in UNIQUE_COLUMNS {
         if batch.schema().column_with_name(column).is_some() {
             props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);

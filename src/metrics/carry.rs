@@ -1,15 +1,17 @@
 //! Carried state. `silent_warnings` needs every open opportunity's latest stage change and last
 //! action before `as_of`, which may lie anywhere in the history. Rather than read the whole
 //! history every week, a metric whose front matter names `carry:` columns starts from its own
-//! output for the previous period: those columns are the table `<metric>_carried`, the state as
+//! output for an earlier period: those columns are the table `<metric>_carried`, the state as
 //! of `$carried_as_of`, and its SQL reads only the days from `$carried_as_of_date` on.
 //!
-//! A previous output is used only while it is still true to the lake. Each output of such a
+//! An earlier output is used only while it is still true to the lake. Each output of such a
 //! metric records in its Parquet metadata (`flowhealth.carry`) the instant it holds and a
 //! fingerprint of what it was computed from: the metric's file, the timezone, the stages, and the
 //! path, size and version of every `actions` and `stage_changes` file of a `dt=` day before that
 //! instant. Late rows for an older day, a rewritten file, an edited definition or changed stages
-//! change the fingerprint; the table is then empty, `$carried_as_of` is 1900-01-01 and the same
+//! change the fingerprint. A run starts from the newest earlier output whose fingerprint still
+//! holds: the previous period's as a rule, an older one after rows landed late for a day of the
+//! previous period. Without one the table is empty, `$carried_as_of` is 1900-01-01 and the same
 //! SQL reads the whole history. Carried columns must therefore come from those two datasets and
 //! the stages only, not from `opportunities` (snapshots that change without new event days).
 
@@ -119,8 +121,8 @@ pub fn register_empty(ctx: &SessionContext, metric: &Metric) -> Result<()> {
     register(ctx, metric, Vec::new())
 }
 
-/// Registers `<metric>_carried` for a run of `period` at `as_of`: the previous period's output
-/// when it is still true to the lake, else nothing. A metric without `carry:` gets nothing.
+/// Registers `<metric>_carried` for a run of `period` at `as_of`: the newest earlier output still
+/// true to the lake, else nothing. A metric without `carry:` gets nothing.
 pub async fn prepare(
     ctx: &SessionContext,
     config: &Config,
@@ -147,26 +149,11 @@ pub async fn prepare(
         METADATA_KEY.to_string(),
         serde_json::to_string(&stamp).expect("plain struct"),
     )]);
-    let previous = period.previous();
-    let state = match super::run::read_output_file(lake, metric, &previous.id).await? {
-        None => None,
-        Some((schema, batches)) => match usable(config, metric, &files, as_of, &schema, &batches) {
-            Ok(state) => Some(state),
-            Err(why) => {
-                tracing::info!(
-                    "{}: not starting from {}'s output ({why}): reading the whole history",
-                    metric.id(),
-                    previous.id
-                );
-                None
-            }
-        },
-    };
-    let carry = match state {
-        Some((carried_as_of, batches)) => {
+    let carry = match latest_usable(config, lake, metric, period, &files, as_of).await? {
+        Some((from, carried_as_of, batches)) => {
             register(ctx, metric, batches)?;
             Carry {
-                from: Some(previous.id),
+                from: Some(from),
                 as_of: carried_as_of,
                 metadata,
             }
@@ -183,15 +170,69 @@ pub async fn prepare(
     Ok(carry)
 }
 
-/// The carried columns of a previous output and the instant they hold, or why they cannot be used.
-fn usable(
+/// The newest output of an earlier period that is still true to the lake: its period, the
+/// instant it holds and its carried columns. Rows landing late for a day make every output from
+/// that day on unusable, so the run starts from the last one before it and reads the days since.
+async fn latest_usable(
+    config: &Config,
+    lake: &Lake,
+    metric: &Metric,
+    period: &Period,
+    files: &[ObjectMeta],
+    as_of: i64,
+) -> Result<Option<(String, i64, Vec<RecordBatch>)>> {
+    let mut earlier: Vec<Period> = super::run::output_periods(lake, metric)
+        .await?
+        .into_iter()
+        .filter(|p| p.kind == period.kind && p.start < period.start)
+        .collect();
+    earlier.sort_by_key(|p| std::cmp::Reverse(p.start));
+    for candidate in earlier {
+        let path = super::run::output_path(lake, metric, &candidate.id);
+        let Some(schema) = lake.parquet_schema(&path).await? else {
+            continue;
+        };
+        let carried_as_of = match stamped(config, metric, files, as_of, &schema) {
+            Ok(carried_as_of) => carried_as_of,
+            Err(why) => {
+                tracing::info!(
+                    "{}: not starting from {}'s output: {why}",
+                    metric.id(),
+                    candidate.id
+                );
+                continue;
+            }
+        };
+        let Some((_, batches)) = lake.get_parquet(&path).await? else {
+            continue;
+        };
+        match project(metric, &batches) {
+            Ok(carried) => return Ok(Some((candidate.id, carried_as_of, carried))),
+            Err(why) => {
+                tracing::info!(
+                    "{}: not starting from {}'s output: {why}",
+                    metric.id(),
+                    candidate.id
+                )
+            }
+        }
+    }
+    tracing::info!(
+        "{}: no earlier output to start from: reading the whole history",
+        metric.id()
+    );
+    Ok(None)
+}
+
+/// The instant an output holds, if its stamp says it is still true to the lake as listed (and
+/// not later than `as_of`); else why not.
+fn stamped(
     config: &Config,
     metric: &Metric,
     files: &[ObjectMeta],
     as_of: i64,
     schema: &Schema,
-    batches: &[RecordBatch],
-) -> std::result::Result<(i64, Vec<RecordBatch>), String> {
+) -> std::result::Result<i64, String> {
     let stamp: Stamp = schema
         .metadata()
         .get(METADATA_KEY)
@@ -203,8 +244,16 @@ fn usable(
     if stamp.inputs != fingerprint(config, metric, files, stamp.as_of) {
         return Err("rows before its as_of, the definition or the stages changed since".into());
     }
+    Ok(stamp.as_of)
+}
+
+/// An output's carried columns, cast to their declared types.
+fn project(
+    metric: &Metric,
+    batches: &[RecordBatch],
+) -> std::result::Result<Vec<RecordBatch>, String> {
     let target = self::schema(metric);
-    let projected = batches
+    batches
         .iter()
         .map(|batch| {
             let columns = target
@@ -219,19 +268,16 @@ fn usable(
                 .collect::<std::result::Result<Vec<_>, String>>()?;
             RecordBatch::try_new(target.clone(), columns).map_err(|e| e.to_string())
         })
-        .collect::<std::result::Result<Vec<_>, String>>()?;
-    Ok((stamp.as_of, projected))
+        .collect()
 }
 
 /// The `raw/` files of the event datasets the metric reads.
 async fn listing(lake: &Lake, metric: &Metric) -> Result<Vec<ObjectMeta>> {
-    let mut files = Vec::new();
-    for dataset in [Dataset::Actions, Dataset::StageChanges] {
-        if metric.sql.contains(dataset.name()) {
-            files.extend(lake.list(&["raw", dataset.name()]).await?);
-        }
-    }
-    Ok(files)
+    let lists = [Dataset::Actions, Dataset::StageChanges]
+        .into_iter()
+        .filter(|dataset| metric.sql.contains(dataset.name()))
+        .map(|dataset| async move { lake.list(&["raw", dataset.name()]).await });
+    Ok(futures::future::try_join_all(lists).await?.concat())
 }
 
 /// What a state as of `as_of` depends on: the definition, the timezone, the stages, and every

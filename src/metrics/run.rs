@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{Duration, Utc};
 use datafusion::arrow::array::{
@@ -166,11 +167,13 @@ pub async fn run(
         .iter()
         .map(|m| Ok((m.name(), period_of(m)?)))
         .collect::<Result<_>>()?;
+    let started = Instant::now();
     let ctx = crate::engine::session(config, lake).await?;
     // The latest opportunity snapshot, from the one the previous run kept (see `snapshot.rs`).
     if selected.iter().any(|m| m.sql.contains("opportunities")) {
         crate::engine::snapshot::register_opportunities(&ctx, lake).await?;
     }
+    tracing::debug!("session ready in {:?}", started.elapsed());
     let run_id = format!(
         "{}-{:08x}",
         Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -188,14 +191,21 @@ pub async fn run(
                     return Err(format!("skipped: depends on {dependency}, which failed"));
                 }
                 let mut params = Params::new(config, &period, as_of);
+                let started = Instant::now();
                 let carry =
                     super::carry::prepare(&ctx, config, lake, metric, &period, params.as_of)
                         .await
                         .map_err(|e| e.to_string())?;
                 params.carry_from(config, carry.as_of);
+                let prepared = started.elapsed();
                 let (schema, batches) = compute(&ctx, metric, &params)
                     .await
                     .map_err(|e| e.to_string())?;
+                tracing::debug!(
+                    "{}: computed in {:?} (carried state: {prepared:?})",
+                    metric.id(),
+                    started.elapsed()
+                );
                 Ok((period, params, carry, schema, batches))
             }
         });
@@ -533,19 +543,25 @@ pub async fn read_output(
     metric: &Metric,
     period_id: &str,
 ) -> Result<Option<Vec<RecordBatch>>> {
-    Ok(read_output_file(lake, metric, period_id)
+    Ok(lake
+        .get_parquet(&output_path(lake, metric, period_id))
         .await?
         .map(|(_, batches)| batches))
 }
 
-/// The file written for `metric` and period `period_id`: its schema (with its metadata) and rows.
-pub async fn read_output_file(
-    lake: &Lake,
-    metric: &Metric,
-    period_id: &str,
-) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-    lake.get_parquet(&output_path(lake, metric, period_id))
-        .await
+/// The periods `metric` (this version) has output for.
+pub async fn output_periods(lake: &Lake, metric: &Metric) -> Result<Vec<Period>> {
+    let version = format!("version={}", metric.version());
+    let files = lake.list(&["metrics", metric.name(), &version]).await?;
+    Ok(files
+        .iter()
+        .filter_map(|file| {
+            file.location
+                .parts()
+                .find_map(|part| part.as_ref().strip_prefix("period=").map(String::from))
+        })
+        .filter_map(|id| Period::parse(&id).ok())
+        .collect())
 }
 
 /// The breaches written for `metric` and period `period_id`; `None` when not computed.

@@ -1,7 +1,7 @@
 //! State kept from one run to the next. `silent_warnings` computed from the previous week's
-//! output equals the same week computed from the whole history, on the demo lake; rows arriving
-//! late for an older day make the next run read the whole history again. The kept opportunity
-//! snapshot, merged with new exports, equals DuckDB's latest row per opportunity.
+//! output equals the same week computed from the whole history, on the demo lake; after rows
+//! arrive late for an older day, the next run starts from an output before that day. The kept
+//! opportunity snapshot, merged with new exports, equals DuckDB's latest row per opportunity.
 
 use crate::common::{Workspace, scan};
 use crate::demo::run_demo_weeks;
@@ -77,7 +77,7 @@ fn a_week_from_the_previous_weeks_state_equals_the_week_from_scratch() {
 }
 
 #[test]
-fn rows_landing_late_for_an_older_day_make_the_next_week_read_the_whole_history() {
+fn rows_landing_late_for_an_older_day_make_the_next_week_start_before_that_day() {
     let ws = Workspace::new("");
     run_demo_weeks(&ws, 6);
     let (previous, latest) = ("2026-W12", "2026-W13");
@@ -92,15 +92,27 @@ fn rows_landing_late_for_an_older_day_make_the_next_week_read_the_whole_history(
     );
     ok(&ws, &["ingest"]);
 
-    // W12's output no longer matches the lake before its as_of: W13 is computed from scratch,
-    // and the late opportunity is open in it.
+    // The outputs of W11 and W12 no longer match the lake before their as_of; W10's does: W13
+    // starts from it and reads the three weeks since. The late opportunity is open in it.
+    let out = run_week(&ws, latest);
+    assert!(out.contains("(from 2026-W10's state)"), "{out}");
+    let of_week = |ws: &Workspace| {
+        ws.duckdb(&format!(
+            "{ROWS} from {} where version = 3 and period = '{latest}' order by opportunity_id",
+            scan("metrics/silent_warnings")
+        ))
+    };
+    let carried = of_week(&ws);
+    let late: Vec<_> = carried.iter().filter(|row| row[1] == "LATE-1").collect();
+    assert_eq!(late.len(), 1, "{carried:?}");
+    let [stage, owner, status] = [4, 2, 10].map(|i| late[0][i].clone());
+    assert_eq!([stage, owner, status], ["lead", "R9", "overdue"]);
+
+    // The same week from the whole history.
+    std::fs::remove_dir_all(ws.lake().join("metrics/silent_warnings")).unwrap();
     let out = run_week(&ws, latest);
     assert!(!out.contains("'s state)"), "{out}");
-    let late = ws.duckdb(&format!(
-        "select stage, owner_id, status from {} where version = 3 and period = '{latest}' and opportunity_id = 'LATE-1'",
-        scan("metrics/silent_warnings")
-    ));
-    assert_eq!(late, [["lead", "R9", "overdue"]]);
+    assert_eq!(of_week(&ws), carried);
 }
 
 /// `metrics run` for the fixture's week with info logs; returns stderr.

@@ -36,24 +36,22 @@ def main():
             state["seen"] += 1
             record = {"path": url.path, "query": query, "body": json.loads(body or b"null")}
             if state["seen"] <= args.fail_first:
-                record["answer"] = 500
-                self.reply(500, {"error": "try again"})
+                status, payload = 500, {"error": "try again"}
             elif url.path.startswith("/dingtalk"):
                 timestamp = query.get("timestamp", "")
                 expected = base64.b64encode(hmac.new(
                     args.secret.encode(), f"{timestamp}\n{args.secret}".encode(), hashlib.sha256).digest()).decode()
                 fresh = timestamp.isdigit() and abs(time.time() * 1000 - int(timestamp)) < 3600_000
                 record["sign_ok"] = fresh and hmac.compare_digest(expected, query.get("sign", ""))
-                record["answer"] = 200
-                if record["sign_ok"]:
-                    self.reply(200, {"errcode": 0, "errmsg": "ok"})
-                else:
-                    self.reply(200, {"errcode": 310000, "errmsg": "sign not match"})
+                status, payload = 200, ({"errcode": 0, "errmsg": "ok"} if record["sign_ok"]
+                                        else {"errcode": 310000, "errmsg": "sign not match"})
             else:
-                record["answer"] = 200
-                self.reply(200, {"ok": True})
+                status, payload = 200, {"ok": True}
+            record["answer"] = status
+            # Logged before the reply: a client that has its answer finds its request in the log.
             with log.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.reply(status, payload)
 
         def reply(self, status, payload):
             data = json.dumps(payload).encode()

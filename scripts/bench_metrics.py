@@ -11,7 +11,8 @@ process_health_index (the weekly report's core), for the last week of the lake. 
 cold (nothing computed before: silent_warnings and the opportunity snapshot read the whole
 history) and warm (after the previous week's run, as the weekly job finds it: silent_warnings
 starts from that week's open opportunities, the opportunity snapshot is the one kept). Warm and
-DuckDB are the median of 3 runs. Each engine runs as its own process; wall time and peak RSS
+DuckDB are the median of 5 runs, the two lakes' runs interleaved (so a slow spell of the machine
+hits both alike). Each engine runs as its own process; wall time and peak RSS
 (ru_maxrss of that child) are reported. The index values must agree, and the warm rows must
 equal the cold.
 """
@@ -26,7 +27,7 @@ BIN = os.path.join(TARGET, "release", "flowhealth")
 # would report this process's memory as its own high-water mark.
 RSS_WRAPPER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[2:]); _, s, u = os.wait4(p.pid, 0); "
                "open(sys.argv[1], 'w').write(str(u.ru_maxrss)); sys.exit(os.waitstatus_to_exitcode(s))")
-RUNS = 3  # warm flowhealth and DuckDB: the median of this many runs
+RUNS = 5  # warm flowhealth and DuckDB: the median of this many runs on each lake
 METRICS = ["stage_compliance_rate", "evidence_rate", "silent_overtime_rate", "process_health_index"]
 STAGES = ["lead", "qualified", "demo", "proposal", "negotiation", "contract_approval", "won", "lost"]
 TIMEOUTS = {"proposal": 72, "negotiation": 72}
@@ -146,40 +147,56 @@ def measure(argv, **kw):
         return seconds, int(open(rss.name).read()) / 1024, done.stdout.decode()
 
 
-def run_both(work, lake, week, previous, start, end):
-    """flowhealth for `week` from scratch (cold), then again after the previous week's run
-    (warm: the scheduled weekly job's case), and DuckDB; returns the three measurements."""
-    config = os.path.join(work, "config.yaml")
-    with open(os.path.join(ROOT, "config.yaml")) as f:
-        text = f.read().replace("queries: ./queries", f"queries: {ROOT}/queries")
-    with open(config, "w") as f:
-        f.write(text)
-    env = dict(os.environ, FLOWHEALTH_LAKE=lake, FLOWHEALTH_TIMEZONE="UTC", RUST_LOG="warn")
-    flowhealth = lambda period: measure([BIN, "--config", config, "metrics", "run", *METRICS, "--period", period], env=env)
-    index = lambda: duckdb.sql(f"select team, value from read_parquet('{lake}/metrics/process_health_index/**/*.parquet', hive_partitioning=1) "
-                               f"where period = '{week}' order by team nulls first").fetchall()
-    warnings = lambda: duckdb.sql(f"select * exclude (run_id) from read_parquet('{lake}/metrics/silent_warnings/**/*.parquet', hive_partitioning=1) "
-                                  f"where period = '{week}' order by opportunity_id").fetchall()
-    cold = flowhealth(week)
-    cold_rows = (index(), warnings())
-    flowhealth(previous)
-    warm = median([flowhealth(week) for _ in range(RUNS)])
-    if f"from {previous}'s state" not in warm[2]:
-        sys.exit(f"the second run of {week} did not start from {previous}'s state:\n{warm[2]}")
-    ours = index()
-    if (ours, warnings()) != cold_rows:
-        sys.exit(f"{week} from {previous}'s state differs from {week} computed from scratch")
-    script = os.path.join(work, "duck.sql")
-    with open(script, "w") as f:
-        f.write(duck_sql(lake, start, end))
-    duck = median([measure([sys.executable, "-c",
-                            "import duckdb, sys; con = duckdb.connect(); r = con.execute(open(sys.argv[1]).read()).fetchall(); print(r[0][0])",
-                            script]) for _ in range(RUNS)])
-    theirs = [(r["team"], r["value"]) for r in json.loads(duck[2].strip().splitlines()[-1])]
-    for (t1, v1), (t2, v2) in zip(ours, theirs):
-        if t1 != t2 or (v1 is None) != (v2 is None) or (v1 is not None and abs(v1 - v2) > 1e-9):
-            sys.exit(f"the engines disagree: flowhealth {ours}, duckdb {theirs}")
-    return cold, warm, duck
+class Engines:
+    """flowhealth and DuckDB over one lake, for the week from `start` to `end`."""
+
+    def __init__(self, work, lake, week, previous, start, end):
+        self.lake, self.week, self.previous = lake, week, previous
+        config = os.path.join(work, "config.yaml")
+        with open(os.path.join(ROOT, "config.yaml")) as f:
+            text = f.read().replace("queries: ./queries", f"queries: {ROOT}/queries")
+        with open(config, "w") as f:
+            f.write(text)
+        self.config = config
+        self.env = dict(os.environ, FLOWHEALTH_LAKE=lake, FLOWHEALTH_TIMEZONE="UTC", RUST_LOG="warn")
+        self.script = os.path.join(work, f"duck-{os.path.basename(lake)}.sql")
+        with open(self.script, "w") as f:
+            f.write(duck_sql(lake, start, end))
+
+    def flowhealth(self, period):
+        return measure([BIN, "--config", self.config, "metrics", "run", *METRICS, "--period", period], env=self.env)
+
+    def duckdb(self):
+        return measure([sys.executable, "-c",
+                        "import duckdb, sys; con = duckdb.connect(); r = con.execute(open(sys.argv[1]).read()).fetchall(); print(r[0][0])",
+                        self.script])
+
+    def index(self):
+        return duckdb.sql(f"select team, value from read_parquet('{self.lake}/metrics/process_health_index/**/*.parquet', hive_partitioning=1) "
+                          f"where period = '{self.week}' order by team nulls first").fetchall()
+
+    def warnings(self):
+        return duckdb.sql(f"select * exclude (run_id) from read_parquet('{self.lake}/metrics/silent_warnings/**/*.parquet', hive_partitioning=1) "
+                          f"where period = '{self.week}' order by opportunity_id").fetchall()
+
+    def cold(self):
+        """The week from scratch, then the previous week (the state the warm runs start from)."""
+        cold = self.flowhealth(self.week)
+        self.cold_rows = (self.index(), self.warnings())
+        self.flowhealth(self.previous)
+        return cold
+
+    def check(self, warm, duck):
+        """The warm run started from the previous week and equals the cold; DuckDB agrees."""
+        if f"from {self.previous}'s state" not in warm[2]:
+            sys.exit(f"the run of {self.week} did not start from {self.previous}'s state:\n{warm[2]}")
+        ours = self.index()
+        if (ours, self.warnings()) != self.cold_rows:
+            sys.exit(f"{self.week} from {self.previous}'s state differs from {self.week} computed from scratch")
+        theirs = [(r["team"], r["value"]) for r in json.loads(duck[2].strip().splitlines()[-1])]
+        for (t1, v1), (t2, v2) in zip(ours, theirs):
+            if t1 != t2 or (v1 is None) != (v2 is None) or (v1 is not None and abs(v1 - v2) > 1e-9):
+                sys.exit(f"the engines disagree: flowhealth {ours}, duckdb {theirs}")
 
 
 def main():
@@ -188,14 +205,25 @@ def main():
     end, start, week, previous = "2026-03-30", "2026-03-23", "2026-W13", "2026-W12"
     work = tempfile.mkdtemp(prefix="flowhealth-bench-")
     try:
-        rows = []
-        for label, factor in (("lake", 1), ("4x history", 4)):
+        labels, lakes = ("lake", "4x history"), []
+        for factor in (1, 4):
             lake = os.path.join(work, f"lake{factor}")
             print(f"generating {actions * factor:,} actions, {actions * factor // 10:,} stage changes over {weeks * factor} weeks ...", flush=True)
             generate(lake, actions * factor, weeks * factor, end)
-            os.sync()  # the lake's write-back would otherwise land in the timed runs
-            rows.append((label, *run_both(work, lake, week, previous, start, end)))
-            shutil.rmtree(lake, ignore_errors=True)
+            lakes.append(Engines(work, lake, week, previous, start, end))
+        os.sync()  # the lakes' write-back would otherwise land in the timed runs
+        colds = [engines.cold() for engines in lakes]
+        # Interleaved, so that a slow spell of the machine hits both lakes alike.
+        warms, ducks = [[], []], [[], []]
+        for _ in range(RUNS):
+            for i, engines in enumerate(lakes):
+                warms[i].append(engines.flowhealth(week))
+                ducks[i].append(engines.duckdb())
+        rows = []
+        for label, engines, cold, warm, duck in zip(labels, lakes, colds, warms, ducks):
+            warm, duck = median(warm), median(duck)
+            engines.check(warm, duck)
+            rows.append((label, cold, warm, duck))
         print(f"\nweek {week}: {', '.join(METRICS)} (with silent_warnings)")
         print("cold: nothing computed before; warm: after the previous week's run (the weekly job)")
         print(f"{'':12} {'cold s':>7} {'MiB':>5} {'warm s':>7} {'MiB':>5} {'duckdb s':>9} {'MiB':>5} {'cold ratio':>10} {'warm ratio':>10}")

@@ -12,17 +12,21 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use chrono::NaiveDate;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Date32Type, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::Compression;
 use datafusion::prelude::SessionContext;
-use object_store::ObjectMeta;
+use object_store::memory::InMemory;
+use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
-use crate::error::{Error, Result};
-use crate::lake::{Lake, encode_parquet, file_version, partition_day};
+use crate::error::Result;
+use crate::lake::{Lake, encode_parquet_as, file_version, partition_day};
 
 const KEPT: [&str; 3] = ["_flowhealth", "snapshots", "opportunities.parquet"];
 const FILES_KEY: &str = "flowhealth.files";
@@ -63,24 +67,24 @@ pub async fn register_opportunities(ctx: &SessionContext, lake: &Lake) -> Result
     let versions: Vec<String> = files.iter().map(file_version).collect();
     let kept = kept(lake).await?;
     let (schema, batches) = match kept {
-        Some((covered, schema)) if covered == versions => {
-            // Read where it lies, so a query reads only the columns it needs.
+        Some((covered, schema, bytes)) if covered == versions => {
+            // Read as a Parquet table, so a query decodes only the columns it needs; from the
+            // copy in memory, so a run replacing the file meanwhile cannot change it under us.
             tracing::info!("opportunities: the kept snapshot is current");
-            return super::register(
-                ctx,
-                "opportunities",
-                ListingTableUrl::parse(lake.file_url(&KEPT))?,
-                schema,
-                false,
-            );
+            let memory = InMemory::new();
+            let path = object_store::path::Path::from("kept/opportunities.parquet");
+            memory.put(&path, PutPayload::from(bytes)).await?;
+            let url = ListingTableUrl::parse(format!("memory:///{path}"))?;
+            ctx.register_object_store(url.object_store().as_ref(), Arc::new(memory));
+            return super::register(ctx, "opportunities", url, schema, false);
         }
-        Some((covered, schema)) => match since(&files, &versions, &covered) {
+        Some((covered, schema, bytes)) => match since(&files, &versions, &covered) {
             Some(since) => {
                 tracing::info!(
                     "opportunities: merging {} new file(s) from {since} into the kept snapshot",
                     versions.len() - covered.len()
                 );
-                let batches = rows(lake, &schema).await?;
+                let batches = decode(bytes, &schema)?;
                 merge(ctx, schema, batches, since).await?
             }
             None => everything(ctx).await?,
@@ -132,12 +136,15 @@ async fn merge(
     Ok((schema, batches))
 }
 
-/// The kept snapshot's schema (without metadata) and the file versions it covers, from its
-/// footer.
-async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef)>> {
-    let Some(schema) = lake.parquet_schema(&lake.path(&KEPT)).await? else {
+/// The kept snapshot: the file versions it covers, its schema (without metadata) and the file,
+/// read whole in one request (a consistent copy even while another run replaces it).
+async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef, Bytes)>> {
+    let Some(bytes) = lake.get(&lake.path(&KEPT)).await? else {
         return Ok(None);
     };
+    let schema = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?
+        .schema()
+        .clone();
     let Some(covered) = schema
         .metadata()
         .get(FILES_KEY)
@@ -145,25 +152,16 @@ async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef)>> {
     else {
         return Ok(None);
     };
-    Ok(Some((
-        covered,
-        Arc::new(Schema::new(schema.fields().clone())),
-    )))
+    let plain = Arc::new(Schema::new(schema.fields().clone()));
+    Ok(Some((covered, plain, bytes)))
 }
 
-/// The kept snapshot's rows, with `schema` (without the metadata).
-async fn rows(lake: &Lake, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    let path = lake.path(&KEPT);
-    let Some((_, batches)) = lake.get_parquet(&path).await? else {
-        return Err(Error::Query(format!(
-            "{} was removed while this run read it: run again",
-            lake.relative(&path)
-        )));
-    };
-    batches
-        .into_iter()
-        .map(|batch| Ok(batch.with_schema(schema.clone())?))
-        .collect()
+fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .build()?
+        .map(|batch| Ok(batch?.with_schema(schema.clone())?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(batches)
 }
 
 async fn keep(
@@ -179,5 +177,7 @@ async fn keep(
     )];
     let schema = schema.as_ref().clone().with_metadata(metadata.into());
     let rows = rows.with_schema(Arc::new(schema))?;
-    lake.put(&lake.path(&KEPT), encode_parquet(&rows)?).await
+    // The ids are unique: without a dictionary.
+    let bytes = encode_parquet_as(&rows, Compression::SNAPPY, &["opportunity_id"])?;
+    lake.put(&lake.path(&KEPT), bytes).await
 }

@@ -253,12 +253,22 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Encodes a batch as a Parquet file in memory. Snappy, as most BI tools' own writers use, so
 /// every reader opens it.
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
+    encode_parquet_as(batch, Compression::SNAPPY, &[])
+}
+
+/// Encodes a batch as a Parquet file in memory with `compression`; the `unique` columns (besides
+/// the lake's own) are written without a dictionary.
+pub fn encode_parquet_as(
+    batch: &RecordBatch,
+    compression: Compression,
+    unique: &[&str],
+) -> Result<Bytes> {
     let mut props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
+        .set_compression(compression)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
-    for column in UNIQUE_COLUMNS {
+    for column in UNIQUE_COLUMNS.iter().chain(unique) {
         if batch.schema().column_with_name(column).is_some() {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+            props = props.set_column_dictionary_enabled(ColumnPath::from(*column), false);
         }
     }
     let props = props.build();

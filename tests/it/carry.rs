@@ -189,3 +189,37 @@ fn the_kept_opportunity_snapshot_takes_in_new_exports_as_the_whole_computation_w
     assert!(run_logged(&ws).contains("computing the snapshot from every file"));
     assert_kept_snapshot_is_latest(&ws);
 }
+
+#[test]
+fn a_run_reads_the_kept_snapshot_as_it_was_when_it_began() {
+    let ws = fixture_with("");
+    run_logged(&ws);
+    let expected: Vec<String> = assert_kept_snapshot_is_latest(&ws)
+        .iter()
+        .map(|row| format!("{} {}", row[0].as_str().unwrap(), row[2]))
+        .collect();
+    let config = ws.config();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let read = runtime.block_on(async {
+        let lake = flowhealth::lake::Lake::open(&config).unwrap();
+        let ctx = flowhealth::engine::session(&config, &lake).await.unwrap();
+        flowhealth::engine::snapshot::register_opportunities(&ctx, &lake)
+            .await
+            .unwrap();
+        // Another run replaces the file while this one runs (here with bytes that are not even
+        // Parquet): this run's queries still read the snapshot it started with.
+        let kept = ws
+            .lake()
+            .join("_flowhealth/snapshots/opportunities.parquet");
+        std::fs::write(kept, b"replaced").unwrap();
+        let sql = "select opportunity_id || ' ' || coalesce('\"' || team || '\"', 'null') \
+                   from opportunities order by opportunity_id";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        flowhealth::engine::json_rows(&batches).unwrap()
+    });
+    let read: Vec<String> = read
+        .iter()
+        .map(|row| row.values().next().unwrap().as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(read, expected);
+}

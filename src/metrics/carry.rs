@@ -189,32 +189,29 @@ async fn latest_usable(
     earlier.sort_by_key(|p| std::cmp::Reverse(p.start));
     for candidate in earlier {
         let path = super::run::output_path(lake, metric, &candidate.id);
-        let Some(schema) = lake.parquet_schema(&path).await? else {
-            continue;
+        // The footer first (an unusable output is not read), then the file, checked again: it may
+        // have been replaced in between.
+        let usable = match lake.parquet_schema(&path).await? {
+            None => continue,
+            Some(schema) => stamped(config, metric, files, as_of, &schema),
         };
-        let carried_as_of = match stamped(config, metric, files, as_of, &schema) {
-            Ok(carried_as_of) => carried_as_of,
-            Err(why) => {
-                tracing::info!(
-                    "{}: not starting from {}'s output: {why}",
-                    metric.id(),
-                    candidate.id
-                );
-                continue;
+        let carried = match usable {
+            Err(why) => Err(why),
+            Ok(_) => match lake.get_parquet(&path).await? {
+                None => continue,
+                Some((schema, batches)) => stamped(config, metric, files, as_of, &schema)
+                    .and_then(|carried_as_of| Ok((carried_as_of, project(metric, &batches)?))),
+            },
+        };
+        match carried {
+            Ok((carried_as_of, batches)) => {
+                return Ok(Some((candidate.id, carried_as_of, batches)));
             }
-        };
-        let Some((_, batches)) = lake.get_parquet(&path).await? else {
-            continue;
-        };
-        match project(metric, &batches) {
-            Ok(carried) => return Ok(Some((candidate.id, carried_as_of, carried))),
-            Err(why) => {
-                tracing::info!(
-                    "{}: not starting from {}'s output: {why}",
-                    metric.id(),
-                    candidate.id
-                )
-            }
+            Err(why) => tracing::info!(
+                "{}: not starting from {}'s output: {why}",
+                metric.id(),
+                candidate.id
+            ),
         }
     }
     tracing::info!(

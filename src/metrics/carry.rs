@@ -187,6 +187,7 @@ async fn latest_usable(
         .filter(|p| p.kind == period.kind && p.start < period.start)
         .collect();
     earlier.sort_by_key(|p| std::cmp::Reverse(p.start));
+    let mut passed = 0;
     for candidate in earlier {
         let path = super::run::output_path(lake, metric, &candidate.id);
         // The footer first (an unusable output is not read), then the file, checked again: it may
@@ -207,15 +208,22 @@ async fn latest_usable(
             Ok((carried_as_of, batches)) => {
                 return Ok(Some((candidate.id, carried_as_of, batches)));
             }
-            Err(why) => tracing::info!(
+            // The newest one's reason is news; the older ones' usually the same.
+            Err(why) if passed == 0 => tracing::info!(
+                "{}: not starting from {}'s output: {why}",
+                metric.id(),
+                candidate.id
+            ),
+            Err(why) => tracing::debug!(
                 "{}: not starting from {}'s output: {why}",
                 metric.id(),
                 candidate.id
             ),
         }
+        passed += 1;
     }
     tracing::info!(
-        "{}: no earlier output to start from: reading the whole history",
+        "{}: no earlier output to start from ({passed} passed over): reading the whole history",
         metric.id()
     );
     Ok(None)

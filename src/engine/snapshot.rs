@@ -26,7 +26,7 @@ use object_store::memory::InMemory;
 use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 use crate::error::Result;
-use crate::lake::{Lake, encode_parquet_as, file_version, partition_day};
+use crate::lake::{Lake, decode_parquet, encode_parquet_as, file_version, partition_day};
 
 const KEPT: [&str; 3] = ["_flowhealth", "snapshots", "opportunities.parquet"];
 const FILES_KEY: &str = "flowhealth.files";
@@ -156,12 +156,13 @@ async fn kept(lake: &Lake) -> Result<Option<(Vec<String>, SchemaRef, Bytes)>> {
     Ok(Some((covered, plain, bytes)))
 }
 
+/// The kept rows, with `schema` (without the metadata).
 fn decode(bytes: Bytes, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-        .build()?
-        .map(|batch| Ok(batch?.with_schema(schema.clone())?))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(batches)
+    let (_, batches) = decode_parquet(bytes)?;
+    batches
+        .into_iter()
+        .map(|batch| Ok(batch.with_schema(schema.clone())?))
+        .collect()
 }
 
 async fn keep(

@@ -183,15 +183,10 @@ impl Lake {
 
     /// A Parquet file's schema (with its metadata) and rows; `None` when there is no such file.
     pub async fn get_parquet(&self, path: &Path) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-        let Some(bytes) = self.get(path).await? else {
-            return Ok(None);
-        };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-        let schema = builder.schema().clone();
-        let batches = builder
-            .build()?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Some((schema, batches)))
+        match self.get(path).await? {
+            Some(bytes) => Ok(Some(decode_parquet(bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// A Parquet file's schema (with its metadata) from its footer alone; `None` when there is no
@@ -215,12 +210,29 @@ impl Lake {
     }
 }
 
+/// A Parquet file's schema (with its metadata) and rows.
+pub fn decode_parquet(bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let schema = builder.schema().clone();
+    let batches = builder
+        .build()?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((schema, batches))
+}
+
+/// The value of a file's Hive partition `key` (`<key>=<value>` in its path), if it has one.
+pub fn partition_value(file: &ObjectMeta, key: &str) -> Option<String> {
+    file.location.parts().find_map(|part| {
+        part.as_ref()
+            .strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(String::from)
+    })
+}
+
 /// The `dt=` day of a file, if its path has one.
 pub fn partition_day(file: &ObjectMeta) -> Option<NaiveDate> {
-    file.location
-        .parts()
-        .find_map(|part| part.as_ref().strip_prefix("dt=").map(String::from))
-        .and_then(|text| NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
+    partition_value(file, "dt").and_then(|text| NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
 }
 
 /// What identifies one version of a file: path, size, modification time and e-tag.

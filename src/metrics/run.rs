@@ -555,11 +555,7 @@ pub async fn output_periods(lake: &Lake, metric: &Metric) -> Result<Vec<Period>>
     let files = lake.list(&["metrics", metric.name(), &version]).await?;
     Ok(files
         .iter()
-        .filter_map(|file| {
-            file.location
-                .parts()
-                .find_map(|part| part.as_ref().strip_prefix("period=").map(String::from))
-        })
+        .filter_map(|file| crate::lake::partition_value(file, "period"))
         .filter_map(|id| Period::parse(&id).ok())
         .collect())
 }

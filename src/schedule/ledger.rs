@@ -9,7 +9,6 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::json::ReaderBuilder;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -114,9 +113,7 @@ pub async fn read(lake: &Lake, pipeline: Option<&str>) -> Result<Vec<RunRecord>>
 }
 
 fn decode(bytes: Bytes) -> Result<Vec<RunRecord>> {
-    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-        .build()?
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let (_, batches) = crate::lake::decode_parquet(bytes)?;
     crate::engine::json_rows(&batches)?
         .into_iter()
         .map(|row| serde_json::from_value(serde_json::Value::Object(row)).map_err(Error::from))

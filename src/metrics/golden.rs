@@ -182,7 +182,7 @@ async fn run_case(
             let carried = report
                 .outcomes
                 .iter()
-                .any(|o| o.metric == metric.id() && o.carried_from.is_some());
+                .any(|o| o.metric == metric.id() && o.carried_from == Some(previous.id.clone()));
             let result = if carried {
                 let expected = std::fs::read_to_string(expected_path)
                     .map_err(|e| Error::io(expected_path, e))?;

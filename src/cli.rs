@@ -240,6 +240,7 @@ async fn execute(cli: Cli) -> Result<i32> {
                     problems.extend(errors);
                     Vec::new()
                 });
+            problems.extend(crate::ingest::check_sources(&config).await);
             if !problems.is_empty() {
                 return Err(Error::Config(problems));
             }

@@ -490,24 +490,24 @@ fn check_glob(problems: &mut Vec<(String, String)>, dataset: Dataset, key: &str,
     let first = glob.split('/').next().unwrap_or_default();
     let message = if glob.starts_with('/') || first == ".." {
         Some("globs are relative to the dataset's inbox folder".to_string())
-    } else if let Some(other) = Dataset::ALL
-        .into_iter()
-        .find(|d| d.name().eq_ignore_ascii_case(first) && glob.contains('/'))
-    {
-        Some(if other == dataset {
-            format!(
-                "globs are relative to inbox/{}/ already: leave out `{first}/`",
-                dataset.name()
-            )
-        } else {
-            format!(
-                "it names the folder of dataset `{}`: move this source to datasets.{}.sources",
-                other.name(),
-                other.name()
-            )
-        })
     } else {
-        None
+        Dataset::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(first) && glob.contains('/'))
+            .map(|other| {
+                if other == dataset {
+                    format!(
+                        "globs are relative to inbox/{}/ already: leave out `{first}/`",
+                        dataset.name()
+                    )
+                } else {
+                    format!(
+                        "it names the folder of dataset `{}`: move this source to datasets.{}.sources",
+                        other.name(),
+                        other.name()
+                    )
+                }
+            })
     };
     if let Some(message) = message {
         problems.push((
@@ -586,11 +586,13 @@ mod tests {
 
     #[test]
     fn impossible_settings_are_reported_with_their_keys() {
-        let mut datasets = DatasetsConfig::default();
-        datasets.actions = parse(
+        let datasets = DatasetsConfig {
+            actions: parse(
             "constants: { action_kind: task }\nsources:\n  tasks: { files: 'opportunities/*.csv', constants: { action_type: task }, columns: { action_type: Type } }\n  events: { files: '../x.csv', decimal_mark: ';' }\nstage_history: { stage: Stage }\n",
-        )
-        .unwrap();
+            )
+            .unwrap(),
+            ..DatasetsConfig::default()
+        };
         let problems = check(&datasets, &[]);
         let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(

@@ -156,11 +156,8 @@ pub fn decide(
                 return Ok(decision(TextEncoding::Utf8, Basis::Declared, 0));
             };
             let lines = Lines::classify(evidence, region);
-            if lines.utf8 > 0 && lines.utf8 >= lines.other {
-                Ok(Decision {
-                    strays_look_like: Some(lines.guess()),
-                    ..decision(TextEncoding::Utf8, Basis::Declared, 0)
-                })
+            if let Some(decision) = lines.mostly_utf8(Basis::Declared) {
+                Ok(decision)
             } else {
                 let guess = lines.guess();
                 Err(format!(
@@ -183,11 +180,8 @@ pub fn decide(
                 return Ok(decision(TextEncoding::Utf8, Basis::Detected, 0));
             }
             let lines = Lines::classify(evidence, region);
-            if lines.utf8 > 0 && lines.utf8 >= lines.other {
-                Ok(Decision {
-                    strays_look_like: Some(lines.guess()),
-                    ..decision(TextEncoding::Utf8, Basis::Detected, 0)
-                })
+            if let Some(decision) = lines.mostly_utf8(Basis::Detected) {
+                Ok(decision)
             } else {
                 Ok(decision(
                     TextEncoding::Decoded(lines.guess()),
@@ -255,6 +249,16 @@ impl Lines {
             }
         }
         lines
+    }
+
+    /// UTF-8 with stray rows, when at least as many of the lines are UTF-8 as are not.
+    fn mostly_utf8(&self, basis: Basis) -> Option<Decision> {
+        (self.utf8 > 0 && self.utf8 >= self.other).then(|| Decision {
+            encoding: TextEncoding::Utf8,
+            basis,
+            bom_len: 0,
+            strays_look_like: Some(self.guess()),
+        })
     }
 
     /// The detector's guess for the lines that are not UTF-8.

@@ -12,20 +12,18 @@
 //! time are already in the history adds nothing (a re-exported file); one whose change time is
 //! before the opportunity's latest change would rewrite history and is quarantined.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::TimestampMicrosecondType;
-use datafusion::parquet::arrow::ProjectionMask;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::record_batch::RecordBatch;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::keys::{self, KeyHasher, KeySet};
 use super::reader::Cell;
 use super::spec::HistorySpec;
 use super::validate::{Validator, Value};
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::schema::Dataset;
@@ -59,71 +57,63 @@ fn arrival(opportunity: &str, stage: &str, changed_at: i64) -> u128 {
 }
 
 impl HistoryState {
-    /// Reads the stage history in the lake.
+    /// Reads the stage history in the lake (one pass: the keys of its rows and each
+    /// opportunity's latest change).
     pub async fn load(lake: &Lake) -> Result<HistoryState> {
-        let mut state = HistoryState {
-            keys: keys::load(lake, Dataset::StageChanges).await?,
-            ..HistoryState::default()
-        };
-        const COLUMNS: [&str; 5] = [
+        let mut state = HistoryState::default();
+        let mut hasher = KeyHasher::new(Dataset::StageChanges);
+        const COLUMNS: [&str; 6] = [
             "opportunity_id",
             "from_stage",
             "to_stage",
             "changed_at",
             "ingested_at",
+            "source_line",
         ];
-        for object in lake.list(&["raw", Dataset::StageChanges.name()]).await? {
-            if !object.location.as_ref().ends_with(".parquet") {
-                continue;
-            }
-            let Some(bytes) = lake.get(&object.location).await? else {
-                continue;
-            };
-            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-            let schema = builder.parquet_schema();
-            let indices = (0..schema.num_columns()).filter(|&i| {
-                COLUMNS.contains(&schema.column(i).name())
-                    || schema.column(i).name() == "source_line"
-            });
-            let mask = ProjectionMask::leaves(schema, indices);
-            for batch in builder.with_projection(mask).build()? {
-                let batch = batch?;
-                let column = |name: &str| {
-                    batch.column_by_name(name).cloned().ok_or_else(|| {
-                        Error::Lake(format!("raw/stage_changes: a file lacks column {name}"))
-                    })
-                };
-                let (ids, from, to) = (
-                    column("opportunity_id")?,
-                    column("from_stage")?,
-                    column("to_stage")?,
-                );
-                let (ids, from, to) = (
-                    ids.as_string::<i32>(),
-                    from.as_string::<i32>(),
-                    to.as_string::<i32>(),
-                );
-                let changed = column("changed_at")?;
-                let changed = changed.as_primitive::<TimestampMicrosecondType>();
-                let ingested = column("ingested_at")?;
-                let ingested = ingested.as_primitive::<TimestampMicrosecondType>();
-                let lines = column("source_line")?;
-                let lines = lines.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-                for i in 0..batch.num_rows() {
-                    let stage = to.value(i);
-                    if !from.is_null(i) && from.value(i) == stage {
-                        continue;
-                    }
-                    state.record(
-                        ids.value(i),
-                        stage,
-                        changed.value(i),
-                        (ingested.value(i), lines.value(i)),
-                    );
-                }
-            }
-        }
+        keys::scan_raw(lake, Dataset::StageChanges, &COLUMNS, |batch| {
+            hasher.add_batch(Dataset::StageChanges, batch, &mut state.keys)?;
+            state.add_batch(batch)
+        })
+        .await?;
         Ok(state)
+    }
+
+    fn add_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        let column = |name: &str| {
+            batch.column_by_name(name).cloned().ok_or_else(|| {
+                Error::Lake(format!("raw/stage_changes: a file lacks column {name}"))
+            })
+        };
+        let (ids, from, to) = (
+            column("opportunity_id")?,
+            column("from_stage")?,
+            column("to_stage")?,
+        );
+        let (ids, from, to) = (
+            ids.as_string::<i32>(),
+            from.as_string::<i32>(),
+            to.as_string::<i32>(),
+        );
+        let changed = column("changed_at")?;
+        let changed = changed.as_primitive::<TimestampMicrosecondType>();
+        let ingested = column("ingested_at")?;
+        let ingested = ingested.as_primitive::<TimestampMicrosecondType>();
+        let lines = column("source_line")?;
+        let lines = lines.as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            let stage = to.value(i);
+            // An edit (from = to) is not a change: it says nothing the history needs.
+            if !from.is_null(i) && from.value(i) == stage {
+                continue;
+            }
+            self.record(
+                ids.value(i),
+                stage,
+                changed.value(i),
+                (ingested.value(i), lines.value(i)),
+            );
+        }
+        Ok(())
     }
 
     fn record(&mut self, opportunity: &str, stage: &str, changed_at: i64, order: (i64, i64)) {
@@ -169,14 +159,12 @@ pub struct Derivation {
     base: Arc<HistoryState>,
     pub added: Added,
     hasher: KeyHasher,
-    stages: HashSet<String>,
-    stage_list: String,
     opportunity: usize,
     owner: usize,
 }
 
 impl Derivation {
-    pub fn new(config: &Config, spec: HistorySpec, base: Arc<HistoryState>) -> Derivation {
+    pub fn new(spec: HistorySpec, base: Arc<HistoryState>) -> Derivation {
         let column = |name| {
             Dataset::Opportunities
                 .column_index(name)
@@ -187,13 +175,6 @@ impl Derivation {
             base,
             added: Added::default(),
             hasher: KeyHasher::new(Dataset::StageChanges),
-            stages: config.stages.iter().map(|s| s.name.clone()).collect(),
-            stage_list: config
-                .stages
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
             opportunity: column("opportunity_id"),
             owner: column("owner_id"),
         }
@@ -232,12 +213,9 @@ impl Derivation {
             .get(text)
             .map_or(text, String::as_str)
             .to_string();
-        if !self.stages.contains(&stage) {
-            return Err(format!(
-                "stage_history.stage: unknown stage `{stage}` (configured: {}); map it in datasets.opportunities.stage_history.values",
-                self.stage_list
-            ));
-        }
+        validator
+            .stage("stage_history.stage", &stage)
+            .map_err(|e| format!("{e}; map it in datasets.opportunities.stage_history.values"))?;
         let changed_at = match self.spec.changed_at {
             Some(i) => validator
                 .timestamp_cell("stage_history.changed_at", cell(i))?

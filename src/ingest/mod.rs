@@ -585,7 +585,7 @@ impl<'c> Ingest<'c> {
             validator: Validator::new(self.config, spec),
             history: match (&spec.history, history) {
                 (Some(history_spec), Some(state)) => {
-                    Some(Derivation::new(self.config, history_spec.clone(), state))
+                    Some(Derivation::new(history_spec.clone(), state))
                 }
                 _ => None,
             },

@@ -190,6 +190,39 @@ impl TextCheck {
     }
 }
 
+/// Blank rows found before a record (or blank row) that was read ahead: they are reported
+/// first, one per `advance`, then what was read.
+#[derive(Debug, Default)]
+struct Ahead {
+    blank: u64,
+    record: bool,
+}
+
+impl Ahead {
+    /// What to report before reading more, if anything is queued.
+    fn next(&mut self) -> Option<Step> {
+        if self.blank > 0 {
+            self.blank -= 1;
+            Some(Step::Blank)
+        } else if self.record {
+            self.record = false;
+            Some(Step::Record)
+        } else {
+            None
+        }
+    }
+
+    /// `step` was read after `blank` blank rows: the step to report now (the rest is queued).
+    fn after(&mut self, blank: u64, step: Step) -> Step {
+        if blank == 0 {
+            return step;
+        }
+        self.blank = blank - 1 + u64::from(step == Step::Blank);
+        self.record = step == Step::Record;
+        Step::Blank
+    }
+}
+
 // ---------------------------------------------------------------- CSV
 
 /// CSV records, parsed by `csv_core` with the line accounting done here: the line a record
@@ -215,10 +248,7 @@ pub struct CsvRecords {
     /// The last byte consumed was a CR that ended a line: an LF right after it is the same line end.
     after_cr: bool,
     position: u64,
-    /// Blank lines found before the record just read, still to be reported.
-    pending_blank: u64,
-    /// The record read ahead while blank rows before it are reported.
-    ready: bool,
+    ahead: Ahead,
 }
 
 /// What one raw read found.
@@ -257,8 +287,7 @@ impl CsvRecords {
             next_line: 1,
             after_cr: false,
             position: 0,
-            pending_blank: 0,
-            ready: false,
+            ahead: Ahead::default(),
         };
         // The header is the first record with a value; blank lines before it are not rows.
         loop {
@@ -367,23 +396,14 @@ impl CsvRecords {
 
 impl Records for CsvRecords {
     fn advance(&mut self) -> Result<Step, String> {
-        if self.pending_blank > 0 {
-            self.pending_blank -= 1;
-            return Ok(Step::Blank);
-        }
-        if self.ready {
-            self.ready = false;
-            return Ok(Step::Record);
+        if let Some(step) = self.ahead.next() {
+            return Ok(step);
         }
         self.problem = None;
         match self.read_raw().map_err(|e| format!("read failed: {e}"))? {
-            Raw::End { blank } => {
-                if blank > 0 {
-                    self.pending_blank = blank - 1;
-                    return Ok(Step::Blank);
-                }
-                Ok(Step::End)
-            }
+            Raw::End { blank: 0 } => Ok(Step::End),
+            // The blank lines at the end, then (at a later call) the end.
+            Raw::End { blank } => Ok(self.ahead.after(blank - 1, Step::Blank)),
             Raw::Record { blank } => {
                 let step = if self.is_blank_record() {
                     Step::Blank
@@ -398,13 +418,7 @@ impl Records for CsvRecords {
                     }
                     Step::Record
                 };
-                if blank > 0 {
-                    // Report the blank lines first, then this record or blank row.
-                    self.pending_blank = blank - 1 + u64::from(step == Step::Blank);
-                    self.ready = step == Step::Record;
-                    return Ok(Step::Blank);
-                }
-                Ok(step)
+                Ok(self.ahead.after(blank, step))
             }
         }
     }
@@ -736,9 +750,7 @@ pub struct XlsxRecords {
     current: XlsxRow,
     /// Row index of the last row delivered (the header's at first).
     last_row: u32,
-    /// Blank rows still to report before `current`.
-    pending_blank: u64,
-    ready: bool,
+    ahead: Ahead,
     rows_seen: u64,
 }
 
@@ -836,8 +848,7 @@ impl XlsxRecords {
             columns,
             current: (header_row, Vec::new()),
             last_row: header_row,
-            pending_blank: 0,
-            ready: false,
+            ahead: Ahead::default(),
             rows_seen: 0,
         })
     }
@@ -869,13 +880,8 @@ fn xlsx_cell(value: &DataRef<'_>) -> Cell<'static> {
 
 impl Records for XlsxRecords {
     fn advance(&mut self) -> Result<Step, String> {
-        if self.pending_blank > 0 {
-            self.pending_blank -= 1;
-            return Ok(Step::Blank);
-        }
-        if self.ready {
-            self.ready = false;
-            return Ok(Step::Record);
+        if let Some(step) = self.ahead.next() {
+            return Ok(step);
         }
         match self.rows.recv() {
             Ok(Ok(row)) => {
@@ -888,12 +894,7 @@ impl Records for XlsxRecords {
                     self.rows_seen += 1;
                 }
                 let step = if blank { Step::Blank } else { Step::Record };
-                if skipped > 0 {
-                    self.pending_blank = skipped - 1 + u64::from(blank);
-                    self.ready = !blank;
-                    return Ok(Step::Blank);
-                }
-                Ok(step)
+                Ok(self.ahead.after(skipped, step))
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Ok(Step::End),

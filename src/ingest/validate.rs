@@ -125,6 +125,18 @@ impl Validator {
         parse_timestamp(&english, &self.read_zone, &self.formats)
     }
 
+    /// `Err` unless `text` is a configured stage (`name` is the column, for the message).
+    pub fn stage(&self, name: &str, text: &str) -> Result<(), String> {
+        if self.stages.contains(text) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name}: unknown stage `{text}` (configured: {})",
+                self.stage_list
+            ))
+        }
+    }
+
     /// A timestamp cell outside the canonical columns (`name` for messages): `None` when empty.
     pub fn timestamp_cell(&self, name: &str, cell: Cell<'_>) -> Result<Option<i64>, String> {
         match cell {
@@ -214,12 +226,9 @@ impl Validator {
                 },
                 ColumnType::Text => match column.domain {
                     Domain::Any => Value::Text(text),
-                    Domain::Stage if self.stages.contains(text.as_ref()) => Value::Text(text),
                     Domain::Stage => {
-                        return Err(format!(
-                            "{name}: unknown stage `{text}` (configured: {})",
-                            self.stage_list
-                        ));
+                        self.stage(name, &text)?;
+                        Value::Text(text)
                     }
                     // A syntax check only: the text is kept as it came, so there is no need to
                     // build the value.

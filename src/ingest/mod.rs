@@ -174,34 +174,42 @@ impl fmt::Display for IngestReport {
             .max()
             .unwrap_or(4)
             .max(4);
-        // Blank rows and how each file was read come after the status, so that the first
-        // columns stay where scripts and people expect them.
+        // How each file was read and its blank rows go on an indented line under it, so that
+        // every file line keeps the columns scripts and people expect, the status last.
         writeln!(
             f,
-            "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}  {:<16}  {:>6}  read as",
-            "file", "read", "landed", "quarantined", "duplicates", "status", "blank"
+            "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}  status",
+            "file", "read", "landed", "quarantined", "duplicates"
         )?;
+        let blank = |n: u64| match n {
+            0 => String::new(),
+            1 => ", 1 blank row".to_string(),
+            n => format!(", {n} blank rows"),
+        };
         for o in &self.files {
             let c = o.counts;
             writeln!(
                 f,
-                "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}  {:<16}  {:>6}  {}",
-                o.source,
-                c.rows_read,
-                c.landed,
-                c.quarantined,
-                c.duplicates,
-                o.status.to_string(),
-                c.blank,
-                o.read_as.as_deref().unwrap_or("-")
+                "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}  {}",
+                o.source, c.rows_read, c.landed, c.quarantined, c.duplicates, o.status
             )?;
+            if let Some(read_as) = &o.read_as {
+                writeln!(f, "    read as {read_as}{}", blank(c.blank))?;
+            }
         }
         let t = self.totals();
         writeln!(
             f,
-            "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}  {:<16}  {:>6}",
-            "total", t.rows_read, t.landed, t.quarantined, t.duplicates, "", t.blank
+            "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}",
+            "total", t.rows_read, t.landed, t.quarantined, t.duplicates
         )?;
+        if t.blank > 0 {
+            writeln!(
+                f,
+                "    and {} blank row(s) skipped: read = landed + quarantined + duplicates + blank",
+                t.blank
+            )?;
+        }
         for o in self.files.iter().filter(|o| o.message.is_some()) {
             writeln!(
                 f,

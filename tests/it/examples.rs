@@ -56,18 +56,31 @@ impl Example {
         duckdb(&sql.replace("{lake}", &self.lake.path().display().to_string()))
     }
 
-    /// The report line of `file` (its path under the inbox).
-    fn line<'a>(report: &'a str, file: &str) -> &'a str {
-        report
-            .lines()
+    /// The report line of `file` (its path under the inbox) and the indented line under it.
+    fn line(report: &str, file: &str) -> String {
+        let mut lines = report.lines();
+        let line = lines
             .find(|l| l.starts_with(&format!("{file} ")))
-            .unwrap_or_else(|| panic!("no line for {file}:\n{report}"))
+            .unwrap_or_else(|| panic!("no line for {file}:\n{report}"));
+        let under = lines.next().filter(|l| l.starts_with("    ")).unwrap_or("");
+        format!("{line}\n{under}")
     }
 
-    /// read, landed, quarantined, duplicates and blank of a report line.
-    fn counts(line: &str) -> Vec<u64> {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let numbers: Vec<u64> = fields.iter().filter_map(|f| f.parse().ok()).collect();
+    /// read, landed, quarantined, duplicates and blank of a file's report lines.
+    fn counts(lines: &str) -> Vec<u64> {
+        let (line, under) = lines.split_once('\n').unwrap_or((lines, ""));
+        let mut numbers: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let blank = under
+            .split_once(", ")
+            .and_then(|(_, rest)| {
+                rest.strip_suffix(" blank rows")
+                    .or(rest.strip_suffix(" blank row"))
+            })
+            .map_or(0, |n| n.parse().expect("a count"));
+        numbers.push(blank);
         numbers
     }
 }
@@ -93,7 +106,7 @@ fn crm_deals_derives_the_stage_history_and_its_compliance() {
     let report = example.ok(&["ingest"]);
     // read, landed, quarantined, duplicates, blank
     assert_eq!(
-        Example::counts(Example::line(
+        Example::counts(&Example::line(
             &report,
             "opportunities/pipeline-2026-03-06.csv"
         )),
@@ -101,9 +114,9 @@ fn crm_deals_derives_the_stage_history_and_its_compliance() {
         "{report}"
     );
     let second = Example::line(&report, "opportunities/pipeline-2026-03-13.csv");
-    assert_eq!(Example::counts(second), [7, 4, 0, 3, 0], "{report}");
+    assert_eq!(Example::counts(&second), [7, 4, 0, 3, 0], "{report}");
     let emea = Example::line(&report, "opportunities/emea/pipeline-2026-03-13.csv");
-    assert_eq!(Example::counts(emea), [2, 2, 0, 0, 0], "{report}");
+    assert_eq!(Example::counts(&emea), [2, 2, 0, 0, 0], "{report}");
     assert!(emea.contains("csv utf-8 (bom) ';'"), "{emea}");
     assert!(
         report.contains("pipeline-2026-03-13.csv: ingested: 4 stage change(s) derived"),
@@ -321,7 +334,7 @@ fn salesforce_lands_as_written_and_edits_do_not_reset_the_silence_clock() {
     ] {
         let line = Example::line(&report, file);
         assert!(line.contains("csv windows-1252 (detected) ','"), "{line}");
-        let c = Example::counts(line);
+        let c = Example::counts(&line);
         assert_eq!(c[2], 0, "nothing quarantined: {line}");
     }
     let notes = example.duckdb(&format!(
@@ -405,13 +418,13 @@ fn pharmacy_lands_both_shapes_once_and_its_heatmap_matches_python() {
     let example = Example::new("pharmacy");
     let report = example.ok(&["ingest"]);
     let csv = Example::line(&report, "actions/chaoyang-2026-03.csv");
-    assert_eq!(Example::counts(csv), [7, 7, 0, 0, 0], "{report}");
+    assert_eq!(Example::counts(&csv), [7, 7, 0, 0, 0], "{report}");
     assert!(csv.contains("csv gbk (detected) ','"), "{csv}");
     // The workbook holds the same rows: the same derived ids, so all duplicates.
     let xlsx = Example::line(&report, "actions/chaoyang-2026-03.xlsx");
-    assert_eq!(Example::counts(xlsx), [7, 0, 0, 7, 0], "{report}");
+    assert_eq!(Example::counts(&xlsx), [7, 0, 0, 7, 0], "{report}");
     let wangjing = Example::line(&report, "actions/wangjing-2026-03.csv");
-    assert_eq!(Example::counts(wangjing), [3, 3, 0, 0, 0], "{report}");
+    assert_eq!(Example::counts(&wangjing), [3, 3, 0, 0, 0], "{report}");
 
     let ids = example.duckdb(&format!(
         "select count(*), count(distinct action_id), min(length(action_id)), count(*) filter (where note = '阿托伐他汀钙片') from {}",

@@ -39,7 +39,7 @@ pub mod lake;
 pub mod metrics;
 pub mod report;
 pub mod schedule;
+pub mod time;
 pub mod udf;
-pub mod zone;
 
 pub use error::{Error, Result};

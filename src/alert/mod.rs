@@ -25,7 +25,8 @@ use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::lock::LakeLock;
-use crate::metrics::period::{Period, PeriodKind};
+use crate::time::format::{local_text, rfc3339};
+use crate::time::{Period, PeriodKind};
 
 /// One overdue key action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,7 +107,7 @@ const FORGET_AFTER_DAYS: i64 = 30;
 /// escalation. `dry_run` lists them without sending or recording anything.
 pub async fn run(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<Outcome> {
     let now = match as_of {
-        Some(text) => crate::metrics::run::parse_as_of(config, text)?,
+        Some(text) => crate::time::parse::parse_as_of(config.timezone, text)?,
         None => Utc::now().timestamp_micros(),
     };
     let now_utc = DateTime::from_timestamp_micros(now).unwrap_or_default();
@@ -388,13 +389,7 @@ async fn deadline(
     Ok(alerts)
 }
 
-fn rfc3339(micros: i64) -> String {
-    DateTime::from_timestamp_micros(micros)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// An instant from the lake, in the configured timezone for people to read.
 fn local(tz: chrono_tz::Tz, text: &str) -> String {
-    crate::report::render::local_text(tz, text).unwrap_or_else(|| text.to_string())
+    local_text(tz, text).unwrap_or_else(|| text.to_string())
 }

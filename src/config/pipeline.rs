@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::{Config, RetryConfig};
 use crate::lake::schema::Dataset;
 use crate::metrics::catalog::Catalog;
-use crate::metrics::period::PeriodKind;
+use crate::time::PeriodKind;
 
 /// One pipeline. See the shipped `pipelines/*.yaml` for an example of every field.
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@ use chrono::format::{Item, StrftimeItems};
 
 use super::{Config, RetryConfig, StoreConfig};
 use crate::lake::schema::Dataset;
+use crate::time::parse::parse_hours;
 
 pub fn check(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
@@ -337,16 +338,4 @@ fn check_store(store: &StoreConfig) -> Result<(), String> {
             "`{url}` is not a local path, file:///absolute/path or s3://bucket/prefix"
         )),
     }
-}
-
-/// `HH:MM-HH:MM` -> minutes after midnight of start and end.
-pub fn parse_hours(text: &str) -> Option<(u32, u32)> {
-    let minutes = |t: &str| {
-        let (h, m) = t.trim().split_once(':')?;
-        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-        (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
-    };
-    let (start, end) = text.split_once('-')?;
-    let (start, end) = (minutes(start)?, minutes(end)?);
-    (start < end).then_some((start, end))
 }

@@ -5,9 +5,9 @@
 pub mod generate;
 
 use bytes::Bytes;
-use chrono::{Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{Duration, NaiveDate, NaiveDateTime, TimeZone};
 
-use crate::metrics::period::{Period, PeriodKind};
+use crate::time::{Period, PeriodKind};
 use chrono_tz::Tz;
 
 use self::generate::{Action, DemoSize, Organisation};
@@ -21,7 +21,7 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
         return Err(Error::Usage("--reps and --weeks must be at least 1".into()));
     }
     let until = args.until.unwrap_or_else(|| {
-        Utc::now().with_timezone(&config.timezone).date_naive() - Duration::days(1)
+        crate::time::today(config.timezone) - Duration::days(1)
     });
     let size = DemoSize {
         seed: args.seed,

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::catalog::Metric;
-use super::period::Period;
+use crate::time::{Period, Zone};
 use crate::config::Config;
 use crate::error::Result;
 use crate::lake::schema::Dataset;
@@ -288,7 +288,7 @@ async fn listing(lake: &Lake, metric: &Metric) -> Result<Vec<ObjectMeta>> {
 /// What a state as of `as_of` depends on: the definition, the timezone, the stages, and every
 /// listed file of a day that begins before `as_of`.
 fn fingerprint(config: &Config, metric: &Metric, files: &[ObjectMeta], as_of: i64) -> String {
-    let last_day = crate::zone::Zone::new(config.timezone).local_date(as_of - 1);
+    let last_day = Zone::new(config.timezone).local_date(as_of - 1);
     let mut hash = Sha256::new();
     hash.update(format!(
         "{}\n{}\n{:?}\n",

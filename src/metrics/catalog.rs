@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::period::PeriodKind;
+use crate::time::PeriodKind;
 use crate::config::Threshold;
 
 mod embedded {

@@ -160,9 +160,7 @@ async fn run_case(
         })
         .collect();
     if !carrying.is_empty() {
-        let previous = super::period::Period::parse(&spec.period)
-            .map_err(Error::Usage)?
-            .previous();
+        let previous = crate::time::Period::parse(&spec.period)?.previous();
         let metrics: Vec<String> = carrying.iter().map(|(name, _)| (*name).clone()).collect();
         let before = Request {
             metrics: metrics.clone(),

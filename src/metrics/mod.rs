@@ -4,7 +4,6 @@
 pub mod carry;
 pub mod catalog;
 pub mod golden;
-pub mod period;
 pub mod run;
 
 use std::fmt::Write;
@@ -70,8 +69,10 @@ pub async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<Strin
     let mut problems = Vec::new();
     for level in run::levels(&all) {
         for metric in level {
-            let period =
-                period::Period::last_complete(metric.meta.period, chrono::Utc::now().date_naive());
+            let period = crate::time::Period::last_complete(
+                metric.meta.period,
+                crate::time::today(config.timezone),
+            );
             let params = run::Params::new(config, &period, None);
             if !metric.meta.carry.is_empty() {
                 carry::register_empty(&ctx, metric)?;

@@ -23,7 +23,7 @@ use datafusion::prelude::SessionContext;
 use futures::future::join_all;
 
 use super::catalog::{Catalog, Metric};
-use super::period::{Period, PeriodKind};
+use crate::time::Period;
 use crate::config::{Config, Threshold};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, encode_parquet};
@@ -123,28 +123,14 @@ pub async fn run(
         )));
     }
     let selected = select(catalog, &request.metrics)?;
-    let today = Utc::now().with_timezone(&config.timezone).date_naive();
-    let given = request
-        .period
-        .as_deref()
-        .map(Period::parse)
-        .transpose()
-        .map_err(Error::Usage)?;
+    let today = crate::time::today(config.timezone);
+    let given = request.period.as_deref().map(Period::parse).transpose()?;
     let period_of = |metric: &Metric| -> Result<Period> {
         match &given {
-            Some(period) if period.kind == metric.meta.period => Ok(period.clone()),
-            Some(period) => Err(Error::Usage(format!(
-                "{} is computed per {:?}, not per {:?} ({}): give a {} id",
-                metric.id(),
-                metric.meta.period,
-                period.kind,
-                period.id,
-                if metric.meta.period == PeriodKind::Week {
-                    "week like 2026-W09"
-                } else {
-                    "month like 2026-03"
-                }
-            ))),
+            Some(period) => {
+                period.expect_kind(metric.meta.period, &metric.id())?;
+                Ok(period.clone())
+            }
             None => Ok(Period::last_complete(metric.meta.period, today)),
         }
     };
@@ -159,7 +145,7 @@ pub async fn run(
     let as_of = request
         .as_of
         .as_deref()
-        .map(|text| parse_as_of(config, text))
+        .map(|text| crate::time::parse::parse_as_of(config.timezone, text))
         .transpose()?;
 
     // Every metric's period, before anything runs: a wrong kind of period is the user's to fix.
@@ -311,12 +297,6 @@ pub fn levels<'a>(metrics: &[&'a Metric]) -> Vec<Vec<&'a Metric>> {
     levels
 }
 
-/// An `--as-of` instant (ISO 8601; without an offset, the configured timezone) in microseconds.
-pub fn parse_as_of(config: &Config, text: &str) -> Result<i64> {
-    crate::ingest::validate::parse_timestamp(text, &crate::zone::Zone::new(config.timezone), &[])
-        .ok_or_else(|| Error::Usage(format!("--as-of `{text}` is not an ISO 8601 timestamp")))
-}
-
 /// The named parameters every metric can use, bound (never pasted into the SQL).
 pub struct Params {
     values: Vec<(String, ScalarValue)>,
@@ -327,7 +307,7 @@ impl Params {
     pub fn new(config: &Config, period: &Period, as_of: Option<i64>) -> Params {
         let (start, end) = period.bounds_utc(config.timezone);
         let as_of = as_of.unwrap_or(end);
-        let zone = crate::zone::Zone::new(config.timezone);
+        let zone = crate::time::Zone::new(config.timezone);
         let ts = |micros: i64| ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()));
         let date = |day: chrono::NaiveDate| {
             ScalarValue::Date32(Some(
@@ -389,7 +369,7 @@ impl Params {
 impl Params {
     /// Binds `$carried_as_of` (and its local date) to the instant the carried state holds.
     pub fn carry_from(&mut self, config: &Config, micros: i64) {
-        let day = crate::zone::Zone::new(config.timezone).local_date(micros);
+        let day = crate::time::Zone::new(config.timezone).local_date(micros);
         self.values
             .retain(|(name, _)| !name.starts_with("carried_as_of"));
         self.values.extend([

@@ -12,7 +12,7 @@ use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::metrics::catalog::{Catalog, Metric};
-use crate::metrics::period::Period;
+use crate::time::Period;
 use crate::metrics::run::{read_breaches, read_output};
 
 /// The index components, in the order of the 6:3:1 formula.

@@ -137,7 +137,7 @@ pub fn table(records: &[RunRecord], limit: usize, tz: chrono_tz::Tz) -> String {
         out.push_str(&format!(
             "{:22} {:17} {:9} {:9} {:11} {took:>7} {:>8}  {error}\n",
             r.pipeline,
-            r.scheduled_for.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+            crate::time::format::local(tz, r.scheduled_for),
             r.period.as_deref().unwrap_or("-"),
             r.trigger,
             r.status,

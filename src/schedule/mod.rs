@@ -21,7 +21,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 
 use crate::config::pipeline::{CatchUp, PipelineSpec};
-use crate::metrics::period::Period;
+use crate::time::Period;
 
 /// Why a run happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

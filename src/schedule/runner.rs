@@ -15,7 +15,7 @@ use crate::config::pipeline::{PipelineSpec, Step};
 use crate::error::{Error, Result};
 use crate::lake::lock::LakeLock;
 use crate::lake::{Lake, encode_parquet};
-use crate::metrics::period::Period;
+use crate::time::Period;
 
 /// A run about to start: its ledger record (status `running`).
 pub fn record(
@@ -288,7 +288,7 @@ pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Resu
             tracing::info!(pipeline = %spec.name, period = %period.id, "Already done; skipped.");
         } else {
             // The run is recorded as if it had happened when the period ended.
-            let at = crate::zone::local_to_utc(
+            let at = crate::time::zone::local_to_utc(
                 period.end.and_hms_opt(0, 0, 0).expect("midnight"),
                 config.timezone,
             );
@@ -315,13 +315,5 @@ fn find(config: &Config, name: &str) -> Result<PipelineSpec> {
 }
 
 fn parse_period(spec: &PipelineSpec, id: &str) -> Result<Period> {
-    let period = Period::parse(id).map_err(Error::Usage)?;
-    if period.kind != spec.period {
-        return Err(Error::Usage(format!(
-            "pipeline {} works on {} periods; `{id}` is not one",
-            spec.name,
-            spec.period.name()
-        )));
-    }
-    Ok(period)
+    Period::parse_as(id, spec.period, &format!("pipeline {}", spec.name))
 }

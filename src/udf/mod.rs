@@ -35,7 +35,7 @@ use datafusion::logical_expr::{AggregateUDF, DocSection, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 use crate::config::Config;
-use crate::zone::Zone;
+use crate::time::Zone;
 
 /// Where `--functions` and `information_schema.routines` file the library.
 pub(crate) const DOC_SECTION: DocSection = DocSection {
@@ -282,7 +282,7 @@ fn parse_instants<'a>(
     texts
         .map(|text| {
             text.map(|text| {
-                crate::ingest::validate::parse_timestamp(text.trim(), &zone, &[]).ok_or_else(|| {
+                crate::time::parse::parse_timestamp(text.trim(), &zone, &[]).ok_or_else(|| {
                     datafusion::error::DataFusionError::Execution(format!(
                         "{function}: `{text}` is not an ISO 8601 timestamp"
                     ))

@@ -147,7 +147,7 @@ async fn metrics(
     };
     let index = catalog.latest("process_health_index");
     if let Some(index) = index
-        && let Some(batches) = crate::metrics::run::read_output(lake, index, &week).await?
+        && let Some(batches) = crate::metrics::output::read_output(lake, index, &week).await?
     {
         let columns = [
             "team",

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use datafusion::arrow::datatypes::DataType;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -59,7 +60,48 @@ pub struct Meta {
     /// Columns of this metric's output that the next period starts from (see `carry.rs`): the
     /// previous period's rows are the table `<metric>_carried`, as of `$carried_as_of`.
     #[serde(default)]
-    pub carry: BTreeMap<String, super::carry::ColumnType>,
+    pub carry: BTreeMap<String, ColumnType>,
+}
+
+/// The type of a carried column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Text,
+    /// An instant (the lake's microsecond UTC timestamps).
+    Timestamp,
+    Float,
+    Integer,
+    Boolean,
+    Date,
+}
+
+impl ColumnType {
+    pub(crate) fn data_type(self) -> DataType {
+        match self {
+            ColumnType::Text => DataType::Utf8,
+            ColumnType::Timestamp => crate::lake::schema::timestamp_type(),
+            ColumnType::Float => DataType::Float64,
+            ColumnType::Integer => DataType::Int64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+        }
+    }
+
+    /// Whether an output column of type `data_type` is of this kind.
+    pub(crate) fn accepts(self, data_type: &DataType) -> bool {
+        match self {
+            ColumnType::Text => matches!(
+                data_type,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ),
+            ColumnType::Timestamp => matches!(data_type, DataType::Timestamp(_, Some(_))),
+            ColumnType::Float => data_type.is_floating(),
+            ColumnType::Integer => data_type.is_integer(),
+            ColumnType::Boolean => *data_type == DataType::Boolean,
+            ColumnType::Date => matches!(data_type, DataType::Date32 | DataType::Date64),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ use datafusion::arrow::array::RecordBatch;
 use serde::Deserialize;
 
 use super::catalog::Catalog;
+use super::output;
 use super::run::{self, Request};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -210,10 +211,10 @@ async fn check(
     if let Some(error) = failed {
         return Ok(Err(format!("  the metric failed: {error}")));
     }
-    let batches = run::read_output(lake, metric, period)
+    let batches = output::read_output(lake, metric, period)
         .await?
         .ok_or_else(|| {
-            let path = run::output_path(lake, metric, period);
+            let path = output::output_path(lake, metric, period);
             Error::Lake(format!("{path}: not written"))
         })?;
     Ok(compare(expected, &csv(&batches)?))
@@ -229,7 +230,7 @@ fn csv(batches: &[RecordBatch]) -> Result<String> {
         for batch in batches {
             let keep: Vec<usize> = (0..batch.num_columns())
                 .filter(|&i| {
-                    !["run_id", "as_of"].contains(&batch.schema().field(i).name().as_str())
+                    !output::STAMP_COLUMNS.contains(&batch.schema().field(i).name().as_str())
                 })
                 .collect();
             writer.write(&batch.project(&keep)?)?;

@@ -1,9 +1,17 @@
-//! Versioned SQL metric definitions (contract section 4): the catalog in `queries/`, the runner
-//! that writes `metrics/` and `breaches/` to the lake, and the checks `validate` runs.
+//! Versioned SQL metric definitions (`docs/contract.md` section 4): the catalog in `queries/`,
+//! the runner, the layout of their outputs in the lake, and the checks `validate` runs.
+//!
+//! - [`catalog`]: `queries/<metric>/v<N>.sql` and `versions.lock` -> [`catalog::Metric`]s.
+//! - [`output`]: where outputs and breaches live in the lake (`metrics/`, `breaches/`); the one
+//!   place that writes and reads them.
+//! - [`carry`]: the state a carrying metric starts from (an earlier output still true to the lake).
+//! - [`run`]: computing metrics for a period, in dependency order, with their breaches.
+//! - [`golden`]: `flowhealth metrics test`.
 
 pub mod carry;
 pub mod catalog;
 pub mod golden;
+pub mod output;
 pub mod run;
 
 use std::fmt::Write;

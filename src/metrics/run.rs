@@ -1,7 +1,5 @@
-//! `flowhealth metrics run`: computes metrics for a period and writes each to
-//! `metrics/<metric>/version=<N>/period=<id>/part-0.parquet` (replacing that period's output in
-//! one atomic put), with `run_id` and `as_of` on every row, and the threshold breaches of each to
-//! `breaches/metric=<metric>/version=<N>/period=<id>/part-0.parquet`.
+//! `flowhealth metrics run`: computes metrics for a period and writes each, with its threshold
+//! breaches, to the lake through [`super::output`] (which owns the layout).
 //!
 //! Metrics run in dependency levels: the ones of a level concurrently, a dependent after what it
 //! reads (registered in the session as a table named after the metric). A metric that fails is
@@ -13,20 +11,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 use futures::future::join_all;
 
 use super::catalog::{Catalog, Metric};
+use super::output::{self, Breach};
 use crate::time::Period;
 use crate::config::{Config, Threshold};
 use crate::error::{Error, Result};
-use crate::lake::{Lake, encode_parquet};
+use crate::lake::Lake;
 
 /// What to compute.
 #[derive(Debug, Default)]
@@ -49,18 +46,6 @@ pub struct Outcome {
     pub breaches: Vec<Breach>,
     /// The period whose output a carrying metric started from (see `carry.rs`).
     pub carried_from: Option<String>,
-}
-
-/// A row whose `value` is outside the metric's healthy range.
-#[derive(Debug, Clone)]
-pub struct Breach {
-    pub team: Option<String>,
-    pub value: f64,
-    pub threshold: f64,
-    /// `below` (under `min`) or `above` (over `max`).
-    pub direction: &'static str,
-    pub advice: String,
-    pub previous_value: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -443,18 +428,8 @@ async fn write(
     output: Output<'_>,
 ) -> Result<(usize, Vec<Breach>)> {
     let rows = concat_batches(&output.schema, output.batches)?;
-    let stamped = stamp(&rows, run_id, params.as_of)?;
-    let schema = stamped
-        .schema()
-        .as_ref()
-        .clone()
-        .with_metadata(output.metadata);
-    let stamped = stamped.with_schema(Arc::new(schema))?;
-    lake.put(
-        &output_path(lake, metric, &period.id),
-        encode_parquet(&stamped)?,
-    )
-    .await?;
+    let as_of = params.as_of;
+    output::write_rows(lake, metric, &period.id, &rows, run_id, as_of, output.metadata).await?;
 
     let threshold = metric.threshold(config);
     let breaches = match threshold {
@@ -465,91 +440,9 @@ async fn write(
         _ => Vec::new(),
     };
     if threshold.is_some() {
-        lake.put(
-            &breaches_path(lake, metric, &period.id),
-            encode_parquet(&stamp(&breach_batch(&breaches)?, run_id, params.as_of)?)?,
-        )
-        .await?;
+        output::write_breaches(lake, metric, &period.id, &breaches, run_id, as_of).await?;
     }
     Ok((rows.num_rows(), breaches))
-}
-
-/// `rows` with `run_id` and `as_of` columns added.
-fn stamp(rows: &RecordBatch, run_id: &str, as_of: i64) -> Result<RecordBatch> {
-    let n = rows.num_rows();
-    let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
-    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-    fields.push(Arc::new(Field::new("run_id", DataType::Utf8, false)));
-    columns.push(Arc::new(StringArray::from(vec![run_id; n])));
-    fields.push(Arc::new(Field::new(
-        "as_of",
-        crate::lake::schema::timestamp_type(),
-        false,
-    )));
-    columns.push(Arc::new(
-        TimestampMicrosecondArray::from(vec![as_of; n]).with_timezone("UTC"),
-    ));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
-/// Where `metric`'s rows for period `period_id` live in the lake.
-pub fn output_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_store::path::Path {
-    lake.path(&[
-        "metrics",
-        metric.name(),
-        &format!("version={}", metric.version()),
-        &format!("period={period_id}"),
-        "part-0.parquet",
-    ])
-}
-
-/// Where the breaches of `metric` for period `period_id` live in the lake.
-pub fn breaches_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_store::path::Path {
-    lake.path(&[
-        "breaches",
-        &format!("metric={}", metric.name()),
-        &format!("version={}", metric.version()),
-        &format!("period={period_id}"),
-        "part-0.parquet",
-    ])
-}
-
-/// The rows written for `metric` and period `period_id`; `None` when that period was not computed.
-pub async fn read_output(
-    lake: &Lake,
-    metric: &Metric,
-    period_id: &str,
-) -> Result<Option<Vec<RecordBatch>>> {
-    Ok(lake
-        .get_parquet(&output_path(lake, metric, period_id))
-        .await?
-        .map(|(_, batches)| batches))
-}
-
-/// The periods `metric` (this version) has output for.
-pub async fn output_periods(lake: &Lake, metric: &Metric) -> Result<Vec<Period>> {
-    let version = format!("version={}", metric.version());
-    let files = lake.list(&["metrics", metric.name(), &version]).await?;
-    Ok(files
-        .iter()
-        .filter_map(|file| crate::lake::partition_value(file, "period"))
-        .filter_map(|id| Period::parse(&id).ok())
-        .collect())
-}
-
-/// The breaches written for `metric` and period `period_id`; `None` when not computed.
-pub async fn read_breaches(
-    lake: &Lake,
-    metric: &Metric,
-    period_id: &str,
-) -> Result<Option<Vec<RecordBatch>>> {
-    Ok(lake
-        .get_parquet(&breaches_path(lake, metric, period_id))
-        .await?
-        .map(|(_, batches)| batches))
 }
 
 /// The previous period's `value` per team (None for the organisation row), from the lake.
@@ -558,7 +451,7 @@ async fn previous_values(
     metric: &Metric,
     period: &Period,
 ) -> Result<HashMap<Option<String>, f64>> {
-    let batches = read_output(lake, metric, &period.previous().id)
+    let batches = output::read_output(lake, metric, &period.previous().id)
         .await?
         .unwrap_or_default();
     let mut previous = HashMap::new();
@@ -638,54 +531,4 @@ fn breaches(
         });
     }
     Ok(out)
-}
-
-fn breach_batch(breaches: &[Breach]) -> Result<RecordBatch> {
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        (
-            "team",
-            Arc::new(StringArray::from_iter(
-                breaches.iter().map(|b| b.team.clone()),
-            )),
-        ),
-        (
-            "value",
-            Arc::new(Float64Array::from_iter_values(
-                breaches.iter().map(|b| b.value),
-            )),
-        ),
-        (
-            "threshold",
-            Arc::new(Float64Array::from_iter_values(
-                breaches.iter().map(|b| b.threshold),
-            )),
-        ),
-        (
-            "direction",
-            Arc::new(StringArray::from_iter_values(
-                breaches.iter().map(|b| b.direction),
-            )),
-        ),
-        (
-            "advice",
-            Arc::new(StringArray::from_iter_values(
-                breaches.iter().map(|b| b.advice.as_str()),
-            )),
-        ),
-        (
-            "previous_value",
-            Arc::new(Float64Array::from_iter(
-                breaches.iter().map(|b| b.previous_value),
-            )),
-        ),
-        (
-            "change",
-            Arc::new(Float64Array::from_iter(
-                breaches
-                    .iter()
-                    .map(|b| b.previous_value.map(|p| b.value - p)),
-            )),
-        ),
-    ];
-    Ok(RecordBatch::try_from_iter(columns)?)
 }

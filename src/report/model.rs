@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::metrics::catalog::{Catalog, Metric};
 use crate::time::Period;
-use crate::metrics::run::{read_breaches, read_output};
+use crate::metrics::output::{read_breaches, read_output};
 
 /// The index components, in the order of the 6:3:1 formula.
 pub const COMPONENTS: [&str; 3] = [

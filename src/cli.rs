@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::demo::DemoArgs;
 use crate::lake::schema::Dataset;
 
 #[derive(Debug, Parser)]
@@ -200,25 +201,6 @@ pub enum MetricsCommand {
     Release,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {
-    /// Random seed: the same seed and --until give the same files, byte for byte.
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
-    /// Number of retail stores.
-    #[arg(long, default_value_t = 40)]
-    pub stores: usize,
-    /// Number of sales reps.
-    #[arg(long, default_value_t = 24)]
-    pub reps: usize,
-    /// Weeks of history to generate.
-    #[arg(long, default_value_t = 12)]
-    pub weeks: u32,
-    /// Last day of the generated history (YYYY-MM-DD); default: yesterday in the configured timezone.
-    #[arg(long)]
-    pub until: Option<chrono::NaiveDate>,
-}
-
 /// Runs the parsed command line and returns the exit status.
 pub fn run(cli: Cli) -> Result<i32> {
     init_logging(cli.log_format);
@@ -236,7 +218,7 @@ async fn execute(cli: Cli) -> Result<i32> {
             let catalog = crate::metrics::catalog(&config)?;
             let mut problems = crate::metrics::check_plans(&config, &catalog).await?;
             let pipelines =
-                crate::config::pipeline::load(&config, &catalog).unwrap_or_else(|errors| {
+                crate::schedule::pipeline::load(&config, &catalog).unwrap_or_else(|errors| {
                     problems.extend(errors);
                     Vec::new()
                 });

@@ -5,7 +5,6 @@
 //! semantic checks of [`validation`]. Every problem is collected and reported together, each
 //! naming the file and the key path.
 
-pub mod pipeline;
 pub mod validation;
 pub mod vars;
 

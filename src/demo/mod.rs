@@ -6,16 +6,36 @@ pub mod generate;
 
 use bytes::Bytes;
 use chrono::{Duration, NaiveDate, NaiveDateTime, TimeZone};
-
-use crate::time::{Period, PeriodKind};
 use chrono_tz::Tz;
 
 use self::generate::{Action, DemoSize, Organisation};
-use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::time::{Period, PeriodKind};
 
+/// `flowhealth demo`'s options (the command line parses them straight into this).
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Random seed: the same seed and --until give the same files, byte for byte.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Number of retail stores.
+    #[arg(long, default_value_t = 40)]
+    pub stores: usize,
+    /// Number of sales reps.
+    #[arg(long, default_value_t = 24)]
+    pub reps: usize,
+    /// Weeks of history to generate.
+    #[arg(long, default_value_t = 12)]
+    pub weeks: u32,
+    /// Last day of the generated history (YYYY-MM-DD); default: yesterday in the configured timezone.
+    #[arg(long)]
+    pub until: Option<chrono::NaiveDate>,
+}
+
+/// Generates the organisation, writes its exports to the inbox, ingests them, computes every
+/// metric and writes the latest weekly report; returns the exit status.
 pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
     if args.reps == 0 || args.weeks == 0 {
         return Err(Error::Usage("--reps and --weeks must be at least 1".into()));

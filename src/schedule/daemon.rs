@@ -27,7 +27,7 @@ use crate::lake::lock::LakeLock;
 
 pub async fn run(config: &Config, grace: Duration) -> Result<i32> {
     let catalog = crate::metrics::catalog(config)?;
-    let specs = crate::config::pipeline::load(config, &catalog).map_err(Error::Config)?;
+    let specs = super::pipeline::load(config, &catalog).map_err(Error::Config)?;
     if specs.is_empty() {
         return Err(Error::Usage(format!(
             "no pipelines in {}: add pipelines/<name>.yaml files",
@@ -44,7 +44,7 @@ pub async fn run(config: &Config, grace: Duration) -> Result<i32> {
 async fn serve(
     config: &Config,
     lake: &Lake,
-    specs: Vec<crate::config::pipeline::PipelineSpec>,
+    specs: Vec<super::pipeline::PipelineSpec>,
     grace: Duration,
 ) -> Result<i32> {
     let specs: Vec<Arc<_>> = specs.into_iter().map(Arc::new).collect();

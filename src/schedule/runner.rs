@@ -11,7 +11,7 @@ use datafusion::arrow::compute::concat_batches;
 use super::Trigger;
 use super::ledger::RunRecord;
 use crate::config::Config;
-use crate::config::pipeline::{PipelineSpec, Step};
+use super::pipeline::{PipelineSpec, Step};
 use crate::error::{Error, Result};
 use crate::lake::lock::LakeLock;
 use crate::lake::{Lake, encode_parquet};
@@ -304,7 +304,7 @@ pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Resu
 
 fn find(config: &Config, name: &str) -> Result<PipelineSpec> {
     let catalog = crate::metrics::catalog(config)?;
-    let specs = crate::config::pipeline::load(config, &catalog).map_err(Error::Config)?;
+    let specs = super::pipeline::load(config, &catalog).map_err(Error::Config)?;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     specs.into_iter().find(|s| s.name == name).ok_or_else(|| {
         Error::Usage(format!(

@@ -1,5 +1,7 @@
-//! `pipelines/<name>.yaml` -> [`PipelineSpec`]: a job on a clock. Loading checks every file and
-//! reports each problem with the file and the field (`validate` shows them all at once).
+//! `pipelines/<name>.yaml` -> [`PipelineSpec`]: a job on a clock. Loading checks every file
+//! against the config and the metric catalog, and reports each problem with the file and the
+//! field (`validate` shows them all at once). The schedule owns its spec: it names metrics and
+//! reports, which sit below it.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use serde::Deserialize;
 
-use super::{Config, RetryConfig};
+use crate::config::{Config, RetryConfig};
 use crate::lake::schema::Dataset;
 use crate::metrics::catalog::Catalog;
 use crate::time::PeriodKind;
@@ -206,7 +208,7 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
     let shown = file.display().to_string();
     let text =
         std::fs::read_to_string(file).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
-    let text = super::vars::interpolate(&text, |k| std::env::var(k).ok()).map_err(|errors| {
+    let text = crate::config::vars::interpolate(&text, |k| std::env::var(k).ok()).map_err(|errors| {
         errors
             .into_iter()
             .map(|e| format!("{shown}: {e}"))
@@ -287,10 +289,7 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
                 }
             }
             Step::Report(kind) => {
-                let wanted = match kind {
-                    crate::report::Kind::Weekly => PeriodKind::Week,
-                    crate::report::Kind::Monthly => PeriodKind::Month,
-                };
+                let wanted = kind.period_kind();
                 if wanted != spec.period {
                     problem(
                         &field,

@@ -63,7 +63,8 @@ pub struct Outcome {
     pub notified: Vec<String>,
     pub escalated: Vec<String>,
     pub resolved: Vec<String>,
-    pub failed: Vec<String>,
+    /// Webhook calls that failed after their retries (the alerts stay unsent, for the next run).
+    pub failed: Vec<Error>,
     /// Alerts found but not sent because no webhook is configured (or `--dry-run`).
     pub unsent: Vec<Alert>,
 }
@@ -201,7 +202,7 @@ async fn deliver(
             Err(error) => {
                 for alert in &fresh {
                     if let Some(entry) = ledger.get_mut(&alert.key) {
-                        entry.last_error = Some(error.clone());
+                        entry.last_error = Some(error.to_string());
                     }
                 }
                 outcome.failed.push(error);

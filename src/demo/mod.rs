@@ -279,7 +279,7 @@ fn exports(config: &Config, org: &Organisation, seed: u64) -> Result<Vec<(String
             })
             .collect();
         let text = String::from_utf8(csv(&ACTION_HEADER, &resend)?)
-            .map_err(|e| Error::Usage(e.to_string()))?;
+            .map_err(|e| Error::Internal(format!("writing demo CSV: {e}")))?;
         let (gbk, _, _) = encoding_rs::GBK.encode(&text);
         files.push((
             format!("actions/{prefix}-store-resend-gbk.csv"),
@@ -370,21 +370,21 @@ fn offset_time(tz: Tz, t: NaiveDateTime) -> String {
 
 fn csv(header: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let io = |e: csv::Error| Error::Usage(format!("writing demo CSV: {e}"));
+    let io = |e: csv::Error| Error::Internal(format!("writing demo CSV: {e}"));
     writer.write_record(header).map_err(io)?;
     for row in rows {
         writer.write_record(row).map_err(io)?;
     }
     writer
         .into_inner()
-        .map_err(|e| Error::Usage(format!("writing demo CSV: {e}")))
+        .map_err(|e| Error::Internal(format!("writing demo CSV: {e}")))
 }
 
 /// The CRM's opportunity export, with its own column names and deal-stage codes; `config.yaml`
 /// maps them onto the canonical columns.
 fn opportunities_xlsx(org: &Organisation) -> Result<Vec<u8>> {
     use rust_xlsxwriter::{DocProperties, ExcelDateTime, Format, Workbook};
-    let fail = |e: rust_xlsxwriter::XlsxError| Error::Usage(format!("writing demo XLSX: {e}"));
+    let fail = |e: rust_xlsxwriter::XlsxError| Error::Internal(format!("writing demo XLSX: {e}"));
     let mut workbook = Workbook::new();
     // A fixed creation time, so the same seed gives the same bytes.
     let created = ExcelDateTime::from_ymd(2026, 1, 1).map_err(fail)?;

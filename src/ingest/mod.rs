@@ -35,7 +35,7 @@ use self::reader::{CsvRecords, Format, NdjsonRecords, Records, XlsxRecords};
 use self::source::{InboxFile, Prepared};
 use self::validate::{Validator, Value};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Domain, Error, Result};
 use crate::lake::Lake;
 use crate::lake::lock::LakeLock;
 use crate::lake::schema::Dataset;
@@ -102,6 +102,9 @@ pub struct FileOutcome {
     pub status: FileStatus,
     pub counts: Counts,
     pub message: Option<String>,
+    /// For a [`FileStatus::Failed`] file: whether trying it again later can help (the store was
+    /// unreachable), as [`Error::retryable`] says of the failure.
+    pub retryable: bool,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +136,22 @@ impl IngestReport {
         } else {
             0
         }
+    }
+
+    /// The files that failed at run time, as one error with the whole report (a rejected file
+    /// is the input's to fix and is not a failure of the run); `None` when no file failed.
+    /// Retryable when every failed file is.
+    pub fn failure(&self) -> Option<Error> {
+        let failed: Vec<&FileOutcome> = self
+            .files
+            .iter()
+            .filter(|f| f.status == FileStatus::Failed)
+            .collect();
+        (!failed.is_empty()).then(|| Error::Reported {
+            message: self.to_string(),
+            domain: Domain::External,
+            retryable: failed.iter().all(|f| f.retryable),
+        })
     }
 }
 
@@ -240,11 +259,12 @@ impl<'c> Ingest<'c> {
                     Err(e) => FileOutcome {
                         dataset,
                         source: file.name.clone(),
-                        status: if e.exit_code() == 2 {
+                        status: if e.domain() == Domain::User {
                             FileStatus::Rejected
                         } else {
                             FileStatus::Failed
                         },
+                        retryable: e.retryable(),
                         counts: Counts::default(),
                         // The report names the file already; keep just the reason.
                         message: Some(match e {
@@ -345,6 +365,7 @@ impl<'c> Ingest<'c> {
             status,
             counts,
             message,
+            retryable: false,
         };
         if let Some(entry) = ledger.get(&prepared.content_hash) {
             let message =

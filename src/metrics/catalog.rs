@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::time::PeriodKind;
 use crate::config::Threshold;
+use crate::error::Error;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_queries.rs"));
@@ -311,13 +312,14 @@ impl Catalog {
         self.latest(name).map_or(1, |m| m.version() + 1)
     }
 
-    /// `name` (the latest version) or `name@N`.
-    pub fn resolve(&self, spec: &str) -> Result<&Metric, String> {
+    /// `name` (the latest version) or `name@N`; anything else is a usage error listing the
+    /// metrics there are.
+    pub fn resolve(&self, spec: &str) -> crate::error::Result<&Metric> {
         let (name, version) = match spec.split_once('@') {
             Some((name, version)) => {
-                let version: u32 = version
-                    .parse()
-                    .map_err(|_| format!("`{spec}`: the version after @ must be a number"))?;
+                let version: u32 = version.parse().map_err(|_| {
+                    Error::Usage(format!("`{spec}`: the version after @ must be a number"))
+                })?;
                 (name, Some(version))
             }
             None => (spec, None),
@@ -331,11 +333,11 @@ impl Catalog {
         };
         found.ok_or_else(|| {
             let names: Vec<String> = self.names().map(String::from).collect();
-            format!(
+            Error::Usage(format!(
                 "no metric `{spec}` in {} (metrics: {})",
                 self.dir.display(),
                 names.join(", ")
-            )
+            ))
         })
     }
 

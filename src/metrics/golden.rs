@@ -142,7 +142,7 @@ async fn run_case(
     let report = run::run(&config, &lake, catalog, &request).await?;
     let mut results = Vec::new();
     for (name, expected_path) in specs.iter().zip(&expectations) {
-        let metric = catalog.resolve(name).map_err(Error::Usage)?;
+        let metric = catalog.resolve(name)?;
         let expected =
             std::fs::read_to_string(expected_path).map_err(|e| Error::io(expected_path, e))?;
         let result = check(&lake, &report, metric, &spec.period, &expected).await?;
@@ -176,7 +176,7 @@ async fn run_case(
         };
         let report = run::run(&config, &lake, catalog, &again).await?;
         for (name, expected_path) in carrying {
-            let metric = catalog.resolve(name).map_err(Error::Usage)?;
+            let metric = catalog.resolve(name)?;
             let label = format!("{name} (from {}'s state)", previous.id);
             let carried = report
                 .outcomes

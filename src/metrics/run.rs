@@ -42,7 +42,7 @@ pub struct Outcome {
     pub metric: String,
     pub period: String,
     /// Rows written, or why not.
-    pub result: std::result::Result<usize, String>,
+    pub result: Result<usize>,
     pub breaches: Vec<Breach>,
     /// The period whose output a carrying metric started from (see `carry.rs`).
     pub carried_from: Option<String>,
@@ -151,27 +151,30 @@ pub async fn run(
         rand::random::<u32>()
     );
     let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut failed: Vec<String> = Vec::new();
+    // What failed so far, by metric name: its dependents are skipped with its domain.
+    let mut failed: HashMap<String, Error> = HashMap::new();
     for level in levels(&selected) {
         let jobs = level.iter().map(|metric| {
             let ctx = ctx.clone();
             let (failed, periods) = (&failed, &periods);
             async move {
                 let period = periods[metric.name()].clone();
-                if let Some(dependency) = metric.meta.depends.iter().find(|d| failed.contains(d)) {
-                    return Err(format!("skipped: depends on {dependency}, which failed"));
+                let dependency = metric.meta.depends.iter();
+                if let Some((name, error)) = dependency
+                    .filter_map(|d| failed.get(d).map(|e| (d, e)))
+                    .next()
+                {
+                    let message = format!("skipped: depends on {name}, which failed");
+                    return Err(Error::reported(message, error));
                 }
                 let mut params = Params::new(config, &period, as_of);
                 let started = Instant::now();
                 let carry =
                     super::carry::prepare(&ctx, config, lake, metric, &period, params.as_of)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                 params.carry_from(config, carry.as_of);
                 let prepared = started.elapsed();
-                let (schema, batches) = compute(&ctx, metric, &params)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (schema, batches) = compute(&ctx, metric, &params).await?;
                 tracing::debug!(
                     "{}: computed in {:?} (carried state: {prepared:?})",
                     metric.id(),
@@ -209,7 +212,7 @@ pub async fn run(
                         Err(e) => Outcome {
                             metric: metric.id(),
                             period: period.id,
-                            result: Err(e.to_string()),
+                            result: Err(e),
                             breaches: vec![],
                             carried_from,
                         },
@@ -223,8 +226,9 @@ pub async fn run(
                     carried_from: None,
                 },
             };
-            if outcome.result.is_err() {
-                failed.push(metric.name().to_string());
+            if let Err(error) = &outcome.result {
+                let copy = Error::reported(error.to_string(), error);
+                failed.insert(metric.name().to_string(), copy);
             }
             outcomes.push(outcome);
         }
@@ -242,14 +246,14 @@ fn select<'a>(catalog: &'a Catalog, specs: &[String]) -> Result<Vec<&'a Metric>>
     } else {
         specs
             .iter()
-            .map(|spec| catalog.resolve(spec).map_err(Error::Usage))
+            .map(|spec| catalog.resolve(spec))
             .collect::<Result<_>>()?
     };
     let mut i = 0;
     while i < selected.len() {
         for dependency in selected[i].meta.depends.clone() {
             if !selected.iter().any(|m| m.name() == dependency) {
-                selected.push(catalog.resolve(&dependency).map_err(Error::Usage)?);
+                selected.push(catalog.resolve(&dependency)?);
             }
         }
         i += 1;
@@ -392,11 +396,7 @@ pub async fn plan(
 }
 
 fn located(metric: &Metric, error: datafusion::error::DataFusionError) -> Error {
-    Error::Query(format!(
-        "{}: {}",
-        metric.path.display(),
-        error.strip_backtrace()
-    ))
+    Error::from_user_sql(error, Some(&metric.path.display().to_string()))
 }
 
 async fn compute(

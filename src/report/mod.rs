@@ -74,8 +74,9 @@ pub struct Outcome {
     pub html: String,
     /// Messages delivered now or earlier: (key, path in the outbox's `sent/`).
     pub sent: Vec<(String, std::path::PathBuf)>,
-    /// Messages that could not be delivered: the error (they stay pending).
-    pub failed: Vec<String>,
+    /// Messages that could not be delivered, each error naming its message's key (they stay
+    /// pending).
+    pub failed: Vec<Error>,
 }
 
 impl Outcome {
@@ -206,7 +207,7 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
                 }
                 outcome.sent.push((delivery.key, path));
             }
-            Err(error) => outcome.failed.push(format!("{}: {error}", delivery.key)),
+            Err(error) => outcome.failed.push(error.context(delivery.key)),
         }
     }
     Ok(outcome)
@@ -218,7 +219,7 @@ pub async fn flush(config: &Config) -> Result<Outcome> {
     for delivery in Outbox::open(config).deliver(config).await? {
         match delivery.result {
             Ok(path) => outcome.sent.push((delivery.key, path)),
-            Err(error) => outcome.failed.push(format!("{}: {error}", delivery.key)),
+            Err(error) => outcome.failed.push(error.context(delivery.key)),
         }
     }
     Ok(outcome)
@@ -320,7 +321,7 @@ fn build(config: &Config, message: &Rendered) -> Result<Message> {
         builder = builder.to(mailbox(address)?);
     }
     builder.multipart(body).map_err(|e| {
-        Error::Usage(format!(
+        Error::Internal(format!(
             "report {}: cannot build the message: {e}",
             message.key
         ))

@@ -93,11 +93,11 @@ async fn serve(
 
     let scheduler = JobScheduler::new()
         .await
-        .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+        .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
     scheduler
         .start()
         .await
-        .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+        .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(16);
     let mut armed: Option<DateTime<Utc>> = None;
     let mut running: JoinSet<(String, Result<RunRecord>)> = JoinSet::new();
@@ -132,11 +132,11 @@ async fn serve(
                     let _ = tx.send(()).await;
                 })
             })
-            .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+            .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
             scheduler
                 .add(job)
                 .await
-                .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+                .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
             armed = Some(wake);
         }
         tokio::select! {

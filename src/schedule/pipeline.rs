@@ -275,7 +275,7 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
             Step::Metrics(names) => {
                 for name in names {
                     match catalog.resolve(name) {
-                        Err(e) => problem(&field, e),
+                        Err(e) => problem(&field, e.to_string()),
                         Ok(metric) if metric.meta.period != spec.period => problem(
                             &field,
                             format!(

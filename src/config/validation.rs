@@ -9,16 +9,48 @@ use super::{Config, RetryConfig, StoreConfig};
 use crate::lake::schema::Dataset;
 use crate::time::parse::parse_hours;
 
+/// Every problem of `config` that serde cannot see, each `key.path: message`, section by section
+/// in the order of the file (after vector's `src/config/validation.rs`: one check per section,
+/// each adding to the same list, so every problem is reported at once).
 pub fn check(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut problem = |key: &str, message: String| problems.push(format!("{key}: {message}"));
+    let mut problems = Problems::default();
+    let found = &mut problems;
+    stores(config, found);
+    datasets(config, found);
+    stages(config, found);
+    rules(config, found);
+    thresholds(config, found);
+    index_weights(config, found);
+    calendar(config, found);
+    report(config, found);
+    email(config, found);
+    alerts(config, found);
+    problems.0
+}
 
+/// The problems found so far, each `key: message`.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, key: &str, message: String) {
+        self.0.push(format!("{key}: {message}"));
+    }
+}
+
+/// `lake.url` and `inbox.url`: a local path, `file:///...` or `s3://bucket/prefix`.
+fn stores(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     for (key, store) in [("lake", &config.lake), ("inbox", &config.inbox)] {
         if let Err(message) = check_store(store) {
             problem(&format!("{key}.url"), message);
         }
     }
+}
 
+/// `datasets.<dataset>`: mapped columns that exist, strftime patterns that parse, a usable delimiter.
+fn datasets(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     for dataset in Dataset::ALL {
         let Some(spec) = config.datasets.get(dataset.name()) else {
             continue;
@@ -66,7 +98,11 @@ pub fn check(config: &Config) -> Vec<String> {
             );
         }
     }
+}
 
+/// `stages`: at least one, named once each, positive timeouts, not all terminal.
+fn stages(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     if config.stages.is_empty() {
         problem("stages", "at least one stage is needed".into());
     }
@@ -98,7 +134,11 @@ pub fn check(config: &Config) -> Vec<String> {
             "every stage is terminal: at least one open stage is needed".into(),
         );
     }
+}
 
+/// `rules`: daily minimums of at least 1, named action types, non-negative hours and minutes.
+fn rules(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     for (action, minimum) in &config.rules.store_actions {
         if *minimum == 0 {
             problem(
@@ -126,7 +166,11 @@ pub fn check(config: &Config) -> Vec<String> {
             problem(key, "must be zero or more".into());
         }
     }
+}
 
+/// `thresholds.<metric>`: `min`, `max` or both, in order.
+fn thresholds(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     for (metric, threshold) in &config.thresholds {
         let key = format!("thresholds.{metric}");
         match (threshold.min, threshold.max) {
@@ -137,7 +181,11 @@ pub fn check(config: &Config) -> Vec<String> {
             _ => {}
         }
     }
+}
 
+/// `index_weights`: zero or more, not all zero.
+fn index_weights(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     let w = config.index_weights;
     let weights = [w.stage_compliance, w.evidence, w.silent];
     if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || weights.iter().sum::<f64>() <= 0.0 {
@@ -146,7 +194,11 @@ pub fn check(config: &Config) -> Vec<String> {
             "weights must be zero or more, and not all zero".into(),
         );
     }
+}
 
+/// `calendar`: weekday names, `HH:MM-HH:MM` hours, `YYYY-MM-DD` holidays.
+fn calendar(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     if let Some(calendar) = &config.calendar {
         const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
         for (i, day) in calendar.workdays.iter().enumerate() {
@@ -175,7 +227,11 @@ pub fn check(config: &Config) -> Vec<String> {
             }
         }
     }
+}
 
+/// `report`: a language with labels, at least one trend week.
+fn report(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     let report = &config.report;
     if !["en", "zh"].contains(&report.language.as_str()) {
         problem(
@@ -186,7 +242,11 @@ pub fn check(config: &Config) -> Vec<String> {
     if report.trend_weeks == 0 {
         problem("report.trend_weeks", "must be at least 1".into());
     }
+}
 
+/// `email`: a transport with what it needs, addresses that parse, reports that exist, retries.
+fn email(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     let email = &config.email;
     match email.transport.as_str() {
         "file" => {}
@@ -250,7 +310,11 @@ pub fn check(config: &Config) -> Vec<String> {
         }
     }
     check_retry(&mut problem, "email.retry", &email.retry);
+}
 
+/// `alerts`: webhook kinds and URLs, names used once and referred to correctly, deadlines, retries.
+fn alerts(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     let alerts = &config.alerts;
     let mut names = Vec::new();
     for (i, hook) in alerts.webhooks.iter().enumerate() {
@@ -313,7 +377,6 @@ pub fn check(config: &Config) -> Vec<String> {
         }
     }
     check_retry(&mut problem, "alerts.retry", &alerts.retry);
-    problems
 }
 
 fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, retry: &RetryConfig) {

@@ -2,7 +2,8 @@
 //!
 //! Two kinds of alert, both computed at `as_of` (now by default):
 //! - silent timeouts: the open opportunities the catalog's `silent_warnings` metric marks
-//!   `overdue` (contract 4.5), one alert per opportunity and deadline (its last activity);
+//!   `overdue` (`docs/contract.md` section 4.5), one alert per opportunity and deadline (its
+//!   last activity);
 //! - key-action deadlines from `alerts.deadlines` (the article's "customer feedback within 48 h of
 //!   the demo"): an `after` action with no `expect` action on the same open opportunity
 //!   `within_h` later, one alert per starting action.

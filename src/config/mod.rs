@@ -157,7 +157,7 @@ pub enum Encoding {
     Gbk,
 }
 
-/// One stage of the opportunity pipeline, in order (contract section 2).
+/// One stage of the opportunity pipeline, in order (`docs/contract.md` section 2).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
@@ -514,7 +514,8 @@ pub struct AlertsConfig {
     /// Who hears about an alert still unresolved after a while.
     #[serde(default)]
     pub escalate: Option<EscalationConfig>,
-    /// Alert on open opportunities past their stage's silent timeout (contract 4.5).
+    /// Alert on open opportunities past their stage's silent timeout (`docs/contract.md`
+    /// section 4.5).
     #[serde(default = "default_true")]
     pub silent_timeouts: bool,
     /// Key-action deadlines: an `expect` action must follow an `after` action within `within_h`.

@@ -1,6 +1,6 @@
 //! The lake: a root on an object store (a local folder or `s3://bucket/prefix`), its layout
-//! (contract section 5), atomic Parquet writes, and the small JSON state objects flowhealth keeps
-//! beside the data under `_flowhealth/` (which Hive-style readers skip).
+//! (`docs/contract.md` section 5), atomic Parquet writes, and the small JSON state objects
+//! flowhealth keeps beside the data under `_flowhealth/` (which Hive-style readers skip).
 //!
 //! Atomicity: every object is written with one `put`. On S3 a PUT is atomic; the local store
 //! writes a staging file `<name>#<n>` and renames it into place. Either way a reader sees the whole

@@ -1,4 +1,5 @@
-//! The process-flow SQL function library (contract section 7), registered in every session.
+//! The process-flow SQL function library (`docs/contract.md` section 7), registered in every
+//! session.
 //!
 //! One file per function. The stage functions read the configured stage order and rules, the
 //! time functions the configured timezone and business calendar, so the same SQL gives the same

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::demo::DemoArgs;
 use crate::lake::schema::Dataset;
+use crate::schedule::ledger::RunStatus;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -368,7 +369,11 @@ async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> 
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
     );
-    Ok(if record.status == "succeeded" { 0 } else { 1 })
+    Ok(if record.status == RunStatus::Succeeded {
+        0
+    } else {
+        1
+    })
 }
 
 /// `flowhealth daemon [--grace S]`.
@@ -390,7 +395,7 @@ async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Resu
         records.len(),
         lake.display()
     );
-    Ok(if records.iter().all(|r| r.status == "succeeded") {
+    Ok(if records.iter().all(|r| r.status == RunStatus::Succeeded) {
         0
     } else {
         1

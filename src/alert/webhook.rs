@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::Alert;
-use crate::config::{Config, RetryConfig, WebhookConfig};
+use crate::config::{Config, RetryConfig, WebhookConfig, WebhookKind};
 use crate::error::{Error, Result};
 
 /// At most this many alerts are spelled out in one message (DingTalk caps a message's size).
@@ -74,12 +74,12 @@ impl Hooks {
     }
 
     async fn send_one(&self, hook: &WebhookConfig, title: &str, alerts: &[Alert]) -> Result<()> {
-        let body = match hook.kind.as_str() {
-            "dingtalk" => serde_json::json!({
+        let body = match hook.kind {
+            WebhookKind::Dingtalk => serde_json::json!({
                 "msgtype": "markdown",
                 "markdown": { "title": title, "text": markdown(title, alerts) },
             }),
-            _ => serde_json::json!({
+            WebhookKind::Json => serde_json::json!({
                 "text": plain(title, alerts),
                 "title": title,
                 "alerts": alerts,
@@ -91,15 +91,17 @@ impl Hooks {
                 tokio::time::sleep(self.retry.backoff(attempt)).await;
             }
             // Signed anew each attempt: DingTalk rejects a timestamp older than an hour.
-            let url = match (&hook.kind[..], &hook.secret) {
-                ("dingtalk", Some(secret)) => signed_url(
+            let url = match (hook.kind, &hook.secret) {
+                (WebhookKind::Dingtalk, Some(secret)) => signed_url(
                     hook.url.expose(),
                     secret.expose(),
                     chrono::Utc::now().timestamp_millis(),
                 )?,
-                _ => hook.url.expose().to_string(),
+                (WebhookKind::Dingtalk, None) | (WebhookKind::Json, _) => {
+                    hook.url.expose().to_string()
+                }
             };
-            match self.post(&url, &body, &hook.kind).await {
+            match self.post(&url, &body, hook.kind).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(webhook = %hook.name, attempt = attempt + 1, error = %e, "Webhook call failed.");
@@ -114,7 +116,7 @@ impl Hooks {
         &self,
         url: &str,
         body: &serde_json::Value,
-        kind: &str,
+        kind: WebhookKind,
     ) -> Result<()> {
         let response = self
             .client
@@ -133,7 +135,7 @@ impl Hooks {
             )));
         }
         // DingTalk answers 200 with an error code in the body (bad signature, rate limit).
-        if kind == "dingtalk" {
+        if kind == WebhookKind::Dingtalk {
             let reply: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
                 failed(format!(
                     "not a DingTalk reply: {}",

@@ -575,11 +575,39 @@ pub struct DeadlineConfig {
 pub struct WebhookConfig {
     pub name: String,
     /// `dingtalk` (signed robot) or `json` (generic incoming webhook: Slack, Feishu-style).
-    pub kind: String,
+    pub kind: WebhookKind,
     pub url: Secret,
     /// DingTalk robot signing secret (the robot's "加签" setting).
     #[serde(default)]
     pub secret: Option<Secret>,
+}
+
+/// What a webhook receiver expects: the message's shape, its signing, its reply. A new channel is
+/// a new kind here and an arm in each `match` of `alert/webhook.rs` (the compiler lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookKind {
+    /// A DingTalk group robot: markdown messages, signed with the robot's secret when it has
+    /// one, and a reply whose `errcode` must be 0.
+    Dingtalk,
+    /// A generic incoming webhook (Slack, Feishu-style): `{"text", "title", "alerts"}`; any 2xx
+    /// reply is success.
+    Json,
+}
+
+impl WebhookKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WebhookKind::Dingtalk => "dingtalk",
+            WebhookKind::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for WebhookKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `***`.

@@ -312,19 +312,14 @@ fn email(config: &Config, problems: &mut Problems) {
     check_retry(&mut problem, "email.retry", &email.retry);
 }
 
-/// `alerts`: webhook kinds and URLs, names used once and referred to correctly, deadlines, retries.
+/// `alerts`: webhook URLs, names used once and referred to correctly, deadlines, retries (the
+/// kinds are checked when parsing).
 fn alerts(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     let alerts = &config.alerts;
     let mut names = Vec::new();
     for (i, hook) in alerts.webhooks.iter().enumerate() {
         let key = format!("alerts.webhooks[{i}]");
-        if !["dingtalk", "json"].contains(&hook.kind.as_str()) {
-            problem(
-                &format!("{key}.kind"),
-                format!("`{}` is not one of dingtalk, json", hook.kind),
-            );
-        }
         let url = hook.url.expose();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             problem(&format!("{key}.url"), "must be an http(s) URL".into());

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::ledger::{self, RunRecord};
-use super::{Planner, period_for, runner};
+use super::ledger::{self, RunRecord, RunStatus};
+use super::{Planner, Trigger, period_for, runner};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -63,13 +63,13 @@ async fn serve(
         }
         let mut cut_short: Vec<RunRecord> = latest
             .into_values()
-            .filter(|r| r.status == "running" || r.status == "interrupted")
+            .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Interrupted))
             .cloned()
             .collect();
         cut_short.sort_by_key(|r| r.scheduled_for);
         for mut run in cut_short {
-            if run.status == "running" {
-                run.status = "interrupted".into();
+            if run.status == RunStatus::Running {
+                run.status = RunStatus::Interrupted;
                 run.finished = Some(now);
                 run.error = Some("the daemon stopped during this run (killed or crashed)".into());
                 run.write(lake).await?;
@@ -81,7 +81,7 @@ async fn serve(
         // backfill at another time does not stand in for a missed fire).
         let scheduled = runs
             .iter()
-            .filter(|r| !["manual", "backfill"].contains(&r.trigger.as_str()));
+            .filter(|r| !matches!(r.trigger, Trigger::Manual | Trigger::Backfill));
         if let Some(latest) = scheduled.map(|r| r.scheduled_for).max() {
             last.insert(spec.name.clone(), latest);
         }
@@ -172,7 +172,7 @@ async fn serve(
             Err(_) => {
                 running.abort_all();
                 for (_, mut record) in started.drain() {
-                    record.status = "interrupted".into();
+                    record.status = RunStatus::Interrupted;
                     record.finished = Some(Utc::now());
                     record.error = Some(format!(
                         "stopped by shutdown after a {} s grace period",

@@ -26,8 +26,9 @@ use croner::Cron;
 use self::pipeline::{CatchUp, PipelineSpec};
 use crate::time::Period;
 
-/// Why a run happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a run happens (the run ledger's `trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// At its scheduled time.
     Schedule,
@@ -50,6 +51,12 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Backfill => "backfill",
         }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
     }
 }
 

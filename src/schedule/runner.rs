@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::compute::concat_batches;
 
 use super::Trigger;
-use super::ledger::RunRecord;
+use super::ledger::{RunRecord, RunStatus};
 use crate::config::Config;
 use super::pipeline::{PipelineSpec, Step};
 use crate::error::{Error, Result};
@@ -37,10 +37,10 @@ pub fn record(
         ),
         scheduled_for,
         period: Some(period.id.clone()),
-        trigger: trigger.name().into(),
+        trigger,
         started,
         finished: None,
-        status: "running".into(),
+        status: RunStatus::Running,
         error: None,
         attempts: 0,
         rows: 0,
@@ -77,10 +77,10 @@ pub async fn execute(
     });
     record.finished = Some(Utc::now());
     match outcome {
-        Ok(()) => record.status = "succeeded".into(),
+        Ok(()) => record.status = RunStatus::Succeeded,
         Err(error) => {
             tracing::warn!(pipeline = %spec.name, run_id = %record.run_id, domain = %error.domain(), %error, "Run failed.");
-            record.status = "failed".into();
+            record.status = RunStatus::Failed;
             record.error = Some(error.to_string());
         }
     }
@@ -260,7 +260,7 @@ pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Resu
     let done: std::collections::HashSet<String> = super::ledger::read(&lake, Some(&spec.name))
         .await?
         .into_iter()
-        .filter(|r| r.status == "succeeded")
+        .filter(|r| r.status == RunStatus::Succeeded)
         .filter_map(|r| r.period)
         .collect();
     let bar = indicatif::ProgressBar::new(periods.len() as u64).with_style(

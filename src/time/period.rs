@@ -38,7 +38,7 @@ impl PeriodKind {
 
 impl std::fmt::Display for PeriodKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::error::{Error, Result};
 use crate::demo::DemoArgs;
+use crate::error::{Error, Result};
 use crate::lake::schema::Dataset;
 use crate::schedule::ledger::RunStatus;
 
@@ -227,7 +227,9 @@ async fn execute(cli: Cli) -> Result<i32> {
             period,
             send,
         } => report(&config, target, period.as_deref(), send).await,
-        Command::Run { pipeline, period } => run_pipeline(&config, &pipeline, period.as_deref()).await,
+        Command::Run { pipeline, period } => {
+            run_pipeline(&config, &pipeline, period.as_deref()).await
+        }
         Command::Daemon { grace } => daemon(&config, grace).await,
         Command::Backfill { pipeline, from, to } => backfill(&config, &pipeline, &from, &to).await,
         Command::Runs { pipeline, limit } => runs(&config, pipeline.as_deref(), limit).await,
@@ -369,11 +371,8 @@ async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> 
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
     );
-    Ok(if record.status == RunStatus::Succeeded {
-        0
-    } else {
-        1
-    })
+    let succeeded = record.status == RunStatus::Succeeded;
+    Ok(if succeeded { 0 } else { 1 })
 }
 
 /// `flowhealth daemon [--grace S]`.
@@ -395,11 +394,8 @@ async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Resu
         records.len(),
         lake.display()
     );
-    Ok(if records.iter().all(|r| r.status == RunStatus::Succeeded) {
-        0
-    } else {
-        1
-    })
+    let succeeded = records.iter().all(|r| r.status == RunStatus::Succeeded);
+    Ok(if succeeded { 0 } else { 1 })
 }
 
 /// `flowhealth runs [PIPELINE] [--limit N]`.
@@ -436,9 +432,9 @@ async fn query(
     let sql = match sql {
         Some(sql) => Some(sql),
         None if std::io::stdin().is_terminal() => None,
-        None => Some(
-            std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("<stdin>", e))?,
-        ),
+        None => {
+            Some(std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("<stdin>", e))?)
+        }
     };
     let lake = crate::lake::Lake::open(config)?;
     let ctx = crate::engine::session(config, &lake).await?;

@@ -133,10 +133,7 @@ pub enum Error {
 
     /// What failed (a metric, a pipeline step), then why; the domain is the cause's.
     #[error("{context}: {source}")]
-    Context {
-        context: String,
-        source: Box<Error>,
-    },
+    Context { context: String, source: Box<Error> },
 
     /// Several failures of one operation (the metrics of a run, the messages of an outbox),
     /// `; `-separated. User if any is the user's, else Internal if any is internal, else

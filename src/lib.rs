@@ -43,7 +43,7 @@
 //! 9. [`cli`]: the commands, one function each; `main.rs` only parses arguments and calls
 //!    [`cli::run`].
 
-pub mod alert;
+pub(crate) mod alert;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -52,9 +52,9 @@ pub mod error;
 pub mod ingest;
 pub mod lake;
 pub mod metrics;
-pub mod report;
-pub mod schedule;
+pub(crate) mod report;
+pub(crate) mod schedule;
 pub mod time;
-pub mod udf;
+pub(crate) mod udf;
 
 pub use error::{Error, Result};

@@ -112,12 +112,7 @@ impl Hooks {
         Err(error)
     }
 
-    async fn post(
-        &self,
-        url: &str,
-        body: &serde_json::Value,
-        kind: WebhookKind,
-    ) -> Result<()> {
+    async fn post(&self, url: &str, body: &serde_json::Value, kind: WebhookKind) -> Result<()> {
         let response = self
             .client
             .post(url)

@@ -5,8 +5,8 @@
 //! semantic checks of [`validation`]. Every problem is collected and reported together, each
 //! naming the file and the key path.
 
-pub mod validation;
-pub mod vars;
+pub(crate) mod validation;
+pub(crate) mod vars;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -40,9 +40,9 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
     if args.reps == 0 || args.weeks == 0 {
         return Err(Error::Usage("--reps and --weeks must be at least 1".into()));
     }
-    let until = args.until.unwrap_or_else(|| {
-        crate::time::today(config.timezone) - Duration::days(1)
-    });
+    let until = args
+        .until
+        .unwrap_or_else(|| crate::time::today(config.timezone) - Duration::days(1));
     let size = DemoSize {
         seed: args.seed,
         stores: args.stores,

@@ -13,11 +13,11 @@
 //!
 //! For every file: landed + quarantined + duplicates = rows read.
 
-pub mod buffer;
-pub mod keys;
-pub mod reader;
-pub mod source;
-pub mod validate;
+pub(crate) mod buffer;
+pub(crate) mod keys;
+pub(crate) mod reader;
+pub(crate) mod source;
+pub(crate) mod validate;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;

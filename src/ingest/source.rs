@@ -25,7 +25,6 @@ pub struct InboxFile {
     /// Path relative to the inbox root, e.g. `actions/crm-2026-03.csv`.
     pub name: String,
     pub location: object_store::path::Path,
-    pub size: u64,
 }
 
 /// Files of `dataset` in the inbox, sorted by name. Hidden files and Office lock files (`~$x.xlsx`)
@@ -42,7 +41,6 @@ pub async fn list(inbox: &Lake, dataset: Dataset) -> Result<Vec<InboxFile>> {
             dataset,
             name,
             location: object.location,
-            size: object.size,
         });
     }
     Ok(files)

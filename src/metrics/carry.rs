@@ -28,11 +28,11 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::Metric;
 use super::output::{output_path, output_periods};
-use crate::time::{Period, Zone};
 use crate::config::Config;
 use crate::error::Result;
 use crate::lake::schema::Dataset;
 use crate::lake::{Lake, file_version, partition_day};
+use crate::time::{Period, Zone};
 
 /// The key of an output's metadata that records what it holds.
 pub const METADATA_KEY: &str = "flowhealth.carry";

@@ -26,9 +26,9 @@ use datafusion::arrow::datatypes::DataType;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::time::PeriodKind;
 use crate::config::Threshold;
 use crate::error::Error;
+use crate::time::PeriodKind;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_queries.rs"));

@@ -8,9 +8,9 @@
 //! - [`run`]: computing metrics for a period, in dependency order, with their breaches.
 //! - [`golden`]: `flowhealth metrics test`.
 
-pub mod carry;
+pub(crate) mod carry;
 pub mod catalog;
-pub mod golden;
+pub(crate) mod golden;
 pub mod output;
 pub mod run;
 
@@ -32,7 +32,7 @@ pub fn catalog(config: &Config) -> Result<Catalog> {
 }
 
 /// `flowhealth metrics list`: one line per metric, its versions, owner and healthy range.
-pub fn list(config: &Config, catalog: &Catalog) -> String {
+pub(crate) fn list(config: &Config, catalog: &Catalog) -> String {
     let mut out = String::new();
     for name in catalog.names() {
         let versions: Vec<String> = catalog
@@ -70,7 +70,7 @@ pub fn list(config: &Config, catalog: &Catalog) -> String {
 
 /// Plans every metric version against the lake's schemas with the parameters bound, in
 /// dependency order: `validate` reports each that does not parse or plan, with its file and line.
-pub async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<String>> {
+pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<String>> {
     let lake = crate::lake::Lake::open(config)?;
     let ctx = crate::engine::session(config, &lake).await?;
     let all: Vec<&catalog::Metric> = catalog.metrics.iter().collect();

@@ -25,7 +25,7 @@ use crate::time::Period;
 
 /// The columns every output and breach row carries besides the metric's own: the run that wrote
 /// it and the instant it was computed as of.
-pub const STAMP_COLUMNS: [&str; 2] = ["run_id", "as_of"];
+pub(crate) const STAMP_COLUMNS: [&str; 2] = ["run_id", "as_of"];
 
 /// A row whose `value` is outside the metric's healthy range.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub struct Breach {
 
 /// Writes `rows` as `metric`'s output for `period_id`, stamped with `run_id` and `as_of`;
 /// `metadata` goes into the file's schema (what carried state records about itself).
-pub async fn write_rows(
+pub(crate) async fn write_rows(
     lake: &Lake,
     metric: &Metric,
     period_id: &str,
@@ -62,7 +62,7 @@ pub async fn write_rows(
 
 /// Writes `breaches` as `metric`'s breaches for `period_id` (an empty file when there are none:
 /// the period was checked), stamped with `run_id` and `as_of`.
-pub async fn write_breaches(
+pub(crate) async fn write_breaches(
     lake: &Lake,
     metric: &Metric,
     period_id: &str,
@@ -100,7 +100,11 @@ fn stamp(rows: &RecordBatch, run_id: &str, as_of: i64) -> Result<RecordBatch> {
 }
 
 /// Where `metric`'s rows for period `period_id` live in the lake.
-pub fn output_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_store::path::Path {
+pub(crate) fn output_path(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> object_store::path::Path {
     lake.path(&[
         "metrics",
         metric.name(),
@@ -111,7 +115,11 @@ pub fn output_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_stor
 }
 
 /// Where the breaches of `metric` for period `period_id` live in the lake.
-pub fn breaches_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_store::path::Path {
+pub(crate) fn breaches_path(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> object_store::path::Path {
     lake.path(&[
         "breaches",
         &format!("metric={}", metric.name()),
@@ -122,7 +130,7 @@ pub fn breaches_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_st
 }
 
 /// The rows written for `metric` and period `period_id`; `None` when that period was not computed.
-pub async fn read_output(
+pub(crate) async fn read_output(
     lake: &Lake,
     metric: &Metric,
     period_id: &str,
@@ -134,7 +142,7 @@ pub async fn read_output(
 }
 
 /// The periods `metric` (this version) has output for.
-pub async fn output_periods(lake: &Lake, metric: &Metric) -> Result<Vec<Period>> {
+pub(crate) async fn output_periods(lake: &Lake, metric: &Metric) -> Result<Vec<Period>> {
     let version = format!("version={}", metric.version());
     let files = lake.list(&["metrics", metric.name(), &version]).await?;
     Ok(files
@@ -145,7 +153,7 @@ pub async fn output_periods(lake: &Lake, metric: &Metric) -> Result<Vec<Period>>
 }
 
 /// The breaches written for `metric` and period `period_id`; `None` when not computed.
-pub async fn read_breaches(
+pub(crate) async fn read_breaches(
     lake: &Lake,
     metric: &Metric,
     period_id: &str,

@@ -20,10 +20,10 @@ use futures::future::join_all;
 
 use super::catalog::{Catalog, Metric};
 use super::output::{self, Breach};
-use crate::time::Period;
 use crate::config::{Config, Threshold};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::time::Period;
 
 /// What to compute.
 #[derive(Debug, Default)]
@@ -262,7 +262,7 @@ fn select<'a>(catalog: &'a Catalog, specs: &[String]) -> Result<Vec<&'a Metric>>
 }
 
 /// Metrics grouped so that each level only depends on earlier levels.
-pub fn levels<'a>(metrics: &[&'a Metric]) -> Vec<Vec<&'a Metric>> {
+pub(crate) fn levels<'a>(metrics: &[&'a Metric]) -> Vec<Vec<&'a Metric>> {
     let mut level_of: HashMap<&str, usize> = HashMap::new();
     let mut remaining: Vec<&Metric> = metrics.to_vec();
     let mut levels: Vec<Vec<&Metric>> = Vec::new();
@@ -287,7 +287,7 @@ pub fn levels<'a>(metrics: &[&'a Metric]) -> Vec<Vec<&'a Metric>> {
 }
 
 /// The named parameters every metric can use, bound (never pasted into the SQL).
-pub struct Params {
+pub(crate) struct Params {
     values: Vec<(String, ScalarValue)>,
     pub as_of: i64,
 }
@@ -385,7 +385,7 @@ impl Params {
 }
 
 /// Plans `metric` with `params` bound: the errors `validate` reports.
-pub async fn plan(
+pub(crate) async fn plan(
     ctx: &SessionContext,
     metric: &Metric,
     params: &Params,
@@ -429,7 +429,16 @@ async fn write(
 ) -> Result<(usize, Vec<Breach>)> {
     let rows = concat_batches(&output.schema, output.batches)?;
     let as_of = params.as_of;
-    output::write_rows(lake, metric, &period.id, &rows, run_id, as_of, output.metadata).await?;
+    output::write_rows(
+        lake,
+        metric,
+        &period.id,
+        &rows,
+        run_id,
+        as_of,
+        output.metadata,
+    )
+    .await?;
 
     let threshold = metric.threshold(config);
     let breaches = match threshold {

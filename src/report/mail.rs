@@ -61,10 +61,6 @@ impl Outbox {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn pending_dir(&self) -> PathBuf {
         self.dir.join("pending")
     }

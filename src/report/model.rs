@@ -12,8 +12,8 @@ use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::metrics::catalog::{Catalog, Metric};
-use crate::time::Period;
 use crate::metrics::output::{read_breaches, read_output};
+use crate::time::Period;
 
 /// The index components, in the order of the 6:3:1 formula.
 pub const COMPONENTS: [&str; 3] = [

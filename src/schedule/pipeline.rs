@@ -21,7 +21,9 @@ use crate::time::PeriodKind;
 pub struct PipelineSpec {
     /// Equals the file stem.
     pub name: String,
+    /// What the pipeline is for, for people reading the file; flowhealth itself does not use it.
     #[serde(default)]
+    #[allow(dead_code)]
     pub description: String,
     /// tokio-cron-scheduler syntax: `sec min hour day-of-month month day-of-week [year]`, e.g.
     /// `0 0 8 * * Mon`. Day of month and day of week must both match when both are given.
@@ -208,12 +210,13 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
     let shown = file.display().to_string();
     let text =
         std::fs::read_to_string(file).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
-    let text = crate::config::vars::interpolate(&text, |k| std::env::var(k).ok()).map_err(|errors| {
-        errors
-            .into_iter()
-            .map(|e| format!("{shown}: {e}"))
-            .collect::<Vec<_>>()
-    })?;
+    let text =
+        crate::config::vars::interpolate(&text, |k| std::env::var(k).ok()).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| format!("{shown}: {e}"))
+                .collect::<Vec<_>>()
+        })?;
     // serde_yaml's message names the field path and the line.
     let mut spec: PipelineSpec =
         serde_yaml::from_str(&text).map_err(|e| vec![format!("{shown}: {e}")])?;

@@ -13,8 +13,8 @@ use datafusion::arrow::compute::concat_batches;
 
 use super::Trigger;
 use super::ledger::{RunRecord, RunStatus};
-use crate::config::Config;
 use super::pipeline::{PipelineSpec, Step};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lake::lock::LakeLock;
 use crate::lake::{Lake, encode_parquet};

@@ -192,9 +192,14 @@ fn a_bad_sql_step_fails_once_while_an_smtp_outage_is_retried() {
     );
     let (status, attempts, error) = the_run(&ws);
     assert_eq!((status.as_str(), attempts), ("failed", 3), "{error}");
-    assert!(error.to_lowercase().contains("connection refused"), "{error}");
     assert!(
-        ws.path().join("outbox/pending/weekly-2026-W13.eml").exists(),
+        error.to_lowercase().contains("connection refused"),
+        "{error}"
+    );
+    assert!(
+        ws.path()
+            .join("outbox/pending/weekly-2026-W13.eml")
+            .exists(),
         "the report waits in the outbox"
     );
 }

@@ -24,7 +24,7 @@ STAGES = [("lead", False, False), ("qualified", True, False), ("demo", False, Fa
 
 
 def duck_skip(frm, to):
-    """is_stage_skip written as plain SQL (contract 4.1), for DuckDB."""
+    """is_stage_skip written as plain SQL (docs/contract.md section 4.1), for DuckDB."""
     rank = lambda col: "CASE " + col + " " + " ".join(
         f"WHEN '{name}' THEN {i + 1}" for i, (name, _, _) in enumerate(STAGES)) + " END"
     entry = ", ".join(f"'{n}'" for n, e, _ in STAGES if e)

@@ -1,5 +1,6 @@
-//! The command line (contract section 6). Each command returns its exit status: 0 done,
-//! 1 failed at run time, 2 bad input or configuration.
+//! The command line (`docs/contract.md` section 6). Each command is one function below that
+//! returns its exit status: 0 done, 1 failed at run time, 2 bad input or configuration (an
+//! error's [`crate::error::Domain`] says which).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,8 +8,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
+use crate::demo::DemoArgs;
 use crate::error::{Error, Result};
 use crate::lake::schema::Dataset;
+use crate::schedule::ledger::RunStatus;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -147,9 +150,9 @@ pub enum Command {
         limit: usize,
     },
     /// Push overdue key actions to the webhooks in alerts.webhooks: silent-period timeouts
-    /// (contract 4.5) and the deadlines in alerts.deadlines. Each alert is sent once (a ledger in
-    /// the lake), escalated after alerts.escalate.after_h if still unresolved; a failed call is
-    /// retried and, if it still fails, tried again next run (exit 1).
+    /// (docs/contract.md, section 4.5) and the deadlines in alerts.deadlines. Each alert is sent
+    /// once (a ledger in the lake), escalated after alerts.escalate.after_h if still unresolved; a
+    /// failed call is retried and, if it still fails, tried again next run (exit 1).
     Alerts {
         /// The instant to evaluate at (ISO 8601); default: now.
         #[arg(long)]
@@ -202,238 +205,255 @@ pub enum MetricsCommand {
     Release,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {
-    /// Random seed: the same seed and --until give the same files, byte for byte.
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
-    /// Number of retail stores.
-    #[arg(long, default_value_t = 40)]
-    pub stores: usize,
-    /// Number of sales reps.
-    #[arg(long, default_value_t = 24)]
-    pub reps: usize,
-    /// Weeks of history to generate.
-    #[arg(long, default_value_t = 12)]
-    pub weeks: u32,
-    /// Last day of the generated history (YYYY-MM-DD); default: yesterday in the configured timezone.
-    #[arg(long)]
-    pub until: Option<chrono::NaiveDate>,
-}
-
 /// Runs the parsed command line and returns the exit status.
 pub fn run(cli: Cli) -> Result<i32> {
     init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(execute(cli))
 }
 
+/// Loads the configuration and runs the command: one function per command below, each returning
+/// the exit status (after mini-redis's `src/cmd/`, one handler per command).
 async fn execute(cli: Cli) -> Result<i32> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
-        Command::Validate => {
-            let catalog = crate::metrics::catalog(&config)?;
-            let mut problems = crate::metrics::check_plans(&config, &catalog).await?;
-            let pipelines =
-                crate::config::pipeline::load(&config, &catalog).unwrap_or_else(|errors| {
-                    problems.extend(errors);
-                    Vec::new()
-                });
-            problems.extend(crate::ingest::check_sources(&config).await);
-            if !problems.is_empty() {
-                return Err(Error::Config(problems));
-            }
-            println!(
-                "{}: ok ({} stages, {} metric versions, {} pipelines, lake {}, inbox {})",
-                config.source,
-                config.stages.len(),
-                catalog.metrics.len(),
-                pipelines.len(),
-                config.lake.url,
-                config.inbox.url
-            );
-            Ok(0)
-        }
-        Command::Metrics(command) => {
-            let mut catalog = crate::metrics::catalog(&config)?;
-            match command {
-                MetricsCommand::List => {
-                    print!("{}", crate::metrics::list(&config, &catalog));
-                    Ok(0)
-                }
-                MetricsCommand::Run {
-                    metrics,
-                    period,
-                    as_of,
-                } => {
-                    let lake = crate::lake::Lake::open(&config)?;
-                    let request = crate::metrics::run::Request {
-                        metrics,
-                        period,
-                        as_of,
-                    };
-                    let report =
-                        crate::metrics::run::run(&config, &lake, &catalog, &request).await?;
-                    print!("{report}");
-                    Ok(report.exit_code())
-                }
-                MetricsCommand::Test => {
-                    let outcome = crate::metrics::golden::run_all(&config, &catalog).await?;
-                    print!("{}", outcome.report);
-                    Ok(if outcome.passed { 0 } else { 1 })
-                }
-                MetricsCommand::Release => {
-                    let released = catalog.release_all().map_err(|e| {
-                        Error::io(catalog.dir.join(crate::metrics::catalog::LOCK_FILE), e)
-                    })?;
-                    if released.is_empty() {
-                        println!("nothing to release: every version is in versions.lock");
-                    } else {
-                        println!("released: {}", released.join(", "));
-                    }
-                    Ok(0)
-                }
-            }
-        }
-        Command::Ingest { datasets } => {
-            let datasets = datasets
-                .iter()
-                .map(|name| {
-                    Dataset::from_name(name).ok_or_else(|| {
-                        Error::Usage(format!(
-                            "unknown dataset `{name}`: expected one of {}",
-                            Dataset::ALL.map(Dataset::name).join(", ")
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let report = crate::ingest::ingest(&config, &datasets).await?;
-            print!("{report}");
-            Ok(report.exit_code())
-        }
+        Command::Validate => validate(&config).await,
+        Command::Metrics(command) => metrics(&config, command).await,
+        Command::Ingest { datasets } => ingest(&config, &datasets).await,
         Command::Demo(args) => crate::demo::run(&config, &args).await,
         Command::Report {
             target,
             period,
             send,
-        } => {
-            let kind = match target {
-                ReportTarget::Weekly => crate::report::Kind::Weekly,
-                ReportTarget::Monthly => crate::report::Kind::Monthly,
-                ReportTarget::Outbox => {
-                    if period.is_some() || send {
-                        return Err(Error::Usage(
-                            "`report outbox` takes neither --period nor --send".into(),
-                        ));
-                    }
-                    let outcome = crate::report::flush(&config).await?;
-                    if outcome.sent.is_empty() && outcome.failed.is_empty() {
-                        println!("outbox: nothing pending");
-                    }
-                    print!("{outcome}");
-                    return Ok(outcome.exit_code());
-                }
-            };
-            let outcome = crate::report::run(&config, kind, period.as_deref(), send).await?;
-            print!("{outcome}");
-            Ok(outcome.exit_code())
-        }
+        } => report(&config, target, period.as_deref(), send).await,
         Command::Run { pipeline, period } => {
-            let record =
-                crate::schedule::runner::run_now(&config, &pipeline, period.as_deref()).await?;
-            println!(
-                "{} {} ({}): {}{}",
-                record.pipeline,
-                record.run_id,
-                record.period.as_deref().unwrap_or("-"),
-                record.status,
-                record
-                    .error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            );
-            Ok(if record.status == "succeeded" { 0 } else { 1 })
+            run_pipeline(&config, &pipeline, period.as_deref()).await
         }
-        Command::Daemon { grace } => {
-            crate::schedule::daemon::run(
-                &config,
-                std::time::Duration::from_secs_f64(grace.max(0.0)),
-            )
-            .await
-        }
-        Command::Backfill { pipeline, from, to } => {
-            let records = crate::schedule::runner::backfill(&config, &pipeline, &from, &to).await?;
-            let lake = crate::lake::Lake::open(&config)?;
-            print!(
-                "{}",
-                crate::schedule::ledger::table(&records, records.len(), config.timezone)
-            );
-            println!(
-                "{} runs in {} (periods already done were skipped)",
-                records.len(),
-                lake.display()
-            );
-            Ok(if records.iter().all(|r| r.status == "succeeded") {
-                0
-            } else {
-                1
-            })
-        }
-        Command::Runs { pipeline, limit } => {
-            let lake = crate::lake::Lake::open(&config)?;
-            let records = crate::schedule::ledger::read(&lake, pipeline.as_deref()).await?;
-            print!(
-                "{}",
-                crate::schedule::ledger::table(&records, limit, config.timezone)
-            );
-            Ok(0)
-        }
-        Command::Alerts { as_of, dry_run } => {
-            let outcome = crate::alert::run(&config, as_of.as_deref(), dry_run).await?;
-            print!("{outcome}");
-            Ok(outcome.exit_code())
-        }
+        Command::Daemon { grace } => daemon(&config, grace).await,
+        Command::Backfill { pipeline, from, to } => backfill(&config, &pipeline, &from, &to).await,
+        Command::Runs { pipeline, limit } => runs(&config, pipeline.as_deref(), limit).await,
+        Command::Alerts { as_of, dry_run } => alerts(&config, as_of.as_deref(), dry_run).await,
         Command::Query {
             sql,
             format,
             output,
             functions,
+        } => query(&config, sql, format, output.as_deref(), functions).await,
+    }
+}
+
+/// `flowhealth validate`: the configuration (already loaded), the catalog with every metric's
+/// plan, and the pipelines; every problem at once.
+async fn validate(config: &Config) -> Result<i32> {
+    let catalog = crate::metrics::catalog(config)?;
+    let mut problems = crate::metrics::check_plans(config, &catalog).await?;
+    let pipelines = crate::schedule::pipeline::load(config, &catalog).unwrap_or_else(|errors| {
+        problems.extend(errors);
+        Vec::new()
+    });
+    problems.extend(crate::ingest::check_sources(config).await);
+    if !problems.is_empty() {
+        return Err(Error::Config(problems));
+    }
+    println!(
+        "{}: ok ({} stages, {} metric versions, {} pipelines, lake {}, inbox {})",
+        config.source,
+        config.stages.len(),
+        catalog.metrics.len(),
+        pipelines.len(),
+        config.lake.url,
+        config.inbox.url
+    );
+    Ok(0)
+}
+
+/// `flowhealth metrics list | run | test | release`.
+async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
+    let mut catalog = crate::metrics::catalog(config)?;
+    match command {
+        MetricsCommand::List => {
+            print!("{}", crate::metrics::list(config, &catalog));
+            Ok(0)
+        }
+        MetricsCommand::Run {
+            metrics,
+            period,
+            as_of,
         } => {
-            if functions {
-                print!("{}", crate::udf::help(&config));
-                return Ok(0);
-            }
-            let sql = match sql {
-                Some(sql) => Some(sql),
-                None if std::io::stdin().is_terminal() => None,
-                None => Some(
-                    std::io::read_to_string(std::io::stdin())
-                        .map_err(|e| Error::io("<stdin>", e))?,
-                ),
+            let lake = crate::lake::Lake::open(config)?;
+            let request = crate::metrics::run::Request {
+                metrics,
+                period,
+                as_of,
             };
-            let lake = crate::lake::Lake::open(&config)?;
-            let ctx = crate::engine::session(&config, &lake).await?;
-            match sql {
-                Some(sql) => {
-                    crate::engine::query::run(&ctx, &sql, format, output.as_deref()).await?
-                }
-                None if output.is_some() => {
-                    return Err(Error::Usage(
-                        "--output needs the SQL as an argument or on standard input".into(),
-                    ));
-                }
-                None => {
-                    let functions = crate::udf::help(&config);
-                    crate::engine::query::interactive(&ctx, format, &functions).await?
-                }
+            let report = crate::metrics::run::run(config, &lake, &catalog, &request).await?;
+            print!("{report}");
+            Ok(report.exit_code())
+        }
+        MetricsCommand::Test => {
+            let outcome = crate::metrics::golden::run_all(config, &catalog).await?;
+            print!("{}", outcome.report);
+            Ok(if outcome.passed { 0 } else { 1 })
+        }
+        MetricsCommand::Release => {
+            let released = catalog
+                .release_all()
+                .map_err(|e| Error::io(catalog.dir.join(crate::metrics::catalog::LOCK_FILE), e))?;
+            if released.is_empty() {
+                println!("nothing to release: every version is in versions.lock");
+            } else {
+                println!("released: {}", released.join(", "));
             }
             Ok(0)
         }
     }
+}
+
+/// `flowhealth ingest [DATASET...]`.
+async fn ingest(config: &Config, names: &[String]) -> Result<i32> {
+    let datasets = names
+        .iter()
+        .map(|name| {
+            Dataset::from_name(name).ok_or_else(|| {
+                Error::Usage(format!(
+                    "unknown dataset `{name}`: expected one of {}",
+                    Dataset::ALL.map(Dataset::name).join(", ")
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let report = crate::ingest::ingest(config, &datasets).await?;
+    print!("{report}");
+    Ok(report.exit_code())
+}
+
+/// `flowhealth report weekly|monthly [--period ID] [--send]` and `flowhealth report outbox`.
+async fn report(
+    config: &Config,
+    target: ReportTarget,
+    period: Option<&str>,
+    send: bool,
+) -> Result<i32> {
+    let kind = match target {
+        ReportTarget::Weekly => crate::report::Kind::Weekly,
+        ReportTarget::Monthly => crate::report::Kind::Monthly,
+        ReportTarget::Outbox => {
+            if period.is_some() || send {
+                return Err(Error::Usage(
+                    "`report outbox` takes neither --period nor --send".into(),
+                ));
+            }
+            let outcome = crate::report::flush(config).await?;
+            if outcome.sent.is_empty() && outcome.failed.is_empty() {
+                println!("outbox: nothing pending");
+            }
+            print!("{outcome}");
+            return Ok(outcome.exit_code());
+        }
+    };
+    let outcome = crate::report::run(config, kind, period, send).await?;
+    print!("{outcome}");
+    Ok(outcome.exit_code())
+}
+
+/// `flowhealth run PIPELINE [--period ID]`.
+async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> Result<i32> {
+    let record = crate::schedule::runner::run_now(config, pipeline, period).await?;
+    println!(
+        "{} {} ({}): {}{}",
+        record.pipeline,
+        record.run_id,
+        record.period.as_deref().unwrap_or("-"),
+        record.status,
+        record
+            .error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    let succeeded = record.status == RunStatus::Succeeded;
+    Ok(if succeeded { 0 } else { 1 })
+}
+
+/// `flowhealth daemon [--grace S]`.
+async fn daemon(config: &Config, grace: f64) -> Result<i32> {
+    let grace = std::time::Duration::from_secs_f64(grace.max(0.0));
+    crate::schedule::daemon::run(config, grace).await
+}
+
+/// `flowhealth backfill PIPELINE --from ID --to ID`.
+async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Result<i32> {
+    let records = crate::schedule::runner::backfill(config, pipeline, from, to).await?;
+    let lake = crate::lake::Lake::open(config)?;
+    print!(
+        "{}",
+        crate::schedule::ledger::table(&records, records.len(), config.timezone)
+    );
+    println!(
+        "{} runs in {} (periods already done were skipped)",
+        records.len(),
+        lake.display()
+    );
+    let succeeded = records.iter().all(|r| r.status == RunStatus::Succeeded);
+    Ok(if succeeded { 0 } else { 1 })
+}
+
+/// `flowhealth runs [PIPELINE] [--limit N]`.
+async fn runs(config: &Config, pipeline: Option<&str>, limit: usize) -> Result<i32> {
+    let lake = crate::lake::Lake::open(config)?;
+    let records = crate::schedule::ledger::read(&lake, pipeline).await?;
+    print!(
+        "{}",
+        crate::schedule::ledger::table(&records, limit, config.timezone)
+    );
+    Ok(0)
+}
+
+/// `flowhealth alerts [--as-of TS] [--dry-run]`.
+async fn alerts(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<i32> {
+    let outcome = crate::alert::run(config, as_of, dry_run).await?;
+    print!("{outcome}");
+    Ok(outcome.exit_code())
+}
+
+/// `flowhealth query [SQL] [--format F] [--output PATH] [--functions]`: the SQL from the
+/// argument, else standard input, else (on a terminal) the interactive prompt.
+async fn query(
+    config: &Config,
+    sql: Option<String>,
+    format: crate::engine::query::OutputFormat,
+    output: Option<&std::path::Path>,
+    functions: bool,
+) -> Result<i32> {
+    if functions {
+        print!("{}", crate::udf::help(config));
+        return Ok(0);
+    }
+    let sql = match sql {
+        Some(sql) => Some(sql),
+        None if std::io::stdin().is_terminal() => None,
+        None => {
+            Some(std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("<stdin>", e))?)
+        }
+    };
+    let lake = crate::lake::Lake::open(config)?;
+    let ctx = crate::engine::session(config, &lake).await?;
+    match sql {
+        Some(sql) => crate::engine::query::run(&ctx, &sql, format, output).await?,
+        None if output.is_some() => {
+            return Err(Error::Usage(
+                "--output needs the SQL as an argument or on standard input".into(),
+            ));
+        }
+        None => {
+            let functions = crate::udf::help(config);
+            crate::engine::query::interactive(&ctx, format, &functions).await?
+        }
+    }
+    Ok(0)
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {

@@ -2,7 +2,8 @@
 //!
 //! Two kinds of alert, both computed at `as_of` (now by default):
 //! - silent timeouts: the open opportunities the catalog's `silent_warnings` metric marks
-//!   `overdue` (contract 4.5), one alert per opportunity and deadline (its last activity);
+//!   `overdue` (`docs/contract.md` section 4.5), one alert per opportunity and deadline (its
+//!   last activity);
 //! - key-action deadlines from `alerts.deadlines` (the article's "customer feedback within 48 h of
 //!   the demo"): an `after` action with no `expect` action on the same open opportunity
 //!   `within_h` later, one alert per starting action.
@@ -25,7 +26,8 @@ use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::lock::LakeLock;
-use crate::metrics::period::{Period, PeriodKind};
+use crate::time::format::{local_text, rfc3339};
+use crate::time::{Period, PeriodKind};
 
 /// One overdue key action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +64,8 @@ pub struct Outcome {
     pub notified: Vec<String>,
     pub escalated: Vec<String>,
     pub resolved: Vec<String>,
-    pub failed: Vec<String>,
+    /// Webhook calls that failed after their retries (the alerts stay unsent, for the next run).
+    pub failed: Vec<Error>,
     /// Alerts found but not sent because no webhook is configured (or `--dry-run`).
     pub unsent: Vec<Alert>,
 }
@@ -106,7 +109,7 @@ const FORGET_AFTER_DAYS: i64 = 30;
 /// escalation. `dry_run` lists them without sending or recording anything.
 pub async fn run(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<Outcome> {
     let now = match as_of {
-        Some(text) => crate::metrics::run::parse_as_of(config, text)?,
+        Some(text) => crate::time::parse::parse_as_of(config.timezone, text)?,
         None => Utc::now().timestamp_micros(),
     };
     let now_utc = DateTime::from_timestamp_micros(now).unwrap_or_default();
@@ -200,7 +203,7 @@ async fn deliver(
             Err(error) => {
                 for alert in &fresh {
                     if let Some(entry) = ledger.get_mut(&alert.key) {
-                        entry.last_error = Some(error.clone());
+                        entry.last_error = Some(error.to_string());
                     }
                 }
                 outcome.failed.push(error);
@@ -388,13 +391,7 @@ async fn deadline(
     Ok(alerts)
 }
 
-fn rfc3339(micros: i64) -> String {
-    DateTime::from_timestamp_micros(micros)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// An instant from the lake, in the configured timezone for people to read.
 fn local(tz: chrono_tz::Tz, text: &str) -> String {
-    crate::report::render::local_text(tz, text).unwrap_or_else(|| text.to_string())
+    local_text(tz, text).unwrap_or_else(|| text.to_string())
 }

@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::Alert;
-use crate::config::{Config, RetryConfig, WebhookConfig};
+use crate::config::{Config, RetryConfig, WebhookConfig, WebhookKind};
 use crate::error::{Error, Result};
 
 /// At most this many alerts are spelled out in one message (DingTalk caps a message's size).
@@ -48,7 +48,7 @@ impl Hooks {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .build()
-            .map_err(|e| Error::Usage(format!("cannot start the HTTP client: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the HTTP client: {e}")))?;
         Ok(Hooks {
             client,
             retry: alerts.retry,
@@ -59,57 +59,49 @@ impl Hooks {
 
     /// Sends one message listing `alerts` to every hook in `hooks`; an error names each hook that
     /// failed after the retries.
-    pub async fn send(
-        &self,
-        hooks: &[WebhookConfig],
-        title: &str,
-        alerts: &[Alert],
-    ) -> std::result::Result<(), String> {
+    pub async fn send(&self, hooks: &[WebhookConfig], title: &str, alerts: &[Alert]) -> Result<()> {
         let mut errors = Vec::new();
         for hook in hooks {
             if let Err(error) = self.send_one(hook, title, alerts).await {
-                errors.push(format!("webhook {}: {error}", hook.name));
+                errors.push(error.context(format!("webhook {}", hook.name)));
             }
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(Error::Several(errors))
         }
     }
 
-    async fn send_one(
-        &self,
-        hook: &WebhookConfig,
-        title: &str,
-        alerts: &[Alert],
-    ) -> std::result::Result<(), String> {
-        let body = match hook.kind.as_str() {
-            "dingtalk" => serde_json::json!({
+    async fn send_one(&self, hook: &WebhookConfig, title: &str, alerts: &[Alert]) -> Result<()> {
+        let body = match hook.kind {
+            WebhookKind::Dingtalk => serde_json::json!({
                 "msgtype": "markdown",
                 "markdown": { "title": title, "text": markdown(title, alerts) },
             }),
-            _ => serde_json::json!({
+            WebhookKind::Json => serde_json::json!({
                 "text": plain(title, alerts),
                 "title": title,
                 "alerts": alerts,
             }),
         };
-        let mut error = String::new();
+        let mut error = Error::Internal("no attempt made (alerts.retry.attempts is 0)".into());
         for attempt in 0..self.retry.attempts {
             if attempt > 0 {
                 tokio::time::sleep(self.retry.backoff(attempt)).await;
             }
             // Signed anew each attempt: DingTalk rejects a timestamp older than an hour.
-            let url = match (&hook.kind[..], &hook.secret) {
-                ("dingtalk", Some(secret)) => signed_url(
+            let url = match (hook.kind, &hook.secret) {
+                (WebhookKind::Dingtalk, Some(secret)) => signed_url(
                     hook.url.expose(),
                     secret.expose(),
                     chrono::Utc::now().timestamp_millis(),
                 )?,
-                _ => hook.url.expose().to_string(),
+                (WebhookKind::Dingtalk, None) | (WebhookKind::Json, _) => {
+                    hook.url.expose().to_string()
+                }
             };
-            match self.post(&url, &body, &hook.kind).await {
+            match self.post(&url, &body, hook.kind).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(webhook = %hook.name, attempt = attempt + 1, error = %e, "Webhook call failed.");
@@ -120,12 +112,7 @@ impl Hooks {
         Err(error)
     }
 
-    async fn post(
-        &self,
-        url: &str,
-        body: &serde_json::Value,
-        kind: &str,
-    ) -> std::result::Result<(), String> {
+    async fn post(&self, url: &str, body: &serde_json::Value, kind: WebhookKind) -> Result<()> {
         let response = self
             .client
             .post(url)
@@ -133,45 +120,42 @@ impl Hooks {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| failed(describe(&e)))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| describe(&e))?;
+        let text = response.text().await.map_err(|e| failed(describe(&e)))?;
         if !status.is_success() {
-            return Err(format!(
+            return Err(failed(format!(
                 "HTTP {status}: {}",
                 text.chars().take(200).collect::<String>()
-            ));
+            )));
         }
         // DingTalk answers 200 with an error code in the body (bad signature, rate limit).
-        if kind == "dingtalk" {
+        if kind == WebhookKind::Dingtalk {
             let reply: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
-                format!(
+                failed(format!(
                     "not a DingTalk reply: {}",
                     text.chars().take(200).collect::<String>()
-                )
+                ))
             })?;
             if reply["errcode"].as_i64() != Some(0) {
-                return Err(format!(
+                return Err(failed(format!(
                     "DingTalk errcode {}: {}",
                     reply["errcode"], reply["errmsg"]
-                ));
+                )));
             }
         }
         Ok(())
     }
 }
 
-/// The webhook URL with DingTalk's `timestamp` and `sign` parameters added.
-pub fn signed_url(
-    url: &str,
-    secret: &str,
-    timestamp_ms: i64,
-) -> std::result::Result<String, String> {
+/// The webhook URL with DingTalk's `timestamp` and `sign` parameters added; a URL that does not
+/// parse is the configuration's to fix.
+pub fn signed_url(url: &str, secret: &str, timestamp_ms: i64) -> Result<String> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|e| format!("signing secret: {e}"))?;
+        .map_err(|e| Error::Internal(format!("signing secret: {e}")))?;
     mac.update(format!("{timestamp_ms}\n{secret}").as_bytes());
     let sign = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    let mut url = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
+    let mut url = reqwest::Url::parse(url).map_err(|e| Error::Usage(format!("url: {e}")))?;
     url.query_pairs_mut()
         .append_pair("timestamp", &timestamp_ms.to_string())
         .append_pair("sign", &sign);
@@ -207,6 +191,15 @@ fn listing(mut text: String, alerts: &[Alert], style: impl Fn(String) -> String)
         text.push_str(&format!("- ... and {} more\n", alerts.len() - MAX_LINES));
     }
     text
+}
+
+/// A call that did not go through; every such failure is tried again (after the configured
+/// backoff), as a receiver's refusal is often a rate limit or an outage.
+fn failed(message: String) -> Error {
+    Error::Delivery {
+        message,
+        permanent: false,
+    }
 }
 
 /// A reqwest error with its causes ("error sending request: connection refused").

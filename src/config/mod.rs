@@ -6,9 +6,8 @@
 //! naming the file and the key path.
 
 pub mod datasets;
-pub mod pipeline;
-pub mod validation;
-pub mod vars;
+pub(crate) mod validation;
+pub(crate) mod vars;
 
 pub use datasets::{
     ColumnRule, DatasetConfig, DatasetsConfig, EncodingSetting, SourceConfig, StageHistoryConfig,
@@ -86,7 +85,7 @@ pub struct S3Config {
     pub allow_http: bool,
 }
 
-/// One stage of the opportunity pipeline, in order (contract section 2).
+/// One stage of the opportunity pipeline, in order (`docs/contract.md` section 2).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
@@ -443,7 +442,8 @@ pub struct AlertsConfig {
     /// Who hears about an alert still unresolved after a while.
     #[serde(default)]
     pub escalate: Option<EscalationConfig>,
-    /// Alert on open opportunities past their stage's silent timeout (contract 4.5).
+    /// Alert on open opportunities past their stage's silent timeout (`docs/contract.md`
+    /// section 4.5).
     #[serde(default = "default_true")]
     pub silent_timeouts: bool,
     /// Key-action deadlines: an `expect` action must follow an `after` action within `within_h`.
@@ -503,11 +503,39 @@ pub struct DeadlineConfig {
 pub struct WebhookConfig {
     pub name: String,
     /// `dingtalk` (signed robot) or `json` (generic incoming webhook: Slack, Feishu-style).
-    pub kind: String,
+    pub kind: WebhookKind,
     pub url: Secret,
     /// DingTalk robot signing secret (the robot's "加签" setting).
     #[serde(default)]
     pub secret: Option<Secret>,
+}
+
+/// What a webhook receiver expects: the message's shape, its signing, its reply. A new channel is
+/// a new kind here and an arm in each `match` of `alert/webhook.rs` (the compiler lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookKind {
+    /// A DingTalk group robot: markdown messages, signed with the robot's secret when it has
+    /// one, and a reply whose `errcode` must be 0.
+    Dingtalk,
+    /// A generic incoming webhook (Slack, Feishu-style): `{"text", "title", "alerts"}`; any 2xx
+    /// reply is success.
+    Json,
+}
+
+impl WebhookKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WebhookKind::Dingtalk => "dingtalk",
+            WebhookKind::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for WebhookKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `***`.

@@ -4,21 +4,59 @@
 use std::collections::HashSet;
 
 use super::{Config, RetryConfig, StoreConfig};
+use crate::time::parse::parse_hours;
 
+/// Every problem of `config` that serde cannot see, each `key.path: message`, section by section
+/// in the order of the file (after vector's `src/config/validation.rs`: one check per section,
+/// each adding to the same list, so every problem is reported at once).
 pub fn check(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut problem = |key: &str, message: String| problems.push(format!("{key}: {message}"));
+    let mut problems = Problems::default();
+    let found = &mut problems;
+    stores(config, found);
+    datasets(config, found);
+    stages(config, found);
+    rules(config, found);
+    thresholds(config, found);
+    index_weights(config, found);
+    calendar(config, found);
+    report(config, found);
+    email(config, found);
+    alerts(config, found);
+    problems.0
+}
 
+/// The problems found so far, each `key: message`.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, key: &str, message: String) {
+        self.0.push(format!("{key}: {message}"));
+    }
+}
+
+/// `lake.url` and `inbox.url`: a local path, `file:///...` or `s3://bucket/prefix`.
+fn stores(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     for (key, store) in [("lake", &config.lake), ("inbox", &config.inbox)] {
         if let Err(message) = check_store(store) {
             problem(&format!("{key}.url"), message);
         }
     }
+}
 
+/// `datasets.<dataset>` and its sources: columns, values and constants of columns that exist,
+/// strftime patterns that parse, usable delimiters and decimal marks, globs that can match, a
+/// stage history that maps onto stages (`super::datasets::check`).
+fn datasets(config: &Config, problems: &mut Problems) {
     for (key, message) in super::datasets::check(&config.datasets, &config.stages) {
-        problem(&key, message);
+        problems.add(&key, message);
     }
+}
 
+/// `stages`: at least one, named once each, positive timeouts, not all terminal.
+fn stages(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     if config.stages.is_empty() {
         problem("stages", "at least one stage is needed".into());
     }
@@ -50,7 +88,11 @@ pub fn check(config: &Config) -> Vec<String> {
             "every stage is terminal: at least one open stage is needed".into(),
         );
     }
+}
 
+/// `rules`: daily minimums of at least 1, named action types, non-negative hours and minutes.
+fn rules(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     for (action, minimum) in &config.rules.store_actions {
         if *minimum == 0 {
             problem(
@@ -78,7 +120,11 @@ pub fn check(config: &Config) -> Vec<String> {
             problem(key, "must be zero or more".into());
         }
     }
+}
 
+/// `thresholds.<metric>`: `min`, `max` or both, in order.
+fn thresholds(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     for (metric, threshold) in &config.thresholds {
         let key = format!("thresholds.{metric}");
         match (threshold.min, threshold.max) {
@@ -89,7 +135,11 @@ pub fn check(config: &Config) -> Vec<String> {
             _ => {}
         }
     }
+}
 
+/// `index_weights`: zero or more, not all zero.
+fn index_weights(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     let w = config.index_weights;
     let weights = [w.stage_compliance, w.evidence, w.silent];
     if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || weights.iter().sum::<f64>() <= 0.0 {
@@ -98,7 +148,11 @@ pub fn check(config: &Config) -> Vec<String> {
             "weights must be zero or more, and not all zero".into(),
         );
     }
+}
 
+/// `calendar`: weekday names, `HH:MM-HH:MM` hours, `YYYY-MM-DD` holidays.
+fn calendar(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     if let Some(calendar) = &config.calendar {
         const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
         for (i, day) in calendar.workdays.iter().enumerate() {
@@ -127,7 +181,11 @@ pub fn check(config: &Config) -> Vec<String> {
             }
         }
     }
+}
 
+/// `report`: a language with labels, at least one trend week.
+fn report(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     let report = &config.report;
     if !["en", "zh"].contains(&report.language.as_str()) {
         problem(
@@ -138,7 +196,11 @@ pub fn check(config: &Config) -> Vec<String> {
     if report.trend_weeks == 0 {
         problem("report.trend_weeks", "must be at least 1".into());
     }
+}
 
+/// `email`: a transport with what it needs, addresses that parse, reports that exist, retries.
+fn email(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     let email = &config.email;
     match email.transport.as_str() {
         "file" => {}
@@ -202,17 +264,16 @@ pub fn check(config: &Config) -> Vec<String> {
         }
     }
     check_retry(&mut problem, "email.retry", &email.retry);
+}
 
+/// `alerts`: webhook URLs, names used once and referred to correctly, deadlines, retries (the
+/// kinds are checked when parsing).
+fn alerts(config: &Config, problems: &mut Problems) {
+    let mut problem = |key: &str, message: String| problems.add(key, message);
     let alerts = &config.alerts;
     let mut names = Vec::new();
     for (i, hook) in alerts.webhooks.iter().enumerate() {
         let key = format!("alerts.webhooks[{i}]");
-        if !["dingtalk", "json"].contains(&hook.kind.as_str()) {
-            problem(
-                &format!("{key}.kind"),
-                format!("`{}` is not one of dingtalk, json", hook.kind),
-            );
-        }
         let url = hook.url.expose();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             problem(&format!("{key}.url"), "must be an http(s) URL".into());
@@ -265,7 +326,6 @@ pub fn check(config: &Config) -> Vec<String> {
         }
     }
     check_retry(&mut problem, "alerts.retry", &alerts.retry);
-    problems
 }
 
 fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, retry: &RetryConfig) {
@@ -290,16 +350,4 @@ fn check_store(store: &StoreConfig) -> Result<(), String> {
             "`{url}` is not a local path, file:///absolute/path or s3://bucket/prefix"
         )),
     }
-}
-
-/// `HH:MM-HH:MM` -> minutes after midnight of start and end.
-pub fn parse_hours(text: &str) -> Option<(u32, u32)> {
-    let minutes = |t: &str| {
-        let (h, m) = t.trim().split_once(':')?;
-        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-        (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
-    };
-    let (start, end) = text.split_once('-')?;
-    let (start, end) = (minutes(start)?, minutes(end)?);
-    (start < end).then_some((start, end))
 }

@@ -5,24 +5,44 @@
 pub mod generate;
 
 use bytes::Bytes;
-use chrono::{Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
-
-use crate::metrics::period::{Period, PeriodKind};
+use chrono::{Duration, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 
 use self::generate::{Action, DemoSize, Organisation};
-use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::time::{Period, PeriodKind};
 
+/// `flowhealth demo`'s options (the command line parses them straight into this).
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Random seed: the same seed and --until give the same files, byte for byte.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Number of retail stores.
+    #[arg(long, default_value_t = 40)]
+    pub stores: usize,
+    /// Number of sales reps.
+    #[arg(long, default_value_t = 24)]
+    pub reps: usize,
+    /// Weeks of history to generate.
+    #[arg(long, default_value_t = 12)]
+    pub weeks: u32,
+    /// Last day of the generated history (YYYY-MM-DD); default: yesterday in the configured timezone.
+    #[arg(long)]
+    pub until: Option<chrono::NaiveDate>,
+}
+
+/// Generates the organisation, writes its exports to the inbox, ingests them, computes every
+/// metric and writes the latest weekly report; returns the exit status.
 pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
     if args.reps == 0 || args.weeks == 0 {
         return Err(Error::Usage("--reps and --weeks must be at least 1".into()));
     }
-    let until = args.until.unwrap_or_else(|| {
-        Utc::now().with_timezone(&config.timezone).date_naive() - Duration::days(1)
-    });
+    let until = args
+        .until
+        .unwrap_or_else(|| crate::time::today(config.timezone) - Duration::days(1));
     let size = DemoSize {
         seed: args.seed,
         stores: args.stores,
@@ -147,7 +167,7 @@ async fn metrics(
     };
     let index = catalog.latest("process_health_index");
     if let Some(index) = index
-        && let Some(batches) = crate::metrics::run::read_output(lake, index, &week).await?
+        && let Some(batches) = crate::metrics::output::read_output(lake, index, &week).await?
     {
         let columns = [
             "team",
@@ -259,7 +279,7 @@ fn exports(config: &Config, org: &Organisation, seed: u64) -> Result<Vec<(String
             })
             .collect();
         let text = String::from_utf8(csv(&ACTION_HEADER, &resend)?)
-            .map_err(|e| Error::Usage(e.to_string()))?;
+            .map_err(|e| Error::Internal(format!("writing demo CSV: {e}")))?;
         let (gbk, _, _) = encoding_rs::GBK.encode(&text);
         files.push((
             format!("actions/{prefix}-store-resend-gbk.csv"),
@@ -350,21 +370,21 @@ fn offset_time(tz: Tz, t: NaiveDateTime) -> String {
 
 fn csv(header: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let io = |e: csv::Error| Error::Usage(format!("writing demo CSV: {e}"));
+    let io = |e: csv::Error| Error::Internal(format!("writing demo CSV: {e}"));
     writer.write_record(header).map_err(io)?;
     for row in rows {
         writer.write_record(row).map_err(io)?;
     }
     writer
         .into_inner()
-        .map_err(|e| Error::Usage(format!("writing demo CSV: {e}")))
+        .map_err(|e| Error::Internal(format!("writing demo CSV: {e}")))
 }
 
 /// The CRM's opportunity export, with its own column names and deal-stage codes; `config.yaml`
 /// maps them onto the canonical columns.
 fn opportunities_xlsx(org: &Organisation) -> Result<Vec<u8>> {
     use rust_xlsxwriter::{DocProperties, ExcelDateTime, Format, Workbook};
-    let fail = |e: rust_xlsxwriter::XlsxError| Error::Usage(format!("writing demo XLSX: {e}"));
+    let fail = |e: rust_xlsxwriter::XlsxError| Error::Internal(format!("writing demo XLSX: {e}"));
     let mut workbook = Workbook::new();
     // A fixed creation time, so the same seed gives the same bytes.
     let created = ExcelDateTime::from_ymd(2026, 1, 1).map_err(fail)?;

@@ -3,6 +3,10 @@
 //! the process-flow function library ([`crate::udf`]). Everything that runs SQL builds its
 //! session here; nothing else registers tables or functions.
 //!
+//! That makes [`session`] the seam for another engine (a cluster, say): it is the only place a
+//! `SessionContext` is made, and every caller (metrics, alerts, a pipeline's `sql:` step,
+//! `flowhealth query`) only plans SQL on it, binds parameters and collects.
+//!
 //! Tables: `actions`, `stage_changes`, `opportunities` (the latest snapshot of each opportunity),
 //! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows; the
 //! configured `stages`, `rules_evidence_required` and `rules_store_actions`.
@@ -164,7 +168,7 @@ fn register(
 
 /// Registers a computed result (a metric another metric reads) as table `name`, replacing one
 /// registered before.
-pub fn register_result(
+pub(crate) fn register_result(
     ctx: &SessionContext,
     name: &str,
     schema: Arc<Schema>,
@@ -177,7 +181,7 @@ pub fn register_result(
 }
 
 /// Names of the tables and views a query can use, for hints.
-pub fn table_names(ctx: &SessionContext) -> Vec<String> {
+pub(crate) fn table_names(ctx: &SessionContext) -> Vec<String> {
     let mut names: Vec<String> = ctx
         .catalog("datafusion")
         .and_then(|catalog| catalog.schema("public"))
@@ -208,7 +212,10 @@ pub fn json_rows(
 }
 
 /// A column of a [`json_rows`] row as text (numbers spelled out); None for NULL or absent.
-pub fn row_text(row: &serde_json::Map<String, serde_json::Value>, column: &str) -> Option<String> {
+pub(crate) fn row_text(
+    row: &serde_json::Map<String, serde_json::Value>,
+    column: &str,
+) -> Option<String> {
     match row.get(column)? {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Null => None,
@@ -217,7 +224,10 @@ pub fn row_text(row: &serde_json::Map<String, serde_json::Value>, column: &str) 
 }
 
 /// A column of a [`json_rows`] row as a number (numeric text parsed); None otherwise.
-pub fn row_number(row: &serde_json::Map<String, serde_json::Value>, column: &str) -> Option<f64> {
+pub(crate) fn row_number(
+    row: &serde_json::Map<String, serde_json::Value>,
+    column: &str,
+) -> Option<f64> {
     match row.get(column)? {
         serde_json::Value::Number(n) => n.as_f64(),
         serde_json::Value::String(s) => s.parse().ok(),

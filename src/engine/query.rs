@@ -94,15 +94,10 @@ fn encode(batches: &[RecordBatch], schema: SchemaRef, format: OutputFormat) -> R
 /// A query that fails before it runs is the user's to fix (exit 2): say what is there. Only a
 /// failure to reach the data (the lake's store, a file) is a run-time error.
 fn planning_error(ctx: &SessionContext, error: DataFusionError) -> Error {
-    if matches!(
-        error.find_root(),
-        DataFusionError::ObjectStore(_)
-            | DataFusionError::IoError(_)
-            | DataFusionError::ParquetError(_)
-    ) {
-        return Error::DataFusion(error);
-    }
-    let message = error.strip_backtrace();
+    let message = match Error::from_user_sql(error, None) {
+        Error::Query(message) => message,
+        reaching_the_data => return reaching_the_data,
+    };
     // DataFusion wraps a function's own argument check in three layers of context; the
     // function's message (`expected silent_hours(last_activity: timestamp, ...), got (...)`)
     // is what the user needs.
@@ -128,7 +123,7 @@ pub async fn interactive(
     use rustyline::error::ReadlineError;
 
     let mut editor = rustyline::DefaultEditor::new()
-        .map_err(|e| Error::Usage(format!("cannot start the interactive prompt: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot start the interactive prompt: {e}")))?;
     let history = std::env::var_os("HOME").map(|home| Path::new(&home).join(".flowhealth_history"));
     if let Some(history) = &history {
         // A first session has no history yet.
@@ -151,7 +146,7 @@ pub async fn interactive(
                 continue;
             }
             Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(Error::Usage(format!("cannot read the prompt: {e}"))),
+            Err(e) => return Err(Error::Internal(format!("cannot read the prompt: {e}"))),
         };
         let trimmed = line.trim();
         if statement.is_empty() {

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::reader::Cell;
+use super::cell::Cell;
 use super::spec::{FileSpec, Rule};
 
 /// How one canonical column is read; `K` addresses a source field (an index into a header, or a

@@ -20,8 +20,8 @@ use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::cell::Cell;
 use super::keys::{self, KeyHasher, KeySet};
-use super::reader::Cell;
 use super::spec::HistorySpec;
 use super::validate::{Validator, Value};
 use crate::error::{Error, Result};

@@ -13,15 +13,16 @@
 //!
 //! For every file: landed + quarantined + duplicates + blank = rows read.
 
-pub mod buffer;
-pub mod columns;
-pub mod decode;
-pub mod history;
-pub mod keys;
-pub mod reader;
-pub mod source;
-pub mod spec;
-pub mod validate;
+pub(crate) mod buffer;
+pub(crate) mod cell;
+pub(crate) mod columns;
+pub(crate) mod decode;
+pub(crate) mod history;
+pub(crate) mod keys;
+pub(crate) mod reader;
+pub(crate) mod source;
+pub(crate) mod spec;
+pub(crate) mod validate;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -36,12 +37,12 @@ use serde::{Deserialize, Serialize};
 use self::buffer::PartitionBuffer;
 use self::history::{Added, Derivation, HistoryState};
 use self::keys::{KeyHasher, KeySet};
-use self::reader::{CsvRecords, Format, JsonRecords, Records, Step, XlsxRecords};
-use self::source::{InboxFile, Prepared};
+use self::reader::{CsvRecords, JsonRecords, Records, Step, XlsxRecords};
+use self::source::{Format, InboxFile, Prepared};
 use self::spec::FileSpec;
 use self::validate::{Validator, Value};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Domain, Error, Result};
 use crate::lake::Lake;
 use crate::lake::lock::LakeLock;
 use crate::lake::schema::Dataset;
@@ -120,6 +121,9 @@ pub struct FileOutcome {
     pub status: FileStatus,
     pub counts: Counts,
     pub message: Option<String>,
+    /// For a [`FileStatus::Failed`] file: whether trying it again later can help (the store was
+    /// unreachable), as [`Error::retryable`] says of the failure.
+    pub retryable: bool,
     /// How the file was read (see [`LedgerEntry::read_as`]), when it was.
     pub read_as: Option<String>,
 }
@@ -155,6 +159,22 @@ impl IngestReport {
         } else {
             0
         }
+    }
+
+    /// The files that failed at run time, as one error with the whole report (a rejected file
+    /// is the input's to fix and is not a failure of the run); `None` when no file failed.
+    /// Retryable when every failed file is.
+    pub fn failure(&self) -> Option<Error> {
+        let failed: Vec<&FileOutcome> = self
+            .files
+            .iter()
+            .filter(|f| f.status == FileStatus::Failed)
+            .collect();
+        (!failed.is_empty()).then(|| Error::Reported {
+            message: self.to_string(),
+            domain: Domain::External,
+            retryable: failed.iter().all(|f| f.retryable),
+        })
     }
 }
 
@@ -325,11 +345,12 @@ impl<'c> Ingest<'c> {
                     Err(e) => FileOutcome {
                         dataset,
                         source: file.name.clone(),
-                        status: if e.exit_code() == 2 {
+                        status: if e.domain() == Domain::User {
                             FileStatus::Rejected
                         } else {
                             FileStatus::Failed
                         },
+                        retryable: e.retryable(),
                         counts: Counts::default(),
                         // The report names the file already; keep just the reason.
                         message: Some(match e {
@@ -430,6 +451,7 @@ impl<'c> Ingest<'c> {
             status,
             counts,
             message,
+            retryable: false,
             read_as,
         };
         if let Some(entry) = ledger.get(&prepared.content_hash) {

@@ -14,75 +14,12 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, sync_channel};
 
-use calamine::{DataRef, Reader as _, Xlsx};
-use chrono::NaiveDateTime;
-
+use super::cell::Cell;
 use super::columns::{Columns, HeaderContext};
 use super::decode::TextEncoding;
 use super::source::Text;
 use super::spec::FileSpec;
-
-/// One value of a source record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
-    Null,
-    Text(Cow<'a, str>),
-    /// A date cell from a spreadsheet (a local wall-clock time).
-    DateTime(NaiveDateTime),
-    /// A spreadsheet error cell such as `#N/A`.
-    Error(Cow<'a, str>),
-}
-
-impl Cell<'_> {
-    fn borrowed(&self) -> Cell<'_> {
-        match self {
-            Cell::Null => Cell::Null,
-            Cell::Text(t) => Cell::Text(Cow::Borrowed(t)),
-            Cell::DateTime(d) => Cell::DateTime(*d),
-            Cell::Error(e) => Cell::Error(Cow::Borrowed(e)),
-        }
-    }
-
-    /// The cell as text, as it is kept in quarantine.
-    pub fn to_text(&self) -> Option<String> {
-        match self {
-            Cell::Null => None,
-            Cell::Text(t) => Some(t.to_string()),
-            Cell::DateTime(d) => Some(d.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
-            Cell::Error(e) => Some(e.to_string()),
-        }
-    }
-
-    /// Null, or text that is only white space.
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Cell::Null => true,
-            Cell::Text(t) => t.trim().is_empty(),
-            Cell::DateTime(_) | Cell::Error(_) => false,
-        }
-    }
-}
-
-/// The input formats, chosen by file extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    /// NDJSON, or a `.json` file holding one array of objects.
-    Json,
-    Xlsx,
-}
-
-impl Format {
-    pub fn from_name(name: &str) -> Option<Format> {
-        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
-        match ext.as_str() {
-            "csv" | "txt" | "tsv" => Some(Format::Csv),
-            "ndjson" | "jsonl" | "json" => Some(Format::Json),
-            "xlsx" | "xlsm" => Some(Format::Xlsx),
-            _ => None,
-        }
-    }
-}
+use calamine::{DataRef, Reader as _, Xlsx};
 
 /// What [`Records::advance`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,6 @@ use object_store::ObjectStoreExt;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::decode::{self, Decision, Evidence, SAMPLE_BYTES, TextEncoding, Utf32Reader};
-use super::reader::Format;
 use crate::config::EncodingSetting;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -26,7 +25,6 @@ pub struct InboxFile {
     /// Path relative to the inbox root, e.g. `actions/crm-2026-03.csv`.
     pub name: String,
     pub location: object_store::path::Path,
-    pub size: u64,
 }
 
 /// Files of `dataset` in the inbox, sorted by name. Hidden files and Office lock files (`~$x.xlsx`)
@@ -43,7 +41,6 @@ pub async fn list(inbox: &Lake, dataset: Dataset) -> Result<Vec<InboxFile>> {
             dataset,
             name,
             location: object.location,
-            size: object.size,
         });
     }
     Ok(files)
@@ -224,6 +221,27 @@ pub fn open_text(
         decision,
         prefix,
     })
+}
+
+/// The input formats, chosen by file extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    /// NDJSON, or a `.json` file holding one array of objects.
+    Json,
+    Xlsx,
+}
+
+impl Format {
+    pub fn from_name(name: &str) -> Option<Format> {
+        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" | "txt" | "tsv" => Some(Format::Csv),
+            "ndjson" | "jsonl" | "json" => Some(Format::Json),
+            "xlsx" | "xlsm" => Some(Format::Xlsx),
+            _ => None,
+        }
+    }
 }
 
 pub fn format_of(name: &str) -> std::result::Result<Format, String> {

@@ -55,8 +55,6 @@ pub struct FileSpec {
     /// The config key the settings come from, for messages (`datasets.actions`, or
     /// `datasets.actions.sources.tasks` for a file a source claims).
     pub key: String,
-    /// The source that claims the file, if one does.
-    pub source: Option<String>,
     /// The dataset's canonical columns, in order, then any extra columns (stage history).
     pub wanted: Vec<Wanted>,
     /// Canonical column -> source value -> canonical value.
@@ -79,6 +77,7 @@ pub struct FileSpec {
 
 impl FileSpec {
     /// Canonical column names and default settings.
+    #[cfg(test)]
     pub fn plain(dataset: Dataset) -> FileSpec {
         FileSpec::resolve(dataset, &DatasetConfig::default(), None)
     }
@@ -163,7 +162,6 @@ impl FileSpec {
                 Some(name) => format!("datasets.{}.sources.{name}", dataset.name()),
                 None => format!("datasets.{}", dataset.name()),
             },
-            source: source.map(str::to_string),
             wanted,
             values,
             null_values: own

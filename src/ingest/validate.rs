@@ -3,23 +3,23 @@
 //! Amounts may carry a currency symbol or code, thousands separators and the file's decimal mark
 //! (`$1,054.00`, `1.054,00 €`, `(12.50)` for a negative); a value that could be read two ways
 //! (`1.054` with `.` as the mark: 1.054, or 1054 with `.` between thousands) is quarantined.
-//! Every timestamp must fall in the file's `timestamp_years`.
 //!
-//! Timestamps: ISO 8601; with an offset it is respected, without one it is local time in the
-//! configured timezone. A local time that a DST change skips (02:30 on the spring-forward night)
-//! is read with the offset before the change; one that occurs twice takes the earlier instant.
+//! Timestamps are read by [`crate::time::parse`]: ISO 8601, the named formats `epoch_seconds`
+//! and `epoch_millis`, then the file's `timestamp_formats`; naive ones in the file's timezone.
+//! Every timestamp must fall in the file's `timestamp_years`.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use chrono::{Duration, NaiveDate, NaiveDateTime};
+use chrono::NaiveDate;
 
-use super::reader::Cell;
+use super::cell::Cell;
 use super::spec::FileSpec;
 use crate::config::Config;
 use crate::config::datasets::NAMED_FORMATS;
 use crate::lake::schema::{ColumnType, DECIMAL_PRECISION, DECIMAL_SCALE, Dataset, Domain};
-use crate::zone::Zone;
+use crate::time::Zone;
+use crate::time::parse::{english_weekdays, parse_epoch, parse_timestamp, weekday_format};
 
 /// A validated value, ready for an Arrow builder.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +89,7 @@ impl Validator {
                 .timestamp_formats
                 .iter()
                 .filter(|f| !NAMED_FORMATS.contains(&f.as_str()))
-                .map(|f| chinese_weekdays_format(f))
+                .map(|f| weekday_format(f))
                 .collect(),
             epoch_seconds: named("epoch_seconds"),
             epoch_millis: named("epoch_millis"),
@@ -278,91 +278,6 @@ fn trim_cow(text: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
-/// Parses ISO 8601 (fast path) or one of `formats`, returning UTC microseconds.
-pub fn parse_timestamp(text: &str, zone: &Zone, formats: &[String]) -> Option<i64> {
-    if let Some((naive, offset)) = parse_iso(text.as_bytes()) {
-        return Some(match offset {
-            Some(seconds) => (naive - Duration::seconds(i64::from(seconds)))
-                .and_utc()
-                .timestamp_micros(),
-            None => zone.local_to_utc(naive),
-        });
-    }
-    for format in formats {
-        if let Ok(dt) = chrono::DateTime::parse_from_str(text, format) {
-            return Some(dt.timestamp_micros());
-        }
-        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
-            return Some(zone.local_to_utc(naive));
-        }
-        if let Ok(date) = NaiveDate::parse_from_str(text, format) {
-            return Some(zone.local_to_utc(date.and_hms_opt(0, 0, 0)?));
-        }
-    }
-    None
-}
-
-/// `YYYY-MM-DD[( |T)HH:MM[:SS[.fraction]]][Z|±HH[:MM]]` -> the wall-clock time and its offset
-/// in seconds, if one was given.
-fn parse_iso(s: &[u8]) -> Option<(NaiveDateTime, Option<i32>)> {
-    fn num(s: &[u8], range: std::ops::Range<usize>) -> Option<u32> {
-        let digits = s.get(range)?;
-        digits.iter().try_fold(0u32, |acc, &b| {
-            b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
-        })
-    }
-    if s.len() < 10 || s[4] != b'-' || s[7] != b'-' {
-        return None;
-    }
-    let date = NaiveDate::from_ymd_opt(num(s, 0..4)? as i32, num(s, 5..7)?, num(s, 8..10)?)?;
-    if s.len() == 10 {
-        return Some((date.and_hms_opt(0, 0, 0)?, None));
-    }
-    if !matches!(s[10], b'T' | b't' | b' ') || s.len() < 16 || s[13] != b':' {
-        return None;
-    }
-    let (hour, minute) = (num(s, 11..13)?, num(s, 14..16)?);
-    let mut at = 16;
-    let mut second = 0;
-    let mut nanos = 0;
-    if s.get(at) == Some(&b':') {
-        second = num(s, at + 1..at + 3)?;
-        at += 3;
-        if matches!(s.get(at), Some(b'.' | b',')) {
-            let start = at + 1;
-            let mut end = start;
-            while end < s.len() && s[end].is_ascii_digit() {
-                end += 1;
-            }
-            if end == start || end - start > 9 {
-                return None;
-            }
-            nanos = num(s, start..end)? * 10u32.pow(9 - (end - start) as u32);
-            at = end;
-        }
-    }
-    let time = date.and_hms_nano_opt(hour, minute, second, nanos)?;
-    let offset = match s.get(at..)? {
-        [] => None,
-        [b'Z' | b'z'] => Some(0),
-        [sign @ (b'+' | b'-'), rest @ ..] => {
-            let (h, m) = match rest.len() {
-                2 => (num(rest, 0..2)?, 0),
-                4 => (num(rest, 0..2)?, num(rest, 2..4)?),
-                5 if rest[2] == b':' => (num(rest, 0..2)?, num(rest, 3..5)?),
-                _ => return None,
-            };
-            if h > 23 || m > 59 {
-                return None;
-            }
-            let seconds = (h * 3600 + m * 60) as i32;
-            Some(if *sign == b'-' { -seconds } else { seconds })
-        }
-        _ => return None,
-    };
-    Some((time, offset))
-}
-
 /// A plain decimal (`-1234.5`) -> the value scaled by `DECIMAL_SCALE`, rounded half away from zero.
 pub fn parse_decimal(text: &str) -> Option<i128> {
     let (negative, digits) = match text.as_bytes().first()? {
@@ -393,78 +308,6 @@ pub fn parse_decimal(text: &str) -> Option<i128> {
         scaled += 1;
     }
     Some(if negative { -scaled } else { scaled })
-}
-
-/// `epoch_seconds` / `epoch_millis`: an integer (seconds may have a fraction) since
-/// 1970-01-01T00:00:00Z. With both named, 12 digits or more are milliseconds.
-fn parse_epoch(text: &str, seconds: bool, millis: bool) -> Option<i64> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    if whole.is_empty()
-        || !whole
-            .bytes()
-            .chain(fraction.bytes())
-            .all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let as_millis = millis && (!seconds || whole.len() >= 12);
-    let sign = if text.starts_with('-') { -1 } else { 1 };
-    if as_millis {
-        if !fraction.is_empty() {
-            return None;
-        }
-        whole.parse::<i64>().ok()?.checked_mul(1000 * sign)
-    } else {
-        let micros = whole.parse::<i64>().ok()?.checked_mul(1_000_000)?;
-        let fraction: i64 = if fraction.is_empty() {
-            0
-        } else {
-            format!("{:0<6}", fraction.get(..6).unwrap_or(fraction))
-                .parse()
-                .ok()?
-        };
-        Some(sign * (micros + fraction))
-    }
-}
-
-/// Chinese weekday names, as exports write them after a date (`2018-01-05 星期五`, `周五`), and
-/// the English names chrono's `%A` reads (it then checks that the weekday fits the date).
-const CHINESE_WEEKDAYS: [(&str, &str); 16] = [
-    ("星期一", "Monday"),
-    ("星期二", "Tuesday"),
-    ("星期三", "Wednesday"),
-    ("星期四", "Thursday"),
-    ("星期五", "Friday"),
-    ("星期六", "Saturday"),
-    ("星期日", "Sunday"),
-    ("星期天", "Sunday"),
-    ("周一", "Monday"),
-    ("周二", "Tuesday"),
-    ("周三", "Wednesday"),
-    ("周四", "Thursday"),
-    ("周五", "Friday"),
-    ("周六", "Saturday"),
-    ("周日", "Sunday"),
-    ("周天", "Sunday"),
-];
-
-/// `%a` reads the same English names as `%A` once Chinese names are translated.
-fn chinese_weekdays_format(format: &str) -> String {
-    format.replace("%a", "%A")
-}
-
-fn english_weekdays(text: &str) -> Cow<'_, str> {
-    if text.is_ascii() {
-        return Cow::Borrowed(text);
-    }
-    let mut text = text.to_string();
-    for (chinese, english) in CHINESE_WEEKDAYS {
-        if text.contains(chinese) {
-            text = text.replace(chinese, english);
-        }
-    }
-    Cow::Owned(text)
 }
 
 /// An amount as exports write it -> the value scaled by `DECIMAL_SCALE`: an optional sign or
@@ -582,84 +425,6 @@ fn strip_currency(s: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn utc(text: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .timestamp_micros()
-    }
-
-    #[test]
-    fn iso_timestamps_with_and_without_offsets() {
-        let berlin = chrono_tz::Europe::Berlin;
-        let shanghai = chrono_tz::Asia::Shanghai;
-        assert_eq!(
-            parse_timestamp("2026-03-01T10:00:00Z", &Zone::new(berlin), &[]),
-            Some(utc("2026-03-01T10:00:00Z"))
-        );
-        assert_eq!(
-            parse_timestamp("2026-03-01 10:00:00+08:00", &Zone::new(berlin), &[]),
-            Some(utc("2026-03-01T02:00:00Z"))
-        );
-        assert_eq!(
-            parse_timestamp("2026-03-01T10:00:00.250-0130", &Zone::new(berlin), &[]),
-            Some(utc("2026-03-01T11:30:00.250Z"))
-        );
-        assert_eq!(
-            parse_timestamp("2026-03-01 10:00", &Zone::new(shanghai), &[]),
-            Some(utc("2026-03-01T02:00:00Z"))
-        );
-        assert_eq!(
-            parse_timestamp("2026-03-01", &Zone::new(shanghai), &[]),
-            Some(utc("2026-02-28T16:00:00Z"))
-        );
-        for bad in [
-            "2026-02-30",
-            "2026-03-01T25:00",
-            "yesterday",
-            "2026-03-01T10:00:00+2",
-            "2026-03-01T10:00:00 UTC",
-        ] {
-            assert_eq!(
-                parse_timestamp(bad, &Zone::new(shanghai), &[]),
-                None,
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn configured_formats_are_tried_after_iso() {
-        let tz = chrono_tz::Asia::Shanghai;
-        let formats = vec!["%m/%d/%Y %H:%M".to_string(), "%m/%d/%Y".to_string()];
-        assert_eq!(
-            parse_timestamp("03/01/2026 10:00", &Zone::new(tz), &formats),
-            Some(utc("2026-03-01T02:00:00Z"))
-        );
-        assert_eq!(
-            parse_timestamp("03/01/2026", &Zone::new(tz), &formats),
-            Some(utc("2026-02-28T16:00:00Z"))
-        );
-    }
-
-    #[test]
-    fn dst_gaps_and_overlaps_in_berlin() {
-        let berlin = chrono_tz::Europe::Berlin;
-        // 2026-03-29 02:30 does not exist: read with the winter offset (+01:00).
-        assert_eq!(
-            parse_timestamp("2026-03-29T02:30:00", &Zone::new(berlin), &[]),
-            Some(utc("2026-03-29T01:30:00Z"))
-        );
-        // 2026-10-25 02:30 happens twice: the earlier one (+02:00).
-        assert_eq!(
-            parse_timestamp("2026-10-25T02:30:00", &Zone::new(berlin), &[]),
-            Some(utc("2026-10-25T00:30:00Z"))
-        );
-        assert_eq!(
-            parse_timestamp("2026-07-01T12:00:00", &Zone::new(berlin), &[]),
-            Some(utc("2026-07-01T10:00:00Z"))
-        );
-    }
-
     #[test]
     fn amounts_with_currency_grouping_and_either_mark() {
         assert_eq!(parse_amount("$1,054.00", '.'), Ok(105400));
@@ -687,34 +452,6 @@ mod tests {
         let err = parse_amount("1.054", '.').unwrap_err();
         assert!(err.starts_with("could be read two ways"), "{err}");
         assert_eq!(parse_amount("1.054", ','), Ok(105400));
-    }
-
-    #[test]
-    fn epoch_formats_and_chinese_weekdays() {
-        assert_eq!(
-            parse_epoch("1772442000", true, false),
-            Some(utc("2026-03-02T09:00:00Z"))
-        );
-        assert_eq!(
-            parse_epoch("1772442000123", true, true),
-            Some(utc("2026-03-02T09:00:00.123Z"))
-        );
-        assert_eq!(
-            parse_epoch("1772442000.5", true, false),
-            Some(utc("2026-03-02T09:00:00.5Z"))
-        );
-        assert_eq!(parse_epoch("17724x", true, true), None);
-        let formats = vec![chinese_weekdays_format("%Y-%m-%d %a")];
-        let zone = Zone::new(chrono_tz::Asia::Shanghai);
-        assert_eq!(
-            parse_timestamp(&english_weekdays("2018-01-05 星期五"), &zone, &formats),
-            Some(utc("2018-01-04T16:00:00Z"))
-        );
-        // The weekday must fit the date: 2018-01-01 was a Monday.
-        assert_eq!(
-            parse_timestamp(&english_weekdays("2018-01-01 星期五"), &zone, &formats),
-            None
-        );
     }
 
     #[test]

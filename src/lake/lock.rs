@@ -66,7 +66,7 @@ impl LakeLock {
                             lake.delete(&path).await?;
                         }
                         Some(h) => {
-                            return Err(Error::Lake(format!(
+                            return Err(Error::Busy(format!(
                                 "{name} is already running (host {}, pid {}, since {}); if that process is gone, delete {}/{}",
                                 h.host,
                                 h.pid,
@@ -83,7 +83,7 @@ impl LakeLock {
                 // best such a store offers).
                 Err(object_store::Error::NotImplemented { .. }) => {
                     if lake.get(&path).await?.is_some() {
-                        return Err(Error::Lake(format!(
+                        return Err(Error::Busy(format!(
                             "{name} is already running; if not, delete {}/{}",
                             lake.display(),
                             lake.relative(&path)
@@ -98,7 +98,7 @@ impl LakeLock {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Lake(format!(
+        Err(Error::Busy(format!(
             "could not take the {name} lock at {}",
             lake.relative(&path)
         )))

@@ -1,12 +1,12 @@
 //! The lake: a root on an object store (a local folder or `s3://bucket/prefix`), its layout
-//! (contract section 5), atomic Parquet writes, and the small JSON state objects flowhealth keeps
-//! beside the data under `_flowhealth/` (which Hive-style readers skip).
+//! (`docs/contract.md` section 5), atomic Parquet writes, and the small JSON state objects
+//! flowhealth keeps beside the data under `_flowhealth/` (which Hive-style readers skip).
 //!
 //! Atomicity: every object is written with one `put`. On S3 a PUT is atomic; the local store
 //! writes a staging file `<name>#<n>` and renames it into place. Either way a reader sees the whole
 //! file or nothing, and `*.parquet` globs never match a staging file.
 
-pub mod lock;
+pub(crate) mod lock;
 pub mod schema;
 
 use std::sync::Arc;
@@ -211,7 +211,7 @@ impl Lake {
 }
 
 /// A Parquet file's schema (with its metadata) and rows.
-pub fn decode_parquet(bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+pub(crate) fn decode_parquet(bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
     let schema = builder.schema().clone();
     let batches = builder
@@ -221,7 +221,7 @@ pub fn decode_parquet(bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
 }
 
 /// The value of a file's Hive partition `key` (`<key>=<value>` in its path), if it has one.
-pub fn partition_value(file: &ObjectMeta, key: &str) -> Option<String> {
+pub(crate) fn partition_value(file: &ObjectMeta, key: &str) -> Option<String> {
     file.location.parts().find_map(|part| {
         part.as_ref()
             .strip_prefix(key)
@@ -231,12 +231,12 @@ pub fn partition_value(file: &ObjectMeta, key: &str) -> Option<String> {
 }
 
 /// The `dt=` day of a file, if its path has one.
-pub fn partition_day(file: &ObjectMeta) -> Option<NaiveDate> {
+pub(crate) fn partition_day(file: &ObjectMeta) -> Option<NaiveDate> {
     partition_value(file, "dt").and_then(|text| NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok())
 }
 
 /// What identifies one version of a file: path, size, modification time and e-tag.
-pub fn file_version(file: &ObjectMeta) -> String {
+pub(crate) fn file_version(file: &ObjectMeta) -> String {
     format!(
         "{} {} {} {}",
         file.location,
@@ -264,13 +264,13 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Encodes a batch as a Parquet file in memory. Snappy, as most BI tools' own writers use, so
 /// every reader opens it.
-pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
+pub(crate) fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
     encode_parquet_as(batch, Compression::SNAPPY, &[])
 }
 
 /// Encodes a batch as a Parquet file in memory with `compression`; the `unique` columns (besides
 /// the lake's own) are written without a dictionary.
-pub fn encode_parquet_as(
+pub(crate) fn encode_parquet_as(
     batch: &RecordBatch,
     compression: Compression,
     unique: &[&str],

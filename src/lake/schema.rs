@@ -1,5 +1,5 @@
-//! The canonical datasets of contract section 1: their columns, types, dedup keys and the Arrow
-//! schemas they are stored with, in `raw/` and in `quarantine/`.
+//! The canonical datasets of `docs/contract.md` section 1: their columns, types, dedup keys and
+//! the Arrow schemas they are stored with, in `raw/` and in `quarantine/`.
 
 use std::sync::Arc;
 

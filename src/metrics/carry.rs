@@ -20,65 +20,25 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::catalog::Metric;
-use super::period::Period;
+use super::output::{output_path, output_periods};
 use crate::config::Config;
 use crate::error::Result;
 use crate::lake::schema::Dataset;
 use crate::lake::{Lake, file_version, partition_day};
+use crate::time::{Period, Zone};
 
 /// The key of an output's metadata that records what it holds.
 pub const METADATA_KEY: &str = "flowhealth.carry";
 
 /// `$carried_as_of` when nothing is carried (1900-01-01T00:00:00Z): the SQL reads everything.
 pub const BEGINNING: i64 = -2_208_988_800_000_000;
-
-/// The type of a carried column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ColumnType {
-    Text,
-    /// An instant (the lake's microsecond UTC timestamps).
-    Timestamp,
-    Float,
-    Integer,
-    Boolean,
-    Date,
-}
-
-impl ColumnType {
-    fn data_type(self) -> DataType {
-        match self {
-            ColumnType::Text => DataType::Utf8,
-            ColumnType::Timestamp => crate::lake::schema::timestamp_type(),
-            ColumnType::Float => DataType::Float64,
-            ColumnType::Integer => DataType::Int64,
-            ColumnType::Boolean => DataType::Boolean,
-            ColumnType::Date => DataType::Date32,
-        }
-    }
-
-    /// Whether an output column of type `data_type` is of this kind.
-    fn accepts(self, data_type: &DataType) -> bool {
-        match self {
-            ColumnType::Text => matches!(
-                data_type,
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            ),
-            ColumnType::Timestamp => matches!(data_type, DataType::Timestamp(_, Some(_))),
-            ColumnType::Float => data_type.is_floating(),
-            ColumnType::Integer => data_type.is_integer(),
-            ColumnType::Boolean => *data_type == DataType::Boolean,
-            ColumnType::Date => matches!(data_type, DataType::Date32 | DataType::Date64),
-        }
-    }
-}
 
 /// What an output of a carrying metric records about itself.
 #[derive(Debug, Serialize, Deserialize)]
@@ -181,7 +141,7 @@ async fn latest_usable(
     files: &[ObjectMeta],
     as_of: i64,
 ) -> Result<Option<(String, i64, Vec<RecordBatch>)>> {
-    let mut earlier: Vec<Period> = super::run::output_periods(lake, metric)
+    let mut earlier: Vec<Period> = output_periods(lake, metric)
         .await?
         .into_iter()
         .filter(|p| p.kind == period.kind && p.start < period.start)
@@ -189,7 +149,7 @@ async fn latest_usable(
     earlier.sort_by_key(|p| std::cmp::Reverse(p.start));
     let mut passed = 0;
     for candidate in earlier {
-        let path = super::run::output_path(lake, metric, &candidate.id);
+        let path = output_path(lake, metric, &candidate.id);
         // The footer first (an unusable output is not read), then the file, checked again: it may
         // have been replaced in between.
         let usable = match lake.parquet_schema(&path).await? {
@@ -288,7 +248,7 @@ async fn listing(lake: &Lake, metric: &Metric) -> Result<Vec<ObjectMeta>> {
 /// What a state as of `as_of` depends on: the definition, the timezone, the stages, and every
 /// listed file of a day that begins before `as_of`.
 fn fingerprint(config: &Config, metric: &Metric, files: &[ObjectMeta], as_of: i64) -> String {
-    let last_day = crate::zone::Zone::new(config.timezone).local_date(as_of - 1);
+    let last_day = Zone::new(config.timezone).local_date(as_of - 1);
     let mut hash = Sha256::new();
     hash.update(format!(
         "{}\n{}\n{:?}\n",

@@ -22,11 +22,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use datafusion::arrow::datatypes::DataType;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::period::PeriodKind;
 use crate::config::Threshold;
+use crate::error::Error;
+use crate::time::PeriodKind;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_queries.rs"));
@@ -59,7 +61,48 @@ pub struct Meta {
     /// Columns of this metric's output that the next period starts from (see `carry.rs`): the
     /// previous period's rows are the table `<metric>_carried`, as of `$carried_as_of`.
     #[serde(default)]
-    pub carry: BTreeMap<String, super::carry::ColumnType>,
+    pub carry: BTreeMap<String, ColumnType>,
+}
+
+/// The type of a carried column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Text,
+    /// An instant (the lake's microsecond UTC timestamps).
+    Timestamp,
+    Float,
+    Integer,
+    Boolean,
+    Date,
+}
+
+impl ColumnType {
+    pub(crate) fn data_type(self) -> DataType {
+        match self {
+            ColumnType::Text => DataType::Utf8,
+            ColumnType::Timestamp => crate::lake::schema::timestamp_type(),
+            ColumnType::Float => DataType::Float64,
+            ColumnType::Integer => DataType::Int64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+        }
+    }
+
+    /// Whether an output column of type `data_type` is of this kind.
+    pub(crate) fn accepts(self, data_type: &DataType) -> bool {
+        match self {
+            ColumnType::Text => matches!(
+                data_type,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ),
+            ColumnType::Timestamp => matches!(data_type, DataType::Timestamp(_, Some(_))),
+            ColumnType::Float => data_type.is_floating(),
+            ColumnType::Integer => data_type.is_integer(),
+            ColumnType::Boolean => *data_type == DataType::Boolean,
+            ColumnType::Date => matches!(data_type, DataType::Date32 | DataType::Date64),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -269,13 +312,14 @@ impl Catalog {
         self.latest(name).map_or(1, |m| m.version() + 1)
     }
 
-    /// `name` (the latest version) or `name@N`.
-    pub fn resolve(&self, spec: &str) -> Result<&Metric, String> {
+    /// `name` (the latest version) or `name@N`; anything else is a usage error listing the
+    /// metrics there are.
+    pub fn resolve(&self, spec: &str) -> crate::error::Result<&Metric> {
         let (name, version) = match spec.split_once('@') {
             Some((name, version)) => {
-                let version: u32 = version
-                    .parse()
-                    .map_err(|_| format!("`{spec}`: the version after @ must be a number"))?;
+                let version: u32 = version.parse().map_err(|_| {
+                    Error::Usage(format!("`{spec}`: the version after @ must be a number"))
+                })?;
                 (name, Some(version))
             }
             None => (spec, None),
@@ -289,11 +333,11 @@ impl Catalog {
         };
         found.ok_or_else(|| {
             let names: Vec<String> = self.names().map(String::from).collect();
-            format!(
+            Error::Usage(format!(
                 "no metric `{spec}` in {} (metrics: {})",
                 self.dir.display(),
                 names.join(", ")
-            )
+            ))
         })
     }
 

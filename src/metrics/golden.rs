@@ -21,6 +21,7 @@ use datafusion::arrow::array::RecordBatch;
 use serde::Deserialize;
 
 use super::catalog::Catalog;
+use super::output;
 use super::run::{self, Request};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -141,7 +142,7 @@ async fn run_case(
     let report = run::run(&config, &lake, catalog, &request).await?;
     let mut results = Vec::new();
     for (name, expected_path) in specs.iter().zip(&expectations) {
-        let metric = catalog.resolve(name).map_err(Error::Usage)?;
+        let metric = catalog.resolve(name)?;
         let expected =
             std::fs::read_to_string(expected_path).map_err(|e| Error::io(expected_path, e))?;
         let result = check(&lake, &report, metric, &spec.period, &expected).await?;
@@ -160,9 +161,7 @@ async fn run_case(
         })
         .collect();
     if !carrying.is_empty() {
-        let previous = super::period::Period::parse(&spec.period)
-            .map_err(Error::Usage)?
-            .previous();
+        let previous = crate::time::Period::parse(&spec.period)?.previous();
         let metrics: Vec<String> = carrying.iter().map(|(name, _)| (*name).clone()).collect();
         let before = Request {
             metrics: metrics.clone(),
@@ -177,7 +176,7 @@ async fn run_case(
         };
         let report = run::run(&config, &lake, catalog, &again).await?;
         for (name, expected_path) in carrying {
-            let metric = catalog.resolve(name).map_err(Error::Usage)?;
+            let metric = catalog.resolve(name)?;
             let label = format!("{name} (from {}'s state)", previous.id);
             let carried = report
                 .outcomes
@@ -212,10 +211,10 @@ async fn check(
     if let Some(error) = failed {
         return Ok(Err(format!("  the metric failed: {error}")));
     }
-    let batches = run::read_output(lake, metric, period)
+    let batches = output::read_output(lake, metric, period)
         .await?
         .ok_or_else(|| {
-            let path = run::output_path(lake, metric, period);
+            let path = output::output_path(lake, metric, period);
             Error::Lake(format!("{path}: not written"))
         })?;
     Ok(compare(expected, &csv(&batches)?))
@@ -231,7 +230,7 @@ fn csv(batches: &[RecordBatch]) -> Result<String> {
         for batch in batches {
             let keep: Vec<usize> = (0..batch.num_columns())
                 .filter(|&i| {
-                    !["run_id", "as_of"].contains(&batch.schema().field(i).name().as_str())
+                    !output::STAMP_COLUMNS.contains(&batch.schema().field(i).name().as_str())
                 })
                 .collect();
             writer.write(&batch.project(&keep)?)?;

@@ -1,10 +1,17 @@
-//! Versioned SQL metric definitions (contract section 4): the catalog in `queries/`, the runner
-//! that writes `metrics/` and `breaches/` to the lake, and the checks `validate` runs.
+//! Versioned SQL metric definitions (`docs/contract.md` section 4): the catalog in `queries/`,
+//! the runner, the layout of their outputs in the lake, and the checks `validate` runs.
+//!
+//! - [`catalog`]: `queries/<metric>/v<N>.sql` and `versions.lock` -> [`catalog::Metric`]s.
+//! - [`output`]: where outputs and breaches live in the lake (`metrics/`, `breaches/`); the one
+//!   place that writes and reads them.
+//! - [`carry`]: the state a carrying metric starts from (an earlier output still true to the lake).
+//! - [`run`]: computing metrics for a period, in dependency order, with their breaches.
+//! - [`golden`]: `flowhealth metrics test`.
 
-pub mod carry;
+pub(crate) mod carry;
 pub mod catalog;
-pub mod golden;
-pub mod period;
+pub(crate) mod golden;
+pub mod output;
 pub mod run;
 
 use std::fmt::Write;
@@ -25,7 +32,7 @@ pub fn catalog(config: &Config) -> Result<Catalog> {
 }
 
 /// `flowhealth metrics list`: one line per metric, its versions, owner and healthy range.
-pub fn list(config: &Config, catalog: &Catalog) -> String {
+pub(crate) fn list(config: &Config, catalog: &Catalog) -> String {
     let mut out = String::new();
     for name in catalog.names() {
         let versions: Vec<String> = catalog
@@ -63,15 +70,17 @@ pub fn list(config: &Config, catalog: &Catalog) -> String {
 
 /// Plans every metric version against the lake's schemas with the parameters bound, in
 /// dependency order: `validate` reports each that does not parse or plan, with its file and line.
-pub async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<String>> {
+pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<String>> {
     let lake = crate::lake::Lake::open(config)?;
     let ctx = crate::engine::session(config, &lake).await?;
     let all: Vec<&catalog::Metric> = catalog.metrics.iter().collect();
     let mut problems = Vec::new();
     for level in run::levels(&all) {
         for metric in level {
-            let period =
-                period::Period::last_complete(metric.meta.period, chrono::Utc::now().date_naive());
+            let period = crate::time::Period::last_complete(
+                metric.meta.period,
+                crate::time::today(config.timezone),
+            );
             let params = run::Params::new(config, &period, None);
             if !metric.meta.carry.is_empty() {
                 carry::register_empty(&ctx, metric)?;

@@ -1,7 +1,5 @@
-//! `flowhealth metrics run`: computes metrics for a period and writes each to
-//! `metrics/<metric>/version=<N>/period=<id>/part-0.parquet` (replacing that period's output in
-//! one atomic put), with `run_id` and `as_of` on every row, and the threshold breaches of each to
-//! `breaches/metric=<metric>/version=<N>/period=<id>/part-0.parquet`.
+//! `flowhealth metrics run`: computes metrics for a period and writes each, with its threshold
+//! breaches, to the lake through [`super::output`] (which owns the layout).
 //!
 //! Metrics run in dependency levels: the ones of a level concurrently, a dependent after what it
 //! reads (registered in the session as a table named after the metric). A metric that fails is
@@ -13,20 +11,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 use futures::future::join_all;
 
 use super::catalog::{Catalog, Metric};
-use super::period::{Period, PeriodKind};
+use super::output::{self, Breach};
 use crate::config::{Config, Threshold};
 use crate::error::{Error, Result};
-use crate::lake::{Lake, encode_parquet};
+use crate::lake::Lake;
+use crate::time::Period;
 
 /// What to compute.
 #[derive(Debug, Default)]
@@ -45,22 +42,10 @@ pub struct Outcome {
     pub metric: String,
     pub period: String,
     /// Rows written, or why not.
-    pub result: std::result::Result<usize, String>,
+    pub result: Result<usize>,
     pub breaches: Vec<Breach>,
     /// The period whose output a carrying metric started from (see `carry.rs`).
     pub carried_from: Option<String>,
-}
-
-/// A row whose `value` is outside the metric's healthy range.
-#[derive(Debug, Clone)]
-pub struct Breach {
-    pub team: Option<String>,
-    pub value: f64,
-    pub threshold: f64,
-    /// `below` (under `min`) or `above` (over `max`).
-    pub direction: &'static str,
-    pub advice: String,
-    pub previous_value: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -123,28 +108,14 @@ pub async fn run(
         )));
     }
     let selected = select(catalog, &request.metrics)?;
-    let today = Utc::now().with_timezone(&config.timezone).date_naive();
-    let given = request
-        .period
-        .as_deref()
-        .map(Period::parse)
-        .transpose()
-        .map_err(Error::Usage)?;
+    let today = crate::time::today(config.timezone);
+    let given = request.period.as_deref().map(Period::parse).transpose()?;
     let period_of = |metric: &Metric| -> Result<Period> {
         match &given {
-            Some(period) if period.kind == metric.meta.period => Ok(period.clone()),
-            Some(period) => Err(Error::Usage(format!(
-                "{} is computed per {:?}, not per {:?} ({}): give a {} id",
-                metric.id(),
-                metric.meta.period,
-                period.kind,
-                period.id,
-                if metric.meta.period == PeriodKind::Week {
-                    "week like 2026-W09"
-                } else {
-                    "month like 2026-03"
-                }
-            ))),
+            Some(period) => {
+                period.expect_kind(metric.meta.period, &metric.id())?;
+                Ok(period.clone())
+            }
             None => Ok(Period::last_complete(metric.meta.period, today)),
         }
     };
@@ -159,7 +130,7 @@ pub async fn run(
     let as_of = request
         .as_of
         .as_deref()
-        .map(|text| parse_as_of(config, text))
+        .map(|text| crate::time::parse::parse_as_of(config.timezone, text))
         .transpose()?;
 
     // Every metric's period, before anything runs: a wrong kind of period is the user's to fix.
@@ -180,7 +151,8 @@ pub async fn run(
         rand::random::<u32>()
     );
     let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut failed: Vec<String> = Vec::new();
+    // What failed so far, by metric name: its dependents are skipped with its domain.
+    let mut failed: HashMap<String, Error> = HashMap::new();
     // A dependency is the metric's latest version asked for: when a run computes two versions of
     // one metric (a golden case checking both), the newer is the table the others read.
     let mut newest: HashMap<&str, u32> = HashMap::new();
@@ -194,20 +166,22 @@ pub async fn run(
             let (failed, periods) = (&failed, &periods);
             async move {
                 let period = periods[metric.name()].clone();
-                if let Some(dependency) = metric.meta.depends.iter().find(|d| failed.contains(d)) {
-                    return Err(format!("skipped: depends on {dependency}, which failed"));
+                let dependency = metric.meta.depends.iter();
+                if let Some((name, error)) = dependency
+                    .filter_map(|d| failed.get(d).map(|e| (d, e)))
+                    .next()
+                {
+                    let message = format!("skipped: depends on {name}, which failed");
+                    return Err(Error::reported(message, error));
                 }
                 let mut params = Params::new(config, &period, as_of);
                 let started = Instant::now();
                 let carry =
                     super::carry::prepare(&ctx, config, lake, metric, &period, params.as_of)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                 params.carry_from(config, carry.as_of);
                 let prepared = started.elapsed();
-                let (schema, batches) = compute(&ctx, metric, &params)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (schema, batches) = compute(&ctx, metric, &params).await?;
                 tracing::debug!(
                     "{}: computed in {:?} (carried state: {prepared:?})",
                     metric.id(),
@@ -247,7 +221,7 @@ pub async fn run(
                         Err(e) => Outcome {
                             metric: metric.id(),
                             period: period.id,
-                            result: Err(e.to_string()),
+                            result: Err(e),
                             breaches: vec![],
                             carried_from,
                         },
@@ -261,8 +235,9 @@ pub async fn run(
                     carried_from: None,
                 },
             };
-            if outcome.result.is_err() {
-                failed.push(metric.name().to_string());
+            if let Err(error) = &outcome.result {
+                let copy = Error::reported(error.to_string(), error);
+                failed.insert(metric.name().to_string(), copy);
             }
             outcomes.push(outcome);
         }
@@ -280,14 +255,14 @@ fn select<'a>(catalog: &'a Catalog, specs: &[String]) -> Result<Vec<&'a Metric>>
     } else {
         specs
             .iter()
-            .map(|spec| catalog.resolve(spec).map_err(Error::Usage))
+            .map(|spec| catalog.resolve(spec))
             .collect::<Result<_>>()?
     };
     let mut i = 0;
     while i < selected.len() {
         for dependency in selected[i].meta.depends.clone() {
             if !selected.iter().any(|m| m.name() == dependency) {
-                selected.push(catalog.resolve(&dependency).map_err(Error::Usage)?);
+                selected.push(catalog.resolve(&dependency)?);
             }
         }
         i += 1;
@@ -296,7 +271,7 @@ fn select<'a>(catalog: &'a Catalog, specs: &[String]) -> Result<Vec<&'a Metric>>
 }
 
 /// Metrics grouped so that each level only depends on earlier levels.
-pub fn levels<'a>(metrics: &[&'a Metric]) -> Vec<Vec<&'a Metric>> {
+pub(crate) fn levels<'a>(metrics: &[&'a Metric]) -> Vec<Vec<&'a Metric>> {
     let mut level_of: HashMap<&str, usize> = HashMap::new();
     let mut remaining: Vec<&Metric> = metrics.to_vec();
     let mut levels: Vec<Vec<&Metric>> = Vec::new();
@@ -320,14 +295,8 @@ pub fn levels<'a>(metrics: &[&'a Metric]) -> Vec<Vec<&'a Metric>> {
     levels
 }
 
-/// An `--as-of` instant (ISO 8601; without an offset, the configured timezone) in microseconds.
-pub fn parse_as_of(config: &Config, text: &str) -> Result<i64> {
-    crate::ingest::validate::parse_timestamp(text, &crate::zone::Zone::new(config.timezone), &[])
-        .ok_or_else(|| Error::Usage(format!("--as-of `{text}` is not an ISO 8601 timestamp")))
-}
-
 /// The named parameters every metric can use, bound (never pasted into the SQL).
-pub struct Params {
+pub(crate) struct Params {
     values: Vec<(String, ScalarValue)>,
     pub as_of: i64,
 }
@@ -336,7 +305,7 @@ impl Params {
     pub fn new(config: &Config, period: &Period, as_of: Option<i64>) -> Params {
         let (start, end) = period.bounds_utc(config.timezone);
         let as_of = as_of.unwrap_or(end);
-        let zone = crate::zone::Zone::new(config.timezone);
+        let zone = crate::time::Zone::new(config.timezone);
         let ts = |micros: i64| ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()));
         let date = |day: chrono::NaiveDate| {
             ScalarValue::Date32(Some(
@@ -398,7 +367,7 @@ impl Params {
 impl Params {
     /// Binds `$carried_as_of` (and its local date) to the instant the carried state holds.
     pub fn carry_from(&mut self, config: &Config, micros: i64) {
-        let day = crate::zone::Zone::new(config.timezone).local_date(micros);
+        let day = crate::time::Zone::new(config.timezone).local_date(micros);
         self.values
             .retain(|(name, _)| !name.starts_with("carried_as_of"));
         self.values.extend([
@@ -425,7 +394,7 @@ impl Params {
 }
 
 /// Plans `metric` with `params` bound: the errors `validate` reports.
-pub async fn plan(
+pub(crate) async fn plan(
     ctx: &SessionContext,
     metric: &Metric,
     params: &Params,
@@ -436,11 +405,7 @@ pub async fn plan(
 }
 
 fn located(metric: &Metric, error: datafusion::error::DataFusionError) -> Error {
-    Error::Query(format!(
-        "{}: {}",
-        metric.path.display(),
-        error.strip_backtrace()
-    ))
+    Error::from_user_sql(error, Some(&metric.path.display().to_string()))
 }
 
 async fn compute(
@@ -472,16 +437,15 @@ async fn write(
     output: Output<'_>,
 ) -> Result<(usize, Vec<Breach>)> {
     let rows = concat_batches(&output.schema, output.batches)?;
-    let stamped = stamp(&rows, run_id, params.as_of)?;
-    let schema = stamped
-        .schema()
-        .as_ref()
-        .clone()
-        .with_metadata(output.metadata);
-    let stamped = stamped.with_schema(Arc::new(schema))?;
-    lake.put(
-        &output_path(lake, metric, &period.id),
-        encode_parquet(&stamped)?,
+    let as_of = params.as_of;
+    output::write_rows(
+        lake,
+        metric,
+        &period.id,
+        &rows,
+        run_id,
+        as_of,
+        output.metadata,
     )
     .await?;
 
@@ -494,91 +458,9 @@ async fn write(
         _ => Vec::new(),
     };
     if threshold.is_some() {
-        lake.put(
-            &breaches_path(lake, metric, &period.id),
-            encode_parquet(&stamp(&breach_batch(&breaches)?, run_id, params.as_of)?)?,
-        )
-        .await?;
+        output::write_breaches(lake, metric, &period.id, &breaches, run_id, as_of).await?;
     }
     Ok((rows.num_rows(), breaches))
-}
-
-/// `rows` with `run_id` and `as_of` columns added.
-fn stamp(rows: &RecordBatch, run_id: &str, as_of: i64) -> Result<RecordBatch> {
-    let n = rows.num_rows();
-    let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
-    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-    fields.push(Arc::new(Field::new("run_id", DataType::Utf8, false)));
-    columns.push(Arc::new(StringArray::from(vec![run_id; n])));
-    fields.push(Arc::new(Field::new(
-        "as_of",
-        crate::lake::schema::timestamp_type(),
-        false,
-    )));
-    columns.push(Arc::new(
-        TimestampMicrosecondArray::from(vec![as_of; n]).with_timezone("UTC"),
-    ));
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
-/// Where `metric`'s rows for period `period_id` live in the lake.
-pub fn output_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_store::path::Path {
-    lake.path(&[
-        "metrics",
-        metric.name(),
-        &format!("version={}", metric.version()),
-        &format!("period={period_id}"),
-        "part-0.parquet",
-    ])
-}
-
-/// Where the breaches of `metric` for period `period_id` live in the lake.
-pub fn breaches_path(lake: &Lake, metric: &Metric, period_id: &str) -> object_store::path::Path {
-    lake.path(&[
-        "breaches",
-        &format!("metric={}", metric.name()),
-        &format!("version={}", metric.version()),
-        &format!("period={period_id}"),
-        "part-0.parquet",
-    ])
-}
-
-/// The rows written for `metric` and period `period_id`; `None` when that period was not computed.
-pub async fn read_output(
-    lake: &Lake,
-    metric: &Metric,
-    period_id: &str,
-) -> Result<Option<Vec<RecordBatch>>> {
-    Ok(lake
-        .get_parquet(&output_path(lake, metric, period_id))
-        .await?
-        .map(|(_, batches)| batches))
-}
-
-/// The periods `metric` (this version) has output for.
-pub async fn output_periods(lake: &Lake, metric: &Metric) -> Result<Vec<Period>> {
-    let version = format!("version={}", metric.version());
-    let files = lake.list(&["metrics", metric.name(), &version]).await?;
-    Ok(files
-        .iter()
-        .filter_map(|file| crate::lake::partition_value(file, "period"))
-        .filter_map(|id| Period::parse(&id).ok())
-        .collect())
-}
-
-/// The breaches written for `metric` and period `period_id`; `None` when not computed.
-pub async fn read_breaches(
-    lake: &Lake,
-    metric: &Metric,
-    period_id: &str,
-) -> Result<Option<Vec<RecordBatch>>> {
-    Ok(lake
-        .get_parquet(&breaches_path(lake, metric, period_id))
-        .await?
-        .map(|(_, batches)| batches))
 }
 
 /// The previous period's `value` per team (None for the organisation row), from the lake.
@@ -587,7 +469,7 @@ async fn previous_values(
     metric: &Metric,
     period: &Period,
 ) -> Result<HashMap<Option<String>, f64>> {
-    let batches = read_output(lake, metric, &period.previous().id)
+    let batches = output::read_output(lake, metric, &period.previous().id)
         .await?
         .unwrap_or_default();
     let mut previous = HashMap::new();
@@ -667,54 +549,4 @@ fn breaches(
         });
     }
     Ok(out)
-}
-
-fn breach_batch(breaches: &[Breach]) -> Result<RecordBatch> {
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        (
-            "team",
-            Arc::new(StringArray::from_iter(
-                breaches.iter().map(|b| b.team.clone()),
-            )),
-        ),
-        (
-            "value",
-            Arc::new(Float64Array::from_iter_values(
-                breaches.iter().map(|b| b.value),
-            )),
-        ),
-        (
-            "threshold",
-            Arc::new(Float64Array::from_iter_values(
-                breaches.iter().map(|b| b.threshold),
-            )),
-        ),
-        (
-            "direction",
-            Arc::new(StringArray::from_iter_values(
-                breaches.iter().map(|b| b.direction),
-            )),
-        ),
-        (
-            "advice",
-            Arc::new(StringArray::from_iter_values(
-                breaches.iter().map(|b| b.advice.as_str()),
-            )),
-        ),
-        (
-            "previous_value",
-            Arc::new(Float64Array::from_iter(
-                breaches.iter().map(|b| b.previous_value),
-            )),
-        ),
-        (
-            "change",
-            Arc::new(Float64Array::from_iter(
-                breaches
-                    .iter()
-                    .map(|b| b.previous_value.map(|p| b.value - p)),
-            )),
-        ),
-    ];
-    Ok(RecordBatch::try_from_iter(columns)?)
 }

@@ -26,12 +26,13 @@ pub fn trend_png(points: &[Point], threshold: Option<f64>) -> Result<Vec<u8>> {
             .unwrap_or_else(|_| panic!("assets/DejaVuSans.ttf does not parse"));
     });
     let mut pixels = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(&mut pixels, points, threshold).map_err(|e| Error::Usage(format!("trend chart: {e}")))?;
+    draw(&mut pixels, points, threshold)
+        .map_err(|e| Error::Internal(format!("trend chart: {e}")))?;
     let mut png = Vec::new();
     let mut encoder = png::Encoder::new(&mut png, WIDTH, HEIGHT);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    let encode = |e: png::EncodingError| Error::Usage(format!("trend chart: {e}"));
+    let encode = |e: png::EncodingError| Error::Internal(format!("trend chart: {e}"));
     let mut writer = encoder.write_header().map_err(encode)?;
     writer.write_image_data(&pixels).map_err(encode)?;
     writer.finish().map_err(encode)?;

@@ -45,8 +45,9 @@ pub enum Queued {
 #[derive(Debug)]
 pub struct Delivery {
     pub key: String,
-    /// Where the delivered message now is (`sent/<key>.eml`), or why it is still pending.
-    pub result: std::result::Result<PathBuf, String>,
+    /// Where the delivered message now is (`sent/<key>.eml`), or why it is still pending (an
+    /// [`Error::Delivery`]).
+    pub result: Result<PathBuf>,
 }
 
 pub struct Outbox {
@@ -58,10 +59,6 @@ impl Outbox {
         Outbox {
             dir: config.resolve_local(&config.email.outbox),
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn pending_dir(&self) -> PathBuf {
@@ -155,12 +152,15 @@ impl Outbox {
                     tracing::info!(key = %item.key, to = ?item.to, "Delivered report.");
                     Ok(sent)
                 }
-                Some(error) => {
-                    item.last_error = Some(error.clone());
+                Some(Refusal { message, permanent }) => {
+                    item.last_error = Some(message.clone());
                     let meta = self.pending_dir().join(format!("{}.json", item.key));
                     write_atomic(&meta, &serde_json::to_vec_pretty(&item)?)?;
-                    tracing::warn!(key = %item.key, attempts = item.attempts, %error, "Report kept in the outbox.");
-                    Err(format!("{error} (kept in {})", eml.display()))
+                    tracing::warn!(key = %item.key, attempts = item.attempts, error = %message, "Report kept in the outbox.");
+                    Err(Error::Delivery {
+                        message: format!("{message} (kept in {})", eml.display()),
+                        permanent,
+                    })
                 }
             };
             deliveries.push(Delivery {
@@ -180,7 +180,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 struct Attempted {
     attempts: u32,
-    error: Option<String>,
+    error: Option<Refusal>,
+}
+
+/// Why a message was not delivered, and whether waiting can change that.
+struct Refusal {
+    message: String,
+    /// A refusal by the server that will not change by waiting (bad credentials, a rejected
+    /// recipient), or an envelope that cannot be sent at all.
+    permanent: bool,
 }
 
 enum Transport {
@@ -218,10 +226,13 @@ impl Transport {
         };
         let envelope = match envelope(item) {
             Ok(envelope) => envelope,
-            Err(error) => {
+            Err(message) => {
                 return Attempted {
                     attempts: 0,
-                    error: Some(error),
+                    error: Some(Refusal {
+                        message,
+                        permanent: true,
+                    }),
                 };
             }
         };
@@ -242,7 +253,10 @@ impl Transport {
                     tracing::warn!(key = %item.key, attempt = attempt + 1, error = %message, "SMTP delivery failed.");
                     // A permanent refusal (bad credentials, rejected recipient) will not change
                     // by waiting.
-                    error = Some(message);
+                    error = Some(Refusal {
+                        message,
+                        permanent: e.is_permanent(),
+                    });
                     if e.is_permanent() {
                         return Attempted {
                             attempts: attempt + 1,

@@ -15,7 +15,6 @@ pub mod render;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use chrono::Utc;
 use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
@@ -26,7 +25,7 @@ use self::render::Templates;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::metrics::period::{Period, PeriodKind};
+use crate::time::{Period, PeriodKind};
 
 /// Which report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -46,7 +45,8 @@ impl Kind {
         }
     }
 
-    fn period_kind(self) -> PeriodKind {
+    /// The kind of period the report covers.
+    pub fn period_kind(self) -> PeriodKind {
         match self {
             Kind::Weekly => PeriodKind::Week,
             Kind::Monthly => PeriodKind::Month,
@@ -74,8 +74,9 @@ pub struct Outcome {
     pub html: String,
     /// Messages delivered now or earlier: (key, path in the outbox's `sent/`).
     pub sent: Vec<(String, std::path::PathBuf)>,
-    /// Messages that could not be delivered: the error (they stay pending).
-    pub failed: Vec<String>,
+    /// Messages that could not be delivered, each error naming its message's key (they stay
+    /// pending).
+    pub failed: Vec<Error>,
 }
 
 impl Outcome {
@@ -88,30 +89,12 @@ impl Outcome {
 /// and, with `send`, delivers it to the configured recipients.
 pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) -> Result<Outcome> {
     let period = match period {
-        Some(id) => {
-            let period = Period::parse(id).map_err(Error::Usage)?;
-            if period.kind != kind.period_kind() {
-                return Err(Error::Usage(format!(
-                    "the {} report needs a {} id (e.g. {}), not `{id}`",
-                    kind.name(),
-                    if kind == Kind::Weekly {
-                        "week"
-                    } else {
-                        "month"
-                    },
-                    if kind == Kind::Weekly {
-                        "2026-W09"
-                    } else {
-                        "2026-03"
-                    },
-                )));
-            }
-            period
-        }
-        None => Period::last_complete(
+        Some(id) => Period::parse_as(
+            id,
             kind.period_kind(),
-            Utc::now().with_timezone(&config.timezone).date_naive(),
-        ),
+            &format!("the {} report", kind.name()),
+        )?,
+        None => Period::last_complete(kind.period_kind(), crate::time::today(config.timezone)),
     };
     let catalog = crate::metrics::catalog(config)?;
     let lake = Lake::open(config)?;
@@ -224,7 +207,7 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
                 }
                 outcome.sent.push((delivery.key, path));
             }
-            Err(error) => outcome.failed.push(format!("{}: {error}", delivery.key)),
+            Err(error) => outcome.failed.push(error.context(delivery.key)),
         }
     }
     Ok(outcome)
@@ -236,7 +219,7 @@ pub async fn flush(config: &Config) -> Result<Outcome> {
     for delivery in Outbox::open(config).deliver(config).await? {
         match delivery.result {
             Ok(path) => outcome.sent.push((delivery.key, path)),
-            Err(error) => outcome.failed.push(format!("{}: {error}", delivery.key)),
+            Err(error) => outcome.failed.push(error.context(delivery.key)),
         }
     }
     Ok(outcome)
@@ -338,7 +321,7 @@ fn build(config: &Config, message: &Rendered) -> Result<Message> {
         builder = builder.to(mailbox(address)?);
     }
     builder.multipart(body).map_err(|e| {
-        Error::Usage(format!(
+        Error::Internal(format!(
             "report {}: cannot build the message: {e}",
             message.key
         ))

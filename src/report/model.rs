@@ -12,8 +12,8 @@ use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::metrics::catalog::{Catalog, Metric};
-use crate::metrics::period::Period;
-use crate::metrics::run::{read_breaches, read_output};
+use crate::metrics::output::{read_breaches, read_output};
+use crate::time::Period;
 
 /// The index components, in the order of the 6:3:1 formula.
 pub const COMPONENTS: [&str; 3] = [
@@ -317,7 +317,7 @@ impl Weekly {
     pub fn overdue_csv(&self) -> Result<Vec<u8>> {
         let columns = &self.overdue_columns;
         let mut writer = csv::Writer::from_writer(Vec::new());
-        let fail = |e: csv::Error| Error::Usage(format!("overdue CSV: {e}"));
+        let fail = |e: csv::Error| Error::Internal(format!("overdue CSV: {e}"));
         writer.write_record(columns).map_err(fail)?;
         for row in &self.overdue_all {
             writer
@@ -330,7 +330,7 @@ impl Weekly {
         }
         writer
             .into_inner()
-            .map_err(|e| Error::Usage(format!("overdue CSV: {e}")))
+            .map_err(|e| Error::Internal(format!("overdue CSV: {e}")))
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use chrono::DateTime;
 use chrono_tz::Tz;
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, ErrorKind};
@@ -162,23 +161,10 @@ fn local_time(tz: Tz, value: Value) -> std::result::Result<String, minijinja::Er
     let Some(text) = value.as_str() else {
         return Ok(String::new());
     };
-    local_text(tz, text).ok_or_else(|| {
+    crate::time::format::local_text(tz, text).ok_or_else(|| {
         minijinja::Error::new(
             ErrorKind::InvalidOperation,
             format!("`{text}` is not a timestamp"),
         )
     })
-}
-
-/// An instant as the lake's JSON rows spell it (RFC 3339, `Z` optional) in `tz`, for people.
-pub fn local_text(tz: Tz, text: &str) -> Option<String> {
-    let parsed = DateTime::parse_from_rfc3339(text)
-        .or_else(|_| DateTime::parse_from_rfc3339(&format!("{text}Z")))
-        .ok()?;
-    Some(
-        parsed
-            .with_timezone(&tz)
-            .format("%Y-%m-%d %H:%M")
-            .to_string(),
-    )
 }

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use super::ledger::{self, RunRecord};
-use super::{Planner, period_for, runner};
+use super::ledger::{self, RunRecord, RunStatus};
+use super::{Planner, Trigger, period_for, runner};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -27,7 +27,7 @@ use crate::lake::lock::LakeLock;
 
 pub async fn run(config: &Config, grace: Duration) -> Result<i32> {
     let catalog = crate::metrics::catalog(config)?;
-    let specs = crate::config::pipeline::load(config, &catalog).map_err(Error::Config)?;
+    let specs = super::pipeline::load(config, &catalog).map_err(Error::Config)?;
     if specs.is_empty() {
         return Err(Error::Usage(format!(
             "no pipelines in {}: add pipelines/<name>.yaml files",
@@ -44,7 +44,7 @@ pub async fn run(config: &Config, grace: Duration) -> Result<i32> {
 async fn serve(
     config: &Config,
     lake: &Lake,
-    specs: Vec<crate::config::pipeline::PipelineSpec>,
+    specs: Vec<super::pipeline::PipelineSpec>,
     grace: Duration,
 ) -> Result<i32> {
     let specs: Vec<Arc<_>> = specs.into_iter().map(Arc::new).collect();
@@ -63,13 +63,13 @@ async fn serve(
         }
         let mut cut_short: Vec<RunRecord> = latest
             .into_values()
-            .filter(|r| r.status == "running" || r.status == "interrupted")
+            .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Interrupted))
             .cloned()
             .collect();
         cut_short.sort_by_key(|r| r.scheduled_for);
         for mut run in cut_short {
-            if run.status == "running" {
-                run.status = "interrupted".into();
+            if run.status == RunStatus::Running {
+                run.status = RunStatus::Interrupted;
                 run.finished = Some(now);
                 run.error = Some("the daemon stopped during this run (killed or crashed)".into());
                 run.write(lake).await?;
@@ -81,7 +81,7 @@ async fn serve(
         // backfill at another time does not stand in for a missed fire).
         let scheduled = runs
             .iter()
-            .filter(|r| !["manual", "backfill"].contains(&r.trigger.as_str()));
+            .filter(|r| !matches!(r.trigger, Trigger::Manual | Trigger::Backfill));
         if let Some(latest) = scheduled.map(|r| r.scheduled_for).max() {
             last.insert(spec.name.clone(), latest);
         }
@@ -93,11 +93,11 @@ async fn serve(
 
     let scheduler = JobScheduler::new()
         .await
-        .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+        .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
     scheduler
         .start()
         .await
-        .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+        .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(16);
     let mut armed: Option<DateTime<Utc>> = None;
     let mut running: JoinSet<(String, Result<RunRecord>)> = JoinSet::new();
@@ -132,11 +132,11 @@ async fn serve(
                     let _ = tx.send(()).await;
                 })
             })
-            .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+            .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
             scheduler
                 .add(job)
                 .await
-                .map_err(|e| Error::Usage(format!("scheduler: {e}")))?;
+                .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
             armed = Some(wake);
         }
         tokio::select! {
@@ -172,7 +172,7 @@ async fn serve(
             Err(_) => {
                 running.abort_all();
                 for (_, mut record) in started.drain() {
-                    record.status = "interrupted".into();
+                    record.status = RunStatus::Interrupted;
                     record.finished = Some(Utc::now());
                     record.error = Some(format!(
                         "stopped by shutdown after a {} s grace period",

@@ -11,8 +11,36 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::json::ReaderBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::Trigger;
 use crate::error::{Error, Result};
 use crate::lake::{Lake, encode_parquet};
+
+/// Where a run is: written `running` when it starts, then one of the others when it ends (or,
+/// for a run a stopped daemon cut short, `interrupted` when the next daemon starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    /// As the ledger and `flowhealth runs` spell it (serde spells it the same way), in the
+    /// order of the variants.
+    const NAMES: [&str; 4] = ["running", "succeeded", "failed", "interrupted"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -22,11 +50,11 @@ pub struct RunRecord {
     pub scheduled_for: DateTime<Utc>,
     pub period: Option<String>,
     /// schedule, catch_up, redo, manual or backfill.
-    pub trigger: String,
+    pub trigger: Trigger,
     pub started: DateTime<Utc>,
     pub finished: Option<DateTime<Utc>>,
     /// running, succeeded, failed or interrupted.
-    pub status: String,
+    pub status: RunStatus,
     pub error: Option<String>,
     /// Step attempts in all (retries included).
     pub attempts: i64,
@@ -137,7 +165,7 @@ pub fn table(records: &[RunRecord], limit: usize, tz: chrono_tz::Tz) -> String {
         out.push_str(&format!(
             "{:22} {:17} {:9} {:9} {:11} {took:>7} {:>8}  {error}\n",
             r.pipeline,
-            r.scheduled_for.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+            crate::time::format::local(tz, r.scheduled_for),
             r.period.as_deref().unwrap_or("-"),
             r.trigger,
             r.status,
@@ -145,4 +173,19 @@ pub fn table(records: &[RunRecord], limit: usize, tz: chrono_tz::Tz) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_is_spelled_the_same_in_the_ledger_and_in_runs() {
+        use RunStatus::*;
+        for status in [Running, Succeeded, Failed, Interrupted] {
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json, status.name(), "{status:?}");
+            assert_eq!(format!("{status:>11}"), format!("{:>11}", status.name()));
+        }
+    }
 }

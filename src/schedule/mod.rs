@@ -4,6 +4,8 @@
 //!   pipeline's timezone (so 08:00 stays 08:00 on both sides of a DST change), catch-up of missed
 //!   fires, at most one run of a pipeline at a time, interrupted runs redone. It holds no clock of
 //!   its own, so tests drive it through weeks in microseconds.
+//! - [`pipeline`]: `pipelines/<name>.yaml` -> [`pipeline::PipelineSpec`], checked against the
+//!   config and the metric catalog.
 //! - [`ledger`]: every run as a row in the lake (`runs/pipeline=<name>/*.parquet`).
 //! - [`runner`]: one run of a pipeline: its steps, retries, timeout, the ledger.
 //! - [`daemon`]: the long-lived process: a lease in the lake, tokio-cron-scheduler waking it at
@@ -11,6 +13,7 @@
 
 pub mod daemon;
 pub mod ledger;
+pub mod pipeline;
 pub mod runner;
 
 use std::collections::{HashMap, VecDeque};
@@ -20,11 +23,12 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
-use crate::config::pipeline::{CatchUp, PipelineSpec};
-use crate::metrics::period::Period;
+use self::pipeline::{CatchUp, PipelineSpec};
+use crate::time::Period;
 
-/// Why a run happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a run happens (the run ledger's `trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// At its scheduled time.
     Schedule,
@@ -47,6 +51,12 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Backfill => "backfill",
         }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
     }
 }
 
@@ -214,7 +224,7 @@ fn apply_catch_up(waiting: &mut VecDeque<(DateTime<Utc>, Trigger)>, rule: CatchU
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::pipeline::parse_schedule;
+    use crate::schedule::pipeline::parse_schedule;
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)

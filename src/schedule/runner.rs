@@ -1,5 +1,8 @@
-//! One run of a pipeline: its steps in order, each retried as the pipeline says, the whole run
-//! under its timeout, recorded in the ledger from start to end. A lock per pipeline in the lake
+//! One run of a pipeline: its steps in order, the whole run under its timeout, recorded in the
+//! ledger from start to end. A step that fails is tried again, as the pipeline's `retries` say,
+//! only when a retry can help ([`Error::retryable`]: the network, S3, an SMTP server or a webhook
+//! that failed, a lock another process holds); a user's error (bad SQL, a bad period, a
+//! template) or an internal one fails the run at once. A lock per pipeline in the lake
 //! (`pipeline-<name>`) means no two processes run the same pipeline at once (`flowhealth run`
 //! beside the daemon, or two daemons on one lake).
 
@@ -9,13 +12,13 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::compute::concat_batches;
 
 use super::Trigger;
-use super::ledger::RunRecord;
+use super::ledger::{RunRecord, RunStatus};
+use super::pipeline::{PipelineSpec, Step};
 use crate::config::Config;
-use crate::config::pipeline::{PipelineSpec, Step};
 use crate::error::{Error, Result};
 use crate::lake::lock::LakeLock;
 use crate::lake::{Lake, encode_parquet};
-use crate::metrics::period::Period;
+use crate::time::Period;
 
 /// A run about to start: its ledger record (status `running`).
 pub fn record(
@@ -34,10 +37,10 @@ pub fn record(
         ),
         scheduled_for,
         period: Some(period.id.clone()),
-        trigger: trigger.name().into(),
+        trigger,
         started,
         finished: None,
-        status: "running".into(),
+        status: RunStatus::Running,
         error: None,
         attempts: 0,
         rows: 0,
@@ -67,14 +70,18 @@ pub async fn execute(
         steps(config, lake, spec, period, &mut record),
     )
     .await
-    .unwrap_or_else(|_| Err(format!("timed out after {} s", spec.timeout_s)));
+    .unwrap_or_else(|_| {
+        Err(Error::Timeout {
+            seconds: spec.timeout_s,
+        })
+    });
     record.finished = Some(Utc::now());
     match outcome {
-        Ok(()) => record.status = "succeeded".into(),
+        Ok(()) => record.status = RunStatus::Succeeded,
         Err(error) => {
-            tracing::warn!(pipeline = %spec.name, run_id = %record.run_id, %error, "Run failed.");
-            record.status = "failed".into();
-            record.error = Some(error);
+            tracing::warn!(pipeline = %spec.name, run_id = %record.run_id, domain = %error.domain(), %error, "Run failed.");
+            record.status = RunStatus::Failed;
+            record.error = Some(error.to_string());
         }
     }
     record.write(lake).await?;
@@ -89,7 +96,7 @@ async fn steps(
     spec: &PipelineSpec,
     period: &Period,
     record: &mut RunRecord,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     let mut outputs = Vec::new();
     for (i, step) in spec.steps.iter().enumerate() {
         let mut attempt = 0;
@@ -98,13 +105,13 @@ async fn steps(
             record.attempts += 1;
             match run_step(config, lake, spec, step, period).await {
                 Ok(done) => break done,
-                Err(error) if attempt >= spec.retries.attempts => {
-                    return Err(format!("step {} ({}): {error}", i + 1, step.name()));
-                }
-                Err(error) => {
+                Err(error) if attempt < spec.retries.attempts && error.retryable() => {
                     let wait = spec.retries.backoff(attempt);
                     tracing::warn!(pipeline = %spec.name, step = step.name(), attempt, %error, wait_s = wait.as_secs_f64(), "Step failed; retrying.");
                     tokio::time::sleep(wait).await;
+                }
+                Err(error) => {
+                    return Err(error.context(format!("step {} ({})", i + 1, step.name())));
                 }
             }
         };
@@ -122,19 +129,16 @@ async fn run_step(
     spec: &PipelineSpec,
     step: &Step,
     period: &Period,
-) -> std::result::Result<(i64, Vec<String>), String> {
-    let text = |e: Error| e.to_string();
+) -> Result<(i64, Vec<String>)> {
     match step {
         Step::Ingest(names) => {
             let datasets: Vec<_> = names
                 .iter()
                 .filter_map(|n| crate::lake::schema::Dataset::from_name(n))
                 .collect();
-            let report = crate::ingest::ingest(config, &datasets)
-                .await
-                .map_err(text)?;
-            if report.exit_code() == 1 {
-                return Err(report.to_string());
+            let report = crate::ingest::ingest(config, &datasets).await?;
+            if let Some(failure) = report.failure() {
+                return Err(failure);
             }
             Ok((
                 report.totals().landed as i64,
@@ -142,7 +146,7 @@ async fn run_step(
             ))
         }
         Step::Metrics(names) => {
-            let catalog = crate::metrics::catalog(config).map_err(text)?;
+            let catalog = crate::metrics::catalog(config)?;
             let metrics = if names.is_empty() {
                 let mut latest: Vec<String> = catalog
                     .names()
@@ -163,48 +167,33 @@ async fn run_step(
                 period: Some(period.id.clone()),
                 as_of: None,
             };
-            let report = crate::metrics::run::run(config, lake, &catalog, &request)
-                .await
-                .map_err(text)?;
-            let failed: Vec<String> = report
-                .outcomes
-                .iter()
-                .filter_map(|o| {
-                    o.result
-                        .as_ref()
-                        .err()
-                        .map(|e| format!("{}: {e}", o.metric))
-                })
-                .collect();
-            if !failed.is_empty() {
-                return Err(failed.join("; "));
+            let report = crate::metrics::run::run(config, lake, &catalog, &request).await?;
+            let (mut rows, mut written, mut failed) = (0, Vec::new(), Vec::new());
+            for outcome in report.outcomes {
+                written.push(format!("metrics/{}/{}", outcome.metric, outcome.period));
+                match outcome.result {
+                    Ok(n) => rows += n,
+                    Err(error) => failed.push(error.context(outcome.metric)),
+                }
             }
-            let rows = report
-                .outcomes
-                .iter()
-                .filter_map(|o| o.result.as_ref().ok())
-                .sum::<usize>();
-            let written = report
-                .outcomes
-                .iter()
-                .map(|o| format!("metrics/{}/{}", o.metric, o.period));
-            Ok((rows as i64, written.collect()))
+            if !failed.is_empty() {
+                return Err(Error::Several(failed));
+            }
+            Ok((rows as i64, written))
         }
         Step::Report(kind) => {
-            let outcome = crate::report::run(config, *kind, Some(&period.id), true)
-                .await
-                .map_err(text)?;
+            let outcome = crate::report::run(config, *kind, Some(&period.id), true).await?;
             if !outcome.failed.is_empty() {
-                return Err(outcome.failed.join("; "));
+                return Err(Error::Several(outcome.failed));
             }
             let mut written = vec![outcome.html];
             written.extend(outcome.sent.iter().map(|(key, _)| format!("sent {key}")));
             Ok((outcome.sent.len() as i64, written))
         }
         Step::Alerts(_) => {
-            let outcome = crate::alert::run(config, None, false).await.map_err(text)?;
+            let outcome = crate::alert::run(config, None, false).await?;
             if !outcome.failed.is_empty() {
-                return Err(outcome.failed.join("; "));
+                return Err(Error::Several(outcome.failed));
             }
             Ok((
                 outcome.notified.len() as i64 + outcome.escalated.len() as i64,
@@ -212,30 +201,30 @@ async fn run_step(
             ))
         }
         Step::Outbox(_) => {
-            let outcome = crate::report::flush(config).await.map_err(text)?;
+            let outcome = crate::report::flush(config).await?;
             if !outcome.failed.is_empty() {
-                return Err(outcome.failed.join("; "));
+                return Err(Error::Several(outcome.failed));
             }
             let sent = outcome.sent.iter().map(|(key, _)| format!("sent {key}"));
             Ok((outcome.sent.len() as i64, sent.collect()))
         }
         Step::Sql(sql) => {
-            let ctx = crate::engine::session(config, lake).await.map_err(text)?;
+            let ctx = crate::engine::session(config, lake).await?;
             let params = crate::metrics::run::Params::new(config, period, None);
-            let frame = ctx.sql(&sql.query).await.map_err(|e| e.strip_backtrace())?;
-            let frame = params.bind(frame).map_err(|e| e.strip_backtrace())?;
+            // The query is the user's: one that does not plan is theirs to fix, not retried.
+            let user_sql = |e| Error::from_user_sql(e, None);
+            let frame = ctx.sql(&sql.query).await.map_err(user_sql)?;
+            let frame = params.bind(frame).map_err(user_sql)?;
             let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await.map_err(|e| e.strip_backtrace())?;
-            let rows = concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+            let batches = frame.collect().await.map_err(user_sql)?;
+            let rows = concat_batches(&schema, &batches)?;
             let path = lake.path(&[
                 "exports",
                 &sql.output,
                 &format!("period={}", period.id),
                 "part-0.parquet",
             ]);
-            lake.put(&path, encode_parquet(&rows).map_err(text)?)
-                .await
-                .map_err(text)?;
+            lake.put(&path, encode_parquet(&rows)?).await?;
             Ok((rows.num_rows() as i64, vec![lake.relative(&path)]))
         }
     }
@@ -271,7 +260,7 @@ pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Resu
     let done: std::collections::HashSet<String> = super::ledger::read(&lake, Some(&spec.name))
         .await?
         .into_iter()
-        .filter(|r| r.status == "succeeded")
+        .filter(|r| r.status == RunStatus::Succeeded)
         .filter_map(|r| r.period)
         .collect();
     let bar = indicatif::ProgressBar::new(periods.len() as u64).with_style(
@@ -288,7 +277,7 @@ pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Resu
             tracing::info!(pipeline = %spec.name, period = %period.id, "Already done; skipped.");
         } else {
             // The run is recorded as if it had happened when the period ended.
-            let at = crate::zone::local_to_utc(
+            let at = crate::time::zone::local_to_utc(
                 period.end.and_hms_opt(0, 0, 0).expect("midnight"),
                 config.timezone,
             );
@@ -304,7 +293,7 @@ pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Resu
 
 fn find(config: &Config, name: &str) -> Result<PipelineSpec> {
     let catalog = crate::metrics::catalog(config)?;
-    let specs = crate::config::pipeline::load(config, &catalog).map_err(Error::Config)?;
+    let specs = super::pipeline::load(config, &catalog).map_err(Error::Config)?;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     specs.into_iter().find(|s| s.name == name).ok_or_else(|| {
         Error::Usage(format!(
@@ -315,13 +304,5 @@ fn find(config: &Config, name: &str) -> Result<PipelineSpec> {
 }
 
 fn parse_period(spec: &PipelineSpec, id: &str) -> Result<Period> {
-    let period = Period::parse(id).map_err(Error::Usage)?;
-    if period.kind != spec.period {
-        return Err(Error::Usage(format!(
-            "pipeline {} works on {} periods; `{id}` is not one",
-            spec.name,
-            spec.period.name()
-        )));
-    }
-    Ok(period)
+    Period::parse_as(id, spec.period, &format!("pipeline {}", spec.name))
 }

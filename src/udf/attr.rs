@@ -14,8 +14,8 @@ use datafusion::logical_expr::{
 use serde_json::Value;
 
 use super::{DOC_SECTION, coerce, text_type, texts, utc_timestamp_type};
-use crate::ingest::validate::parse_timestamp;
-use crate::zone::Zone;
+use crate::time::Zone;
+use crate::time::parse::parse_timestamp;
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Attr {

@@ -16,8 +16,8 @@ use datafusion::logical_expr::{
 
 use super::{DOC_SECTION, coerce, hours, instants, timestamp_type};
 use crate::config::Config;
-use crate::config::validation::parse_hours;
-use crate::zone::{Zone, local_to_utc};
+use crate::time::parse::parse_hours;
+use crate::time::zone::{Zone, local_to_utc};
 
 const SIGNATURE: &str = "business_hours(start: timestamp, end: timestamp)";
 

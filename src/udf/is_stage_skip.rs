@@ -1,4 +1,5 @@
-//! `is_stage_skip(from_stage, to_stage)`: whether a stage change skips a stage (contract 4.1).
+//! `is_stage_skip(from_stage, to_stage)`: whether a stage change skips a stage
+//! (`docs/contract.md` section 4.1).
 
 use std::sync::{Arc, LazyLock};
 

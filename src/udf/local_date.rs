@@ -12,7 +12,7 @@ use datafusion::logical_expr::{
 };
 
 use super::{DOC_SECTION, coerce, instants, timestamp_type};
-use crate::zone::Zone;
+use crate::time::Zone;
 
 const SIGNATURE: &str = "local_date(ts: timestamp)";
 

@@ -1,4 +1,5 @@
-//! The process-flow SQL function library (contract section 7), registered in every session.
+//! The process-flow SQL function library (`docs/contract.md` section 7), registered in every
+//! session.
 //!
 //! One file per function. The stage functions read the configured stage order and rules, the
 //! time functions the configured timezone and business calendar, so the same SQL gives the same
@@ -35,7 +36,7 @@ use datafusion::logical_expr::{AggregateUDF, DocSection, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 use crate::config::Config;
-use crate::zone::Zone;
+use crate::time::Zone;
 
 /// Where `--functions` and `information_schema.routines` file the library.
 pub(crate) const DOC_SECTION: DocSection = DocSection {
@@ -282,7 +283,7 @@ fn parse_instants<'a>(
     texts
         .map(|text| {
             text.map(|text| {
-                crate::ingest::validate::parse_timestamp(text.trim(), &zone, &[]).ok_or_else(|| {
+                crate::time::parse::parse_timestamp(text.trim(), &zone, &[]).ok_or_else(|| {
                     datafusion::error::DataFusionError::Execution(format!(
                         "{function}: `{text}` is not an ISO 8601 timestamp"
                     ))

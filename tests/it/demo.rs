@@ -240,7 +240,8 @@ fn duck_csv(ws: &Workspace, sql: &str) -> Vec<String> {
         .collect()
 }
 
-/// is_stage_skip for the shipped stages, written as plain SQL for DuckDB (contract 4.1).
+/// is_stage_skip for the shipped stages, written as plain SQL for DuckDB (`docs/contract.md`
+/// section 4.1).
 const DUCK_SKIP: &str = "CASE
     WHEN r_to IS NULL OR (NOT created AND r_from IS NULL) THEN NULL
     WHEN to_stage = 'lost' THEN false

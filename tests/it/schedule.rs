@@ -7,7 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Workspace, scan};
+use crate::common::{Workspace, free_port, scan};
 use crate::metrics::{fixture_with, ok, run};
 
 fn pipeline(ws: &Workspace, name: &str, yaml: &str) {
@@ -128,32 +128,79 @@ fn backfill_runs_each_period_once_and_the_ledger_is_read_by_duckdb() {
     );
 }
 
+/// The standard output of a command that must fail at run time (exit 1).
+fn failing(ws: &Workspace, args: &[&str]) -> String {
+    let output = run(ws, args);
+    assert_eq!(output.status.code(), Some(1));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// (status, attempts, error) of the one run in the ledger.
+fn the_run(ws: &Workspace) -> (String, i64, String) {
+    let runs = ws.duckdb(&format!(
+        "select status, attempts, error from {}",
+        scan("runs")
+    ));
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let text = |i: usize| runs[0][i].as_str().unwrap_or_default().to_string();
+    (text(0), runs[0][1].as_i64().unwrap(), text(2))
+}
+
+/// Only a failure a retry can help is retried (`retries`): the user's bad SQL fails after one
+/// attempt, while an SMTP server that is down is tried as often as the pipeline says.
 #[test]
-fn a_failing_step_is_retried_then_recorded_failed() {
+fn a_bad_sql_step_fails_once_while_an_smtp_outage_is_retried() {
     let ws = fixture_with("");
     pipeline(
         &ws,
         "export",
-        "name: export\nschedule: \"0 0 8 * * Mon\"\nretries: { attempts: 2, backoff_s: 0.1 }\nsteps:\n  - sql: { query: \"select no_such_column from actions\", output: broken }\n",
+        "name: export\nschedule: \"0 0 8 * * Mon\"\nretries: { attempts: 3, backoff_s: 0.1 }\nsteps:\n  - sql: { query: \"select no_such_column from actions\", output: broken }\n",
     );
-    let output = run(&ws, &["run", "export"]);
-    assert_eq!(output.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = failing(&ws, &["run", "export"]);
     assert!(
         stdout.contains("failed: step 1 (sql):") && stdout.contains("no_such_column"),
         "{stdout}"
     );
-    let runs = ws.duckdb(&format!(
-        "select status, attempts, error is not null from {}",
-        scan("runs")
+    let (status, attempts, error) = the_run(&ws);
+    assert_eq!((status.as_str(), attempts), ("failed", 1), "{error}");
+    assert!(error.contains("no_such_column"), "{error}");
+
+    // Nothing listens on this loopback port: every delivery is refused. The outbox itself tries
+    // once (email.retry), so the attempts are the pipeline's.
+    let port = free_port();
+    let ws = fixture_with(&format!(
+        "email:
+  transport: smtp
+  outbox: ./outbox
+  to: [boss@example.com]
+  retry: {{ attempts: 1, backoff_s: 0 }}
+  smtp: {{ host: 127.0.0.1, port: {port}, tls: none, timeout_s: 5 }}
+"
     ));
-    assert_eq!(
-        runs,
-        [[
-            serde_json::json!("failed"),
-            serde_json::json!(2),
-            serde_json::json!(true)
-        ]]
+    ok(&ws, &["metrics", "run", "--period", "2026-W12"]);
+    ok(&ws, &["metrics", "run", "--period", "2026-W13"]);
+    pipeline(
+        &ws,
+        "weekly",
+        "name: weekly\nschedule: \"0 0 8 * * Mon\"\nretries: { attempts: 3, backoff_s: 0.1 }\nsteps:\n  - report: weekly\n",
+    );
+    let stdout = failing(&ws, &["run", "weekly", "--period", "2026-W13"]);
+    assert!(
+        stdout.contains("failed: step 1 (report):")
+            && stdout.contains(&format!("smtp 127.0.0.1:{port}")),
+        "{stdout}"
+    );
+    let (status, attempts, error) = the_run(&ws);
+    assert_eq!((status.as_str(), attempts), ("failed", 3), "{error}");
+    assert!(
+        error.to_lowercase().contains("connection refused"),
+        "{error}"
+    );
+    assert!(
+        ws.path()
+            .join("outbox/pending/weekly-2026-W13.eml")
+            .exists(),
+        "the report waits in the outbox"
     );
 }
 

@@ -1,11 +1,16 @@
-//! Periods (contract section 3): ISO weeks `2026-W09` and months `2026-03`, local to the
-//! configured timezone; a period runs from its first local midnight to the next period's.
+//! Periods (`docs/contract.md` section 3): ISO weeks `2026-W09` and months `2026-03`, local to
+//! the configured timezone; a period runs from its first local midnight to the next period's.
+//!
+//! Metrics, reports and pipelines each work on one kind of period: [`Period::parse_as`] (or
+//! [`Period::expect_kind`] for an id already parsed) is the one check that an id given by the
+//! user is of that kind.
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveTime, Weekday};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::zone::local_to_utc;
+use super::zone::local_to_utc;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -21,6 +26,20 @@ impl PeriodKind {
             PeriodKind::Month => "month",
         }
     }
+
+    /// An id of this kind, for messages.
+    pub fn example(self) -> &'static str {
+        match self {
+            PeriodKind::Week => "2026-W09",
+            PeriodKind::Month => "2026-03",
+        }
+    }
+}
+
+impl std::fmt::Display for PeriodKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +53,12 @@ pub struct Period {
 }
 
 impl Period {
-    /// `2026-W09` or `2026-03`.
-    pub fn parse(id: &str) -> Result<Period, String> {
+    /// `2026-W09` or `2026-03`; anything else is a usage error.
+    pub fn parse(id: &str) -> Result<Period> {
         let bad = || {
-            format!("`{id}` is not a period: use an ISO week like 2026-W09 or a month like 2026-03")
+            Error::Usage(format!(
+                "`{id}` is not a period: use an ISO week like 2026-W09 or a month like 2026-03"
+            ))
         };
         if let Some((year, week)) = id.split_once("-W") {
             let (year, week) = (
@@ -58,6 +79,27 @@ impl Period {
         )
         .ok_or_else(bad)?;
         Ok(Period::containing(PeriodKind::Month, start))
+    }
+
+    /// `id` as a period of `kind`, for `who` (a metric, a report, a pipeline) that works on
+    /// periods of that kind only.
+    pub fn parse_as(id: &str, kind: PeriodKind, who: &str) -> Result<Period> {
+        let period = Period::parse(id)?;
+        period.expect_kind(kind, who)?;
+        Ok(period)
+    }
+
+    /// A usage error unless this period is of `kind`, the kind `who` works on.
+    pub fn expect_kind(&self, kind: PeriodKind, who: &str) -> Result<()> {
+        if self.kind == kind {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "{who} works on {kind} periods, and `{}` is a {}: give a {kind} id like {}",
+            self.id,
+            self.kind,
+            kind.example()
+        )))
     }
 
     /// The period of `kind` that contains `day`.
@@ -147,6 +189,25 @@ mod tests {
         for bad in ["2026", "2026-W60", "2026-13", "2026-3", "W09", "2026-W"] {
             assert!(Period::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_period_of_the_wrong_kind_is_a_usage_error_naming_who_asked() {
+        assert_eq!(
+            Period::parse_as("2026-03", PeriodKind::Month, "the monthly report")
+                .unwrap()
+                .start,
+            day("2026-03-01")
+        );
+        let Err(Error::Usage(message)) =
+            Period::parse_as("2026-03", PeriodKind::Week, "pipeline weekly")
+        else {
+            panic!("expected a usage error")
+        };
+        assert_eq!(
+            message,
+            "pipeline weekly works on week periods, and `2026-03` is a month: give a week id like 2026-W09"
+        );
     }
 
     #[test]

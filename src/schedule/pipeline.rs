@@ -1,5 +1,7 @@
-//! `pipelines/<name>.yaml` -> [`PipelineSpec`]: a job on a clock. Loading checks every file and
-//! reports each problem with the file and the field (`validate` shows them all at once).
+//! `pipelines/<name>.yaml` -> [`PipelineSpec`]: a job on a clock. Loading checks every file
+//! against the config and the metric catalog, and reports each problem with the file and the
+//! field (`validate` shows them all at once). The schedule owns its spec: it names metrics and
+//! reports, which sit below it.
 
 use std::path::{Path, PathBuf};
 
@@ -8,10 +10,10 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use serde::Deserialize;
 
-use super::{Config, RetryConfig};
+use crate::config::{Config, RetryConfig};
 use crate::lake::schema::Dataset;
 use crate::metrics::catalog::Catalog;
-use crate::metrics::period::PeriodKind;
+use crate::time::PeriodKind;
 
 /// One pipeline. See the shipped `pipelines/*.yaml` for an example of every field.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,7 +21,9 @@ use crate::metrics::period::PeriodKind;
 pub struct PipelineSpec {
     /// Equals the file stem.
     pub name: String,
+    /// What the pipeline is for, for people reading the file; flowhealth itself does not use it.
     #[serde(default)]
+    #[allow(dead_code)]
     pub description: String,
     /// tokio-cron-scheduler syntax: `sec min hour day-of-month month day-of-week [year]`, e.g.
     /// `0 0 8 * * Mon`. Day of month and day of week must both match when both are given.
@@ -206,12 +210,13 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
     let shown = file.display().to_string();
     let text =
         std::fs::read_to_string(file).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
-    let text = super::vars::interpolate(&text, |k| std::env::var(k).ok()).map_err(|errors| {
-        errors
-            .into_iter()
-            .map(|e| format!("{shown}: {e}"))
-            .collect::<Vec<_>>()
-    })?;
+    let text =
+        crate::config::vars::interpolate(&text, |k| std::env::var(k).ok()).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| format!("{shown}: {e}"))
+                .collect::<Vec<_>>()
+        })?;
     // serde_yaml's message names the field path and the line.
     let mut spec: PipelineSpec =
         serde_yaml::from_str(&text).map_err(|e| vec![format!("{shown}: {e}")])?;
@@ -273,7 +278,7 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
             Step::Metrics(names) => {
                 for name in names {
                     match catalog.resolve(name) {
-                        Err(e) => problem(&field, e),
+                        Err(e) => problem(&field, e.to_string()),
                         Ok(metric) if metric.meta.period != spec.period => problem(
                             &field,
                             format!(
@@ -287,10 +292,7 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
                 }
             }
             Step::Report(kind) => {
-                let wanted = match kind {
-                    crate::report::Kind::Weekly => PeriodKind::Week,
-                    crate::report::Kind::Monthly => PeriodKind::Month,
-                };
+                let wanted = kind.period_kind();
                 if wanted != spec.period {
                     problem(
                         &field,

@@ -1,0 +1,216 @@
+//! Where a metric's outputs live in the lake, and the one place that writes and reads them
+//! (`docs/contract.md` section 5):
+//!
+//! ```text
+//! metrics/<metric>/version=<N>/period=<id>/part-0.parquet          the rows + run_id, as_of
+//! breaches/metric=<metric>/version=<N>/period=<id>/part-0.parquet  team, value, threshold,
+//!                       direction, advice, previous_value, change (+ run_id, as_of)
+//! ```
+//!
+//! Each file is replaced in one atomic put per period. The runner writes them; carried state,
+//! the golden tests, the reports, the alerts and the demo read them through here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use super::catalog::Metric;
+use crate::error::Result;
+use crate::lake::{Lake, encode_parquet};
+use crate::time::Period;
+
+/// The columns every output and breach row carries besides the metric's own: the run that wrote
+/// it and the instant it was computed as of.
+pub(crate) const STAMP_COLUMNS: [&str; 2] = ["run_id", "as_of"];
+
+/// A row whose `value` is outside the metric's healthy range.
+#[derive(Debug, Clone)]
+pub struct Breach {
+    pub team: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
+    /// `below` (under `min`) or `above` (over `max`).
+    pub direction: &'static str,
+    pub advice: String,
+    pub previous_value: Option<f64>,
+}
+
+/// Writes `rows` as `metric`'s output for `period_id`, stamped with `run_id` and `as_of`;
+/// `metadata` goes into the file's schema (what carried state records about itself).
+pub(crate) async fn write_rows(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+    rows: &RecordBatch,
+    run_id: &str,
+    as_of: i64,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let stamped = stamp(rows, run_id, as_of)?;
+    let schema = stamped.schema().as_ref().clone().with_metadata(metadata);
+    let stamped = stamped.with_schema(Arc::new(schema))?;
+    lake.put(
+        &output_path(lake, metric, period_id),
+        encode_parquet(&stamped)?,
+    )
+    .await
+}
+
+/// Writes `breaches` as `metric`'s breaches for `period_id` (an empty file when there are none:
+/// the period was checked), stamped with `run_id` and `as_of`.
+pub(crate) async fn write_breaches(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+    breaches: &[Breach],
+    run_id: &str,
+    as_of: i64,
+) -> Result<()> {
+    lake.put(
+        &breaches_path(lake, metric, period_id),
+        encode_parquet(&stamp(&breach_batch(breaches)?, run_id, as_of)?)?,
+    )
+    .await
+}
+
+/// `rows` with `run_id` and `as_of` columns added.
+fn stamp(rows: &RecordBatch, run_id: &str, as_of: i64) -> Result<RecordBatch> {
+    let n = rows.num_rows();
+    let mut fields: Vec<Arc<Field>> = rows.schema().fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+    let [run_id_column, as_of_column] = STAMP_COLUMNS;
+    fields.push(Arc::new(Field::new(run_id_column, DataType::Utf8, false)));
+    columns.push(Arc::new(StringArray::from(vec![run_id; n])));
+    fields.push(Arc::new(Field::new(
+        as_of_column,
+        crate::lake::schema::timestamp_type(),
+        false,
+    )));
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(vec![as_of; n]).with_timezone("UTC"),
+    ));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Where `metric`'s rows for period `period_id` live in the lake.
+pub(crate) fn output_path(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> object_store::path::Path {
+    lake.path(&[
+        "metrics",
+        metric.name(),
+        &format!("version={}", metric.version()),
+        &format!("period={period_id}"),
+        "part-0.parquet",
+    ])
+}
+
+/// Where the breaches of `metric` for period `period_id` live in the lake.
+pub(crate) fn breaches_path(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> object_store::path::Path {
+    lake.path(&[
+        "breaches",
+        &format!("metric={}", metric.name()),
+        &format!("version={}", metric.version()),
+        &format!("period={period_id}"),
+        "part-0.parquet",
+    ])
+}
+
+/// The rows written for `metric` and period `period_id`; `None` when that period was not computed.
+pub(crate) async fn read_output(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> Result<Option<Vec<RecordBatch>>> {
+    Ok(lake
+        .get_parquet(&output_path(lake, metric, period_id))
+        .await?
+        .map(|(_, batches)| batches))
+}
+
+/// The periods `metric` (this version) has output for.
+pub(crate) async fn output_periods(lake: &Lake, metric: &Metric) -> Result<Vec<Period>> {
+    let version = format!("version={}", metric.version());
+    let files = lake.list(&["metrics", metric.name(), &version]).await?;
+    Ok(files
+        .iter()
+        .filter_map(|file| crate::lake::partition_value(file, "period"))
+        .filter_map(|id| Period::parse(&id).ok())
+        .collect())
+}
+
+/// The breaches written for `metric` and period `period_id`; `None` when not computed.
+pub(crate) async fn read_breaches(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> Result<Option<Vec<RecordBatch>>> {
+    Ok(lake
+        .get_parquet(&breaches_path(lake, metric, period_id))
+        .await?
+        .map(|(_, batches)| batches))
+}
+
+/// The breaches as the rows of their file (see the module documentation).
+fn breach_batch(breaches: &[Breach]) -> Result<RecordBatch> {
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "team",
+            Arc::new(StringArray::from_iter(
+                breaches.iter().map(|b| b.team.clone()),
+            )),
+        ),
+        (
+            "value",
+            Arc::new(Float64Array::from_iter_values(
+                breaches.iter().map(|b| b.value),
+            )),
+        ),
+        (
+            "threshold",
+            Arc::new(Float64Array::from_iter_values(
+                breaches.iter().map(|b| b.threshold),
+            )),
+        ),
+        (
+            "direction",
+            Arc::new(StringArray::from_iter_values(
+                breaches.iter().map(|b| b.direction),
+            )),
+        ),
+        (
+            "advice",
+            Arc::new(StringArray::from_iter_values(
+                breaches.iter().map(|b| b.advice.as_str()),
+            )),
+        ),
+        (
+            "previous_value",
+            Arc::new(Float64Array::from_iter(
+                breaches.iter().map(|b| b.previous_value),
+            )),
+        ),
+        (
+            "change",
+            Arc::new(Float64Array::from_iter(
+                breaches
+                    .iter()
+                    .map(|b| b.previous_value.map(|p| b.value - p)),
+            )),
+        ),
+    ];
+    Ok(RecordBatch::try_from_iter(columns)?)
+}

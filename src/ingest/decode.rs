@@ -13,7 +13,7 @@
 //!    around the first byte that is not UTF-8, and from the end): when at least as many of its
 //!    lines holding non-ASCII bytes are valid UTF-8 as are not, the file is UTF-8 whose stray rows
 //!    are quarantined ("not valid UTF-8"); otherwise Firefox's detector (`chardetng`), fed the
-//!    lines that are not UTF-8, names the legacy encoding (GBK, Big5, Shift_JIS, Windows-1252, ...).
+//!    lines that are not UTF-8, names the legacy encoding (GBK, Big5, Shift_JIS, Windows-1252).
 //!    The detector is told the region of the file's timezone (`Asia/Shanghai`: a Chinese-speaking
 //!    region), as a browser tells it the country of a page's domain: a short sample (one line of
 //!    Chinese, one German word) can be read either way, and the region decides it; a longer one

@@ -2,16 +2,22 @@
 //! in `quarantine/<dataset>/dt=YYYY-MM-DD/`, with a ledger entry per file.
 //!
 //! How a run stays exact:
-//! - Every Parquet file an input file produces is named `<content hash prefix>-<n>.parquet`, and
-//!   the input file's ledger entry (`_flowhealth/ingest/ledger/<dataset>/<content hash>.json`) is written
-//!   last: it is the commit. A run that dies before it leaves files whose hash has no entry; the
-//!   next run deletes them before it starts, then ingests that input file again from scratch.
+//! - Every Parquet file an input file produces is named `<content hash prefix>-<n>.parquet` (the
+//!   stage changes an opportunities snapshot derives too, in `raw/stage_changes/`), and the input
+//!   file's ledger entry (`_flowhealth/ingest/ledger/<dataset>/<content hash>.json`) is written
+//!   last: it is the commit. A run that dies before it leaves files whose hash no dataset's ledger
+//!   has; the next run deletes them before it starts, then ingests that input file again.
 //! - A file whose hash is in the ledger is skipped (re-running is a no-op). A row whose key
 //!   ([`Dataset::key_columns`]) is already in the lake, or earlier in the same file, is counted as
 //!   a duplicate. A file that changed since it was ingested is reported as such.
 //! - One run at a time, enforced by a lock in the lake.
 //!
 //! For every file: landed + quarantined + duplicates + blank = rows read.
+//!
+//! The stages of one file: [`source`] makes its bytes local and hashes them; [`decode`] decides
+//! its encoding; a [`reader`] turns it into records with their physical line, through the
+//! [`columns`] of its [`spec`] (its dataset's settings and its source's); [`validate`] types each
+//! record; [`history`] derives stage changes from snapshots; [`buffer`] groups rows by `dt=`.
 
 pub(crate) mod buffer;
 pub(crate) mod cell;

@@ -14,12 +14,13 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, sync_channel};
 
+use calamine::{DataRef, Reader as _, Xlsx};
+
 use super::cell::Cell;
 use super::columns::{Columns, HeaderContext};
 use super::decode::TextEncoding;
 use super::source::Text;
 use super::spec::FileSpec;
-use calamine::{DataRef, Reader as _, Xlsx};
 
 /// What [`Records::advance`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

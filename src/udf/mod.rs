@@ -13,6 +13,7 @@
 //!   reads it; text that is not a timestamp is an execution error naming the value.
 //! - An argument of the wrong type is a plan error naming the function and its signature.
 
+mod arg_max;
 mod attr;
 mod business_hours;
 mod health_band;
@@ -63,6 +64,7 @@ pub fn functions(config: &Config) -> (Vec<ScalarUDF>, Vec<AggregateUDF>) {
     ];
     let aggregates = vec![
         AggregateUDF::from(stage_path_compliant::StagePathCompliant::new(stages)),
+        AggregateUDF::from(arg_max::ArgMax::new()),
         AggregateUDF::from(longest_zero_run::LongestZeroRun::length()),
         AggregateUDF::from(longest_zero_run::LongestZeroRun::start()),
     ];

@@ -3,13 +3,13 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::{AggregateOrderSensitivity, format_state_name};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDFImpl, Documentation, Signature, Volatility,
+    Accumulator, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
 use super::{DOC_SECTION, Stages, coerce, text_type, texts};
@@ -58,6 +58,22 @@ impl AggregateUDFImpl for StagePathCompliant {
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         let name = format_state_name(args.name, "compliant");
         Ok(vec![Arc::new(Field::new(name, DataType::Boolean, true))])
+    }
+
+    /// Grouped by opportunity, a week has tens of thousands of groups: one state per group in a
+    /// vector, rather than an accumulator object each.
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(PathGroups {
+            stages: self.stages.clone(),
+            compliant: Vec::new(),
+        }))
     }
 
     /// Each change is judged on its own from_stage and to_stage, so the order does not change
@@ -127,5 +143,86 @@ impl Accumulator for PathAccumulator {
 
     fn size(&self) -> usize {
         size_of::<Self>()
+    }
+}
+
+/// [`PathAccumulator`] for every group at once.
+struct PathGroups {
+    stages: Arc<Stages>,
+    /// Per group: `None` until a change has been judged.
+    compliant: Vec<Option<bool>>,
+}
+
+impl PathGroups {
+    fn add(&mut self, group: usize, compliant: Option<bool>) {
+        if let Some(compliant) = compliant {
+            let state = &mut self.compliant[group];
+            *state = Some(state.unwrap_or(true) && compliant);
+        }
+    }
+
+    /// Each change's own verdict, NULL where `filter` leaves the change out.
+    fn judge(&self, values: &[ArrayRef], filter: Option<&BooleanArray>) -> BooleanArray {
+        texts(&values[0])
+            .zip(texts(&values[1]))
+            .enumerate()
+            .map(|(i, (from, to))| {
+                let kept = filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+                kept.then(|| self.stages.is_skip(from, to).map(|skip| !skip))
+                    .flatten()
+            })
+            .collect()
+    }
+}
+
+impl GroupsAccumulator for PathGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.compliant.resize(total_num_groups, None);
+        let verdicts = self.judge(values, opt_filter);
+        for (verdict, &group) in verdicts.iter().zip(group_indices) {
+            self.add(group, verdict);
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        Ok(Arc::new(BooleanArray::from(
+            emit_to.take_needed(&mut self.compliant),
+        )))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.evaluate(emit_to)?])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.compliant.resize(total_num_groups, None);
+        for (compliant, &group) in values[0].as_boolean().iter().zip(group_indices) {
+            self.add(group, compliant);
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        Ok(vec![Arc::new(self.judge(values, opt_filter))])
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.compliant.capacity() * size_of::<Option<bool>>()
     }
 }

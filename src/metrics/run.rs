@@ -415,7 +415,18 @@ async fn compute(
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let frame = plan(ctx, metric, params).await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await?;
+    let task = frame.task_ctx();
+    let physical = frame.create_physical_plan().await?;
+    let batches = datafusion::physical_plan::collect(physical.clone(), Arc::new(task)).await?;
+    // What EXPLAIN ANALYZE would print, for the run that really happened (parameters bound,
+    // carried state in place): `RUST_LOG=flowhealth::metrics::plan=debug`.
+    tracing::debug!(
+        target: "flowhealth::metrics::plan",
+        "{}: plan with metrics:\n{}",
+        metric.id(),
+        datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(physical.as_ref())
+            .indent(true)
+    );
     Ok((schema, batches))
 }
 

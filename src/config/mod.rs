@@ -127,6 +127,51 @@ pub struct RulesConfig {
     /// A chronic follow-up is valid only within this many days of the last test report.
     #[serde(default = "default_chronic_report_max_days")]
     pub chronic_report_max_days: u32,
+    /// When a store's or owner's notes count as copies of a template (metric `templated_notes`).
+    #[serde(default)]
+    pub templated_notes: TemplatedNotesRules,
+}
+
+/// Templated notes: the article's stores that filled their follow-up log in bulk from one
+/// template. Two notes are near-duplicates when `note_similarity` is at least `similarity`; a
+/// store (or owner) is flagged when at least `min_share` of its `min_notes` or more notes of the
+/// period have a near-duplicate among its other notes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatedNotesRules {
+    /// The note_similarity (0..1, Jaccard of character bigrams) from which two notes are copies.
+    #[serde(default = "default_template_similarity")]
+    pub similarity: f64,
+    /// The share of notes with a copy (0..1) from which a store or owner is flagged.
+    #[serde(default = "default_template_min_share")]
+    pub min_share: f64,
+    /// Fewer notes than this in the period are never flagged (three notes prove nothing).
+    #[serde(default = "default_template_min_notes")]
+    pub min_notes: u32,
+    /// Compare notes within each action type (true), or all of a store's notes together.
+    #[serde(default = "default_true")]
+    pub per_action_type: bool,
+}
+
+impl Default for TemplatedNotesRules {
+    fn default() -> Self {
+        TemplatedNotesRules {
+            similarity: default_template_similarity(),
+            min_share: default_template_min_share(),
+            min_notes: default_template_min_notes(),
+            per_action_type: default_true(),
+        }
+    }
+}
+
+const fn default_template_similarity() -> f64 {
+    0.8
+}
+const fn default_template_min_share() -> f64 {
+    0.6
+}
+const fn default_template_min_notes() -> u32 {
+    5
 }
 
 impl Default for RulesConfig {
@@ -137,6 +182,7 @@ impl Default for RulesConfig {
             due_soon_h: default_due_soon_h(),
             signup_gap_minutes: default_signup_gap_minutes(),
             chronic_report_max_days: default_chronic_report_max_days(),
+            templated_notes: TemplatedNotesRules::default(),
         }
     }
 }

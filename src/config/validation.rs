@@ -90,7 +90,8 @@ fn stages(config: &Config, problems: &mut Problems) {
     }
 }
 
-/// `rules`: daily minimums of at least 1, named action types, non-negative hours and minutes.
+/// `rules`: daily minimums of at least 1, named action types, non-negative hours and minutes, and
+/// templated-note settings in range.
 fn rules(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     for (action, minimum) in &config.rules.store_actions {
@@ -119,6 +120,25 @@ fn rules(config: &Config, problems: &mut Problems) {
         if !(value.is_finite() && value >= 0.0) {
             problem(key, "must be zero or more".into());
         }
+    }
+    let templated = config.rules.templated_notes;
+    if !(templated.similarity > 0.0 && templated.similarity <= 1.0) {
+        problem(
+            "rules.templated_notes.similarity",
+            "must be above 0 and at most 1 (a note_similarity)".into(),
+        );
+    }
+    if !(0.0..=1.0).contains(&templated.min_share) {
+        problem(
+            "rules.templated_notes.min_share",
+            "must be a share from 0 to 1".into(),
+        );
+    }
+    if templated.min_notes < 2 {
+        problem(
+            "rules.templated_notes.min_notes",
+            "must be at least 2 (a note needs another to be a copy of)".into(),
+        );
     }
 }
 

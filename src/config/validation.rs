@@ -203,7 +203,7 @@ fn calendar(config: &Config, problems: &mut Problems) {
     }
 }
 
-/// `report`: a language with labels, at least one trend week.
+/// `report`: a language with labels, at least one trend week, cards for reports that exist.
 fn report(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     let report = &config.report;
@@ -215,6 +215,14 @@ fn report(config: &Config, problems: &mut Problems) {
     }
     if report.trend_weeks == 0 {
         problem("report.trend_weeks", "must be at least 1".into());
+    }
+    for name in report.channels.keys() {
+        if !["weekly", "monthly"].contains(&name.as_str()) {
+            problem(
+                &format!("report.channels.{name}"),
+                "is not a report: expected weekly or monthly".into(),
+            );
+        }
     }
 }
 
@@ -286,14 +294,32 @@ fn email(config: &Config, problems: &mut Problems) {
     check_retry(&mut problem, "email.retry", &email.retry);
 }
 
-/// `alerts`: webhook URLs, names used once and referred to correctly, deadlines, retries (the
-/// kinds are checked when parsing).
+/// `alerts`: webhook URLs and each kind's own fields, names used once and referred to correctly
+/// (by `notify`, `escalate`, `routes` and `report.channels`), deadlines, retries (the kinds are
+/// checked when parsing).
 fn alerts(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     let alerts = &config.alerts;
     let mut names = Vec::new();
     for (i, hook) in alerts.webhooks.iter().enumerate() {
         let key = format!("alerts.webhooks[{i}]");
+        // Each kind's own fields: a secret signs DingTalk and Feishu requests only, a format is
+        // WeCom's choice of message type.
+        if hook.secret.is_some() && !hook.kind.signs() {
+            problem(
+                &format!("{key}.secret"),
+                format!(
+                    "a {} webhook is not signed: only dingtalk and feishu take a secret",
+                    hook.kind
+                ),
+            );
+        }
+        if hook.format.is_some() && hook.kind != crate::config::WebhookKind::Wecom {
+            problem(
+                &format!("{key}.format"),
+                format!("only a wecom webhook has a format, not a {} one", hook.kind),
+            );
+        }
         let url = hook.url.expose();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             problem(&format!("{key}.url"), "must be an http(s) URL".into());
@@ -307,12 +333,25 @@ fn alerts(config: &Config, problems: &mut Problems) {
         names.push(hook.name.as_str());
     }
     let escalation = alerts.escalate.iter().flat_map(|e| &e.webhooks);
+    let routes = alerts.routes.iter().flat_map(|(team, hooks)| {
+        hooks
+            .iter()
+            .map(move |n| (format!("alerts.routes.{team}"), n))
+    });
+    let reports = config.report.channels.iter().flat_map(|(report, hooks)| {
+        hooks
+            .iter()
+            .map(move |n| (format!("report.channels.{report}"), n))
+    });
     for (key, name) in alerts
         .notify
         .iter()
-        .map(|n| ("alerts.notify", n))
-        .chain(escalation.map(|n| ("alerts.escalate.webhooks", n)))
+        .map(|n| ("alerts.notify".to_string(), n))
+        .chain(escalation.map(|n| ("alerts.escalate.webhooks".to_string(), n)))
+        .chain(routes)
+        .chain(reports)
     {
+        let key = key.as_str();
         if !names.contains(&name.as_str()) {
             problem(
                 key,
@@ -346,6 +385,9 @@ fn alerts(config: &Config, problems: &mut Problems) {
         }
     }
     check_retry(&mut problem, "alerts.retry", &alerts.retry);
+    if alerts.max_items == 0 {
+        problem("alerts.max_items", "must be at least 1".into());
+    }
 }
 
 fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, retry: &RetryConfig) {

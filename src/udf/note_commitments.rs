@@ -39,7 +39,7 @@ use super::business_hours::Calendar;
 use super::note_normalize::{half_width, lower};
 use super::{DOC_SECTION, coerce, instants, text_type, texts, timestamp_type, utc_timestamp_type};
 use crate::config::Config;
-use crate::zone::{Zone, local_to_utc};
+use crate::time::zone::{Zone, local_to_utc};
 
 const SIGNATURE: &str = "note_commitments(note: text, occurred_at: timestamp)";
 

@@ -203,7 +203,8 @@ fn calendar(config: &Config, problems: &mut Problems) {
     }
 }
 
-/// `report`: a language with labels, at least one trend week, cards for reports that exist.
+/// `report`: a language with labels, at least one trend week, advice templates that parse, cards
+/// for reports that exist.
 fn report(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     let report = &config.report;
@@ -215,6 +216,14 @@ fn report(config: &Config, problems: &mut Problems) {
     }
     if report.trend_weeks == 0 {
         problem("report.trend_weeks", "must be at least 1".into());
+    }
+    for (industry, advice) in &report.industry_advice {
+        if let Err(e) = minijinja::Environment::new().template_from_str(advice) {
+            problem(
+                &format!("report.industry_advice.{industry}"),
+                format!("not a valid template: {e}"),
+            );
+        }
     }
     for name in report.channels.keys() {
         if !["weekly", "monthly"].contains(&name.as_str()) {

@@ -46,7 +46,7 @@
 //!    - [`demo`]: a generated organisation with the article's process problems planted in it,
 //!      written to the inbox as real export files.
 //! 10. [`cli`]: the commands, one function each; `main.rs` only parses arguments and calls
-//!    [`cli::run`].
+//!     [`cli::run`].
 
 pub(crate) mod alert;
 pub mod cli;

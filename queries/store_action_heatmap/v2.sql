@@ -10,6 +10,9 @@
 -- rate = days_met / 7; band green >= 0.90, yellow >= 0.70, else red.
 -- v2: the same rows as v1, plus team: the store's team or region (the greatest team on its
 -- actions of those days, NULL when they carry none), which the report's heat map groups by.
+-- Ordered by rate, then action type, then store: DataFusion 55 drops a sort key that follows
+-- store_id here (it takes the cross join's store_id for a key of the rows), so v1's order
+-- "rate, store_id, action_type" is not what v1 writes; this order is kept whole.
 WITH stores AS (
   SELECT store_id, max(team) AS team FROM actions
   WHERE store_id IS NOT NULL AND dt >= $lookback_start_date AND dt < $period_end_date
@@ -34,4 +37,4 @@ SELECT store_id, action_type, daily_minimum, actions, days_met,
        health_band(days_met / 7.0, 0.90, 0.70) AS band,
        team
 FROM cells
-ORDER BY rate, store_id, action_type
+ORDER BY rate, action_type, store_id

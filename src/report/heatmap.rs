@@ -2,18 +2,18 @@
 //! a glance, as the article's retail chain did (1,286 stores x its daily actions).
 //!
 //! Stores are grouped by team (the worst team first) and, within a group, ordered worst first;
-//! each store is a row of cells, one per action type, coloured by the contract's bands (green
-//! >= 90% of the week's days met, yellow >= 70%, red below, grey without data). A group taller
-//! than [`MAX_ROWS`] continues in the next column, so 1,300 stores make a picture about 700
-//! pixels tall with rows of 2 pixels; a small chain gets rows up to 14 pixels with the store ids
-//! written beside them. The text in the picture is numbers, ASCII ids and team names the built-in
-//! font can draw (a team whose name it cannot draw is "team 1", "team 2"...: the report's caption
-//! names every group in any script).
+//! each store is a row of cells, one per action type, coloured by the contract's bands: green at
+//! 90% of the week's days met or more, yellow at 70% or more, red below, grey without data. A
+//! group taller than [`MAX_ROWS`] continues in the next column, so 1,300 stores make a picture
+//! about 700 pixels tall with rows of 2 pixels; a small chain gets rows up to 14 pixels with the
+//! store ids written beside them. The text in the picture is numbers, ASCII ids and team names
+//! the built-in font can draw (a team whose name it cannot draw is "team 1", "team 2"...: the
+//! report's caption names every group in any script).
 
 use plotters::prelude::*;
+use serde::Serialize;
 
 use super::chart::{encode_png, register_font};
-use super::model::HeatRow;
 use crate::error::{Error, Result};
 
 /// At most this many store rows in one column of the picture.
@@ -33,6 +33,26 @@ fn colour(band: &str) -> RGBColor {
         "red" => RGBColor(234, 67, 53),
         _ => RGBColor(218, 220, 224),
     }
+}
+
+/// One store x action cell of the week (`store_action_heatmap`).
+#[derive(Debug, Clone, Serialize)]
+pub struct HeatCell {
+    pub rate: Option<f64>,
+    pub days_met: Option<i64>,
+    /// `green`, `yellow`, `red`, or `none` without data.
+    pub band: String,
+}
+
+/// A store's row of cells, one per store action type.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeatRow {
+    pub store_id: String,
+    /// The store's team or region (`store_action_heatmap` v2), which the picture groups by.
+    pub team: Option<String>,
+    /// The store's average rate over the action types: the order of the map, worst first.
+    pub rate: f64,
+    pub cells: Vec<HeatCell>,
 }
 
 /// A group of stores in the picture: its label and its rows, worst first.
@@ -241,7 +261,6 @@ fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::HeatCell;
 
     fn store(id: usize, team: Option<&str>, bands: [&str; 3]) -> HeatRow {
         let rate = |b: &str| match b {

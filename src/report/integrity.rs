@@ -1,9 +1,8 @@
 //! The report's "Process integrity" section: the signals of the article's retail chain that the
 //! rates do not show (zero-action streaks, month-end bunching, sign-up gaps, chronic follow-ups on
 //! stale reports, templated notes, broken promises), each with its count, the worst examples,
-//! and advice in plain language (`integrity_<signal>_advice` in labels.yaml); and the advice that
-//! names where to start: the weakest index component and its worst team, and what to try per
-//! industry (`report.industry_advice`).
+//! and advice in plain language (`integrity_<signal>_advice` in labels.yaml); and what to try
+//! per industry (`report.industry_advice`).
 //!
 //! Everything is read from the metric outputs of the period (never recomputed); a metric that
 //! was not computed for it is shown as such.
@@ -13,7 +12,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::model::{Score, TeamRow};
 use crate::config::Config;
 use crate::engine::{row_number, row_text};
 use crate::error::Result;
@@ -39,64 +37,6 @@ pub struct Signal {
     pub examples: Vec<String>,
     /// Rendered by the report from labels.yaml (`integrity_<key>_advice`).
     pub advice: String,
-}
-
-/// Where to start: the index component furthest from healthy, and its worst team.
-#[derive(Debug, Clone, Serialize)]
-pub struct Focus {
-    pub component: String,
-    pub value: f64,
-    pub threshold: f64,
-    /// `min` or `max`, as the component's [`Score`].
-    pub direction: &'static str,
-    pub team: Option<String>,
-    pub team_value: Option<f64>,
-    /// Rendered by the report (`advice_focus` in labels.yaml).
-    pub advice: String,
-}
-
-/// The weakest component of `components` (the largest shortfall from its healthy bound; none
-/// when all are healthy), with the team in `teams` that is worst at it.
-pub fn focus(components: &[Score], teams: &[TeamRow]) -> Option<Focus> {
-    let shortfall = |s: &Score| -> Option<f64> {
-        let (value, threshold) = (s.value?, s.threshold?);
-        let gap = if s.direction? == "min" {
-            threshold - value
-        } else {
-            value - threshold
-        };
-        (gap > 0.0).then_some(gap)
-    };
-    let (index, weakest) = components
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| Some((i, s, shortfall(s)?)))
-        .max_by(|a, b| a.2.total_cmp(&b.2))
-        .map(|(i, s, _)| (i, s))?;
-    let worse = |a: f64, b: f64| {
-        if weakest.direction == Some("min") {
-            a < b
-        } else {
-            a > b
-        }
-    };
-    let mut worst: Option<(&str, f64)> = None;
-    for row in teams {
-        if let Some(value) = row.components.get(index).and_then(|c| c.value)
-            && worst.is_none_or(|(_, w)| worse(value, w))
-        {
-            worst = Some((&row.team, value));
-        }
-    }
-    Some(Focus {
-        component: weakest.key.clone(),
-        value: weakest.value?,
-        threshold: weakest.threshold?,
-        direction: weakest.direction?,
-        team: worst.map(|(team, _)| team.to_string()),
-        team_value: worst.map(|(_, value)| value),
-        advice: String::new(),
-    })
 }
 
 /// The overdue silent opportunities of each industry that has advice in the config: (industry,

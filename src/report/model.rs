@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::chart;
+pub use super::heatmap::{HeatCell, HeatRow};
 use crate::config::{Config, Threshold};
 use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
@@ -74,6 +75,64 @@ impl Score {
     }
 }
 
+/// Where to start: the index component furthest from healthy, and its worst team.
+#[derive(Debug, Clone, Serialize)]
+pub struct Focus {
+    pub component: String,
+    pub value: f64,
+    pub threshold: f64,
+    /// `min` or `max`, as the component's [`Score`].
+    pub direction: &'static str,
+    pub team: Option<String>,
+    pub team_value: Option<f64>,
+    /// Rendered by the report (`advice_focus` in labels.yaml).
+    pub advice: String,
+}
+
+/// The weakest component of `components` (the largest shortfall from its healthy bound; none
+/// when all are healthy), with the team in `teams` that is worst at it.
+pub fn focus(components: &[Score], teams: &[TeamRow]) -> Option<Focus> {
+    let shortfall = |s: &Score| -> Option<f64> {
+        let (value, threshold) = (s.value?, s.threshold?);
+        let gap = if s.direction? == "min" {
+            threshold - value
+        } else {
+            value - threshold
+        };
+        (gap > 0.0).then_some(gap)
+    };
+    let (index, weakest) = components
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((i, s, shortfall(s)?)))
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .map(|(i, s, _)| (i, s))?;
+    let worse = |a: f64, b: f64| {
+        if weakest.direction == Some("min") {
+            a < b
+        } else {
+            a > b
+        }
+    };
+    let mut worst: Option<(&str, f64)> = None;
+    for row in teams {
+        if let Some(value) = row.components.get(index).and_then(|c| c.value)
+            && worst.is_none_or(|(_, w)| worse(value, w))
+        {
+            worst = Some((&row.team, value));
+        }
+    }
+    Some(Focus {
+        component: weakest.key.clone(),
+        value: weakest.value?,
+        threshold: weakest.threshold?,
+        direction: weakest.direction?,
+        team: worst.map(|(team, _)| team.to_string()),
+        team_value: worst.map(|(_, value)| value),
+        advice: String::new(),
+    })
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TeamRow {
     pub team: String,
@@ -92,23 +151,6 @@ pub struct BreachRow {
     pub change: Option<f64>,
     /// `new` this period, `still_open` (also breached last period) or `resolved` (last period only).
     pub state: &'static str,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HeatCell {
-    pub rate: Option<f64>,
-    pub days_met: Option<i64>,
-    pub band: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HeatRow {
-    pub store_id: String,
-    /// The store's team or region (`store_action_heatmap` v2), which the picture groups by.
-    pub team: Option<String>,
-    /// The store's average rate over the action types: the order of the map, worst first.
-    pub rate: f64,
-    pub cells: Vec<HeatCell>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -246,7 +288,7 @@ pub struct Weekly {
     /// The "Process integrity" section: what the action log says beyond the rates.
     pub integrity: Vec<super::integrity::Signal>,
     /// Where to start: the weakest index component and its worst team.
-    pub focus: Option<super::integrity::Focus>,
+    pub focus: Option<Focus>,
     /// Advice per industry (`report.industry_advice`), rendered by the report.
     pub industry_advice: Vec<String>,
     /// The contexts of that advice: (industry, count, stage, opportunities).
@@ -348,7 +390,7 @@ impl Weekly {
 
         let integrity =
             super::integrity::weekly(config, lake, catalog, period, heatmap.stores_total).await?;
-        let focus = super::integrity::focus(&components, &teams);
+        let focus = focus(&components, &teams);
         let industries = super::integrity::industries(config, &overdue_all);
 
         let mut trend = Vec::new();
@@ -411,7 +453,7 @@ impl Weekly {
         copy.focus = copy
             .teams
             .first()
-            .and_then(|row| super::integrity::focus(&row.components, &[]));
+            .and_then(|row| focus(&row.components, &[]));
         copy.industries = super::integrity::industries_of(&self.industries, &copy.overdue_all);
         copy
     }

@@ -645,7 +645,7 @@ fn the_heat_map_and_process_integrity_reach_the_page_the_message_and_the_text() 
     let screen = rgb_pixels(&std::fs::read(&shot).unwrap());
     for (band, rgb) in BANDS {
         if bands.get(band).copied().unwrap_or(0) > 0 {
-            assert!(screen.iter().any(|p| *p == rgb), "{band} not on the screen");
+            assert!(screen.contains(&rgb), "{band} not on the screen");
         }
     }
     assert!(

@@ -25,7 +25,7 @@ fn config(port: u16, secret: &str) -> String {
     )
 }
 
-fn requests(dir: &Path) -> Vec<serde_json::Value> {
+pub fn requests(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("requests.jsonl"))
         .unwrap_or_default()
         .lines()

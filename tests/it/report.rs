@@ -653,3 +653,96 @@ fn the_heat_map_and_process_integrity_reach_the_page_the_message_and_the_text() 
         "{log}"
     );
 }
+
+#[test]
+fn a_sent_report_posts_its_card_to_its_channels_once_and_the_month_shows_its_bunching() {
+    let ws = Workspace::new("");
+    crate::demo::run_demo_weeks(&ws, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let _hooks = Server::start(
+        "webhook_server.py",
+        &[
+            &dir_arg,
+            &port.to_string(),
+            "unused",
+            "--feishu-secret",
+            "LARKsec",
+        ],
+    );
+    // The demo's config, with two channels for the weekly report's card and none for alerts.
+    let config = std::fs::read_to_string(ws.path().join("config.yaml"))
+        .unwrap()
+        .replace(
+            "  webhooks: []\n",
+            &format!(
+                "  webhooks:\n    - {{ name: lark, kind: feishu, url: \"http://127.0.0.1:{port}/feishu/open-apis/bot/v2/hook/t0k\", secret: LARKsec }}\n    - {{ name: bi, kind: json, url: \"http://127.0.0.1:{port}/json\" }}\n"
+            ),
+        )
+        .replace(
+            "  attach_overdue_csv: true\n",
+            "  attach_overdue_csv: true\n  channels: { weekly: [lark, bi] }\n  link: \"https://bi.example.com/{report}/{period}.html\"\n",
+        );
+    std::fs::write(ws.path().join("config.yaml"), config).unwrap();
+    let out = ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert!(
+        out.contains("card to lark") && out.contains("card to bi"),
+        "{out}"
+    );
+    let sent = crate::alert::requests(dir.path());
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let lark = sent.iter().find(|r| r["path"] != "/json").unwrap();
+    assert_eq!(lark["sign_ok"], true);
+    assert_eq!(lark["shape_ok"], true);
+    let post = &lark["body"]["content"]["post"]["zh_cn"];
+    let subject = mime(&ws.path().join("outbox/sent/weekly-2026-W13.eml"))["subject"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(post["title"], subject.as_str());
+    let paragraphs = post["content"].to_string();
+    assert!(
+        paragraphs.contains("https://bi.example.com/weekly/2026-W13.html"),
+        "{paragraphs}"
+    );
+    // The index on the card is the lake's, read by DuckDB.
+    let index = ws.duckdb(&format!(
+        "select value from {} where period = '2026-W13' and team is null",
+        scan("metrics/process_health_index")
+    ))[0][0]
+        .as_f64()
+        .unwrap();
+    assert!(
+        paragraphs.contains(&format!("Process health index {}", pct(index))),
+        "{paragraphs}"
+    );
+    let bi = sent.iter().find(|r| r["path"] == "/json").unwrap();
+    assert_eq!(bi["body"]["report"]["period"], "2026-W13");
+    assert!((bi["body"]["report"]["index"].as_f64().unwrap() - index).abs() < 1e-12);
+
+    // Sent again: the cards are not posted again.
+    let again = ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert!(!again.contains("card to"), "{again}");
+    assert_eq!(crate::alert::requests(dir.path()).len(), 2);
+
+    // The channels are the report's: alerts do not go to them by default.
+    let alerts = ok(&ws, &["alerts", "--as-of", "2026-03-30T00:00:00+08:00"]);
+    assert!(alerts.contains("(not sent)"), "{alerts}");
+    assert_eq!(crate::alert::requests(dir.path()).len(), 2);
+
+    // The monthly report's Process integrity: month-end bunching, as many as DuckDB finds.
+    ok(&ws, &["report", "monthly", "--period", "2026-03"]);
+    let page = std::fs::read_to_string(ws.lake().join("reports/monthly/2026-03.html")).unwrap();
+    let bunched = ws.duckdb(&format!(
+        "select count(*) from {} where period = '2026-03'",
+        scan("metrics/month_end_bunching")
+    ))[0][0]
+        .as_i64()
+        .unwrap();
+    assert!(page.contains("Month-end bunching (days 25-28)"), "{page}");
+    assert!(
+        page.contains(&format!(">{bunched}</td>")),
+        "{bunched} bunched in {page}"
+    );
+}

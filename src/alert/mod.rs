@@ -127,7 +127,7 @@ pub async fn run(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<
     let now_utc = DateTime::from_timestamp_micros(now).unwrap_or_default();
     let lake = Lake::open(config)?;
     let alerts = find(config, &lake, now).await?;
-    let routing = Routing::new(config);
+    let routing = Routing::new(config)?;
     if dry_run || routing.is_empty() {
         if !dry_run {
             tracing::warn!(
@@ -152,13 +152,14 @@ pub async fn run(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<
 /// escalation channels.
 struct Routing {
     channels: BTreeMap<String, Box<dyn notify::Channel>>,
+    notifier: notify::Notifier,
     default: Vec<String>,
     routes: BTreeMap<String, Vec<String>>,
     escalate: Vec<String>,
 }
 
 impl Routing {
-    fn new(config: &Config) -> Routing {
+    fn new(config: &Config) -> Result<Routing> {
         let alerts = &config.alerts;
         let escalate: Vec<String> = alerts
             .escalate
@@ -184,7 +185,8 @@ impl Routing {
         } else {
             alerts.notify.clone()
         };
-        Routing {
+        Ok(Routing {
+            notifier: notify::Notifier::new(alerts.retry)?,
             channels: alerts
                 .webhooks
                 .iter()
@@ -193,7 +195,7 @@ impl Routing {
             default,
             routes: alerts.routes.clone(),
             escalate,
-        }
+        })
     }
 
     fn is_empty(&self) -> bool {
@@ -251,42 +253,89 @@ fn line(alert: &Alert) -> String {
     )
 }
 
-/// Sends `alerts`, each to the channels of its route that have not had it; an alert is notified
-/// when all of them have. What fails stays for the next run, for that channel only.
-async fn send_each(
+/// An alert's two deliveries: the first notice (to its route) and the escalation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    Notice,
+    Escalation,
+}
+
+impl Entry {
+    /// The channels that have had `round`.
+    fn channels(&mut self, round: Round) -> &mut Vec<String> {
+        match round {
+            Round::Notice => &mut self.sent_to,
+            Round::Escalation => &mut self.escalated_to,
+        }
+    }
+
+    /// When every channel of `round` had it.
+    fn done(&mut self, round: Round) -> &mut Option<DateTime<Utc>> {
+        match round {
+            Round::Notice => &mut self.notified_at,
+            Round::Escalation => &mut self.escalated_at,
+        }
+    }
+}
+
+/// Sends `round` of `wanted` (each alert with its channels) to the channels that have not had
+/// it, one message per channel, and records in `ledger` which did. Returns the keys of the
+/// alerts every channel has now had, and what failed (those channels are tried again at the
+/// next run, the others are not).
+async fn send_round(
     config: &Config,
-    notifier: &notify::Notifier,
     routing: &Routing,
+    ledger: &mut BTreeMap<String, Entry>,
+    round: Round,
     title: impl Fn(usize) -> String,
     wanted: &[(Alert, Vec<String>)],
-    done: &mut BTreeMap<String, Vec<String>>,
-    failed: &mut Vec<Error>,
-) {
+    now: DateTime<Utc>,
+) -> (Vec<String>, Vec<Error>) {
     let mut by_channel: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
     for (alert, targets) in wanted {
-        let had = done.get(&alert.key);
+        let Some(entry) = ledger.get_mut(&alert.key) else {
+            continue;
+        };
         for target in targets {
-            if had.is_none_or(|had| !had.contains(target)) {
+            if !entry.channels(round).contains(target) {
                 by_channel.entry(target).or_default().push(alert);
             }
         }
     }
+    let mut failed = Vec::new();
     for (name, list) in by_channel {
         let Some(channel) = routing.channels.get(name) else {
             continue;
         };
         let message = message(config, title(list.len()), &list);
-        match notifier.send(channel.as_ref(), &message).await {
+        match routing.notifier.send(channel.as_ref(), &message).await {
             Ok(()) => {
                 for alert in list {
-                    done.entry(alert.key.clone())
-                        .or_default()
-                        .push(name.to_string());
+                    if let Some(entry) = ledger.get_mut(&alert.key) {
+                        entry.channels(round).push(name.to_string());
+                    }
                 }
             }
             Err(error) => failed.push(error.context(format!("webhook {name}"))),
         }
     }
+    let mut complete = Vec::new();
+    for (alert, targets) in wanted {
+        let Some(entry) = ledger.get_mut(&alert.key) else {
+            continue;
+        };
+        if targets.iter().all(|t| entry.channels(round).contains(t)) {
+            *entry.done(round) = Some(now);
+            complete.push(alert.key.clone());
+            if round == Round::Notice {
+                entry.last_error = None;
+            }
+        } else if round == Round::Notice {
+            let errors: Vec<String> = failed.iter().map(ToString::to_string).collect();
+            entry.last_error = Some(notify::mask(&errors.join("; ")));
+        }
+    }
+    (complete, failed)
 }
 
 async fn deliver(
@@ -314,7 +363,6 @@ async fn deliver(
         open: alerts.len(),
         ..Outcome::default()
     };
-    let notifier = notify::Notifier::new(config.alerts.retry)?;
 
     // Resolved: open in the ledger, no longer overdue now.
     for entry in ledger.values_mut() {
@@ -350,40 +398,17 @@ async fn deliver(
             fresh.push((alert.clone(), targets));
         }
     }
-    let mut sent: BTreeMap<String, Vec<String>> = ledger
-        .iter()
-        .map(|(key, e)| (key.clone(), e.sent_to.clone()))
-        .collect();
-    let mut failed = Vec::new();
-    send_each(
+    let (notified, failed) = send_round(
         config,
-        &notifier,
         routing,
+        &mut ledger,
+        Round::Notice,
         |n| format!("flowhealth: {n} key actions overdue"),
         &fresh,
-        &mut sent,
-        &mut failed,
+        now,
     )
     .await;
-    for (alert, targets) in &fresh {
-        let Some(entry) = ledger.get_mut(&alert.key) else {
-            continue;
-        };
-        entry.sent_to = sent.remove(&alert.key).unwrap_or_default();
-        if targets.iter().all(|t| entry.sent_to.contains(t)) {
-            entry.notified_at = Some(now);
-            entry.last_error = None;
-            outcome.notified.push(alert.key.clone());
-        } else {
-            entry.last_error = Some(
-                failed
-                    .iter()
-                    .map(|e| notify::mask(&e.to_string()))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            );
-        }
-    }
+    outcome.notified = notified;
     outcome.failed.extend(failed);
 
     if let Some(escalate) = &config.alerts.escalate {
@@ -397,15 +422,11 @@ async fn deliver(
             })
             .map(|e| (e.alert.clone(), routing.escalate.clone()))
             .collect();
-        let mut escalated: BTreeMap<String, Vec<String>> = ledger
-            .iter()
-            .map(|(key, e)| (key.clone(), e.escalated_to.clone()))
-            .collect();
-        let mut failed = Vec::new();
-        send_each(
+        let (escalated, failed) = send_round(
             config,
-            &notifier,
             routing,
+            &mut ledger,
+            Round::Escalation,
             |n| {
                 format!(
                     "flowhealth escalation: {n} alerts unresolved after {} h",
@@ -413,20 +434,10 @@ async fn deliver(
                 )
             },
             &due,
-            &mut escalated,
-            &mut failed,
+            now,
         )
         .await;
-        for (alert, targets) in &due {
-            let Some(entry) = ledger.get_mut(&alert.key) else {
-                continue;
-            };
-            entry.escalated_to = escalated.remove(&alert.key).unwrap_or_default();
-            if targets.iter().all(|t| entry.escalated_to.contains(t)) {
-                entry.escalated_at = Some(now);
-                outcome.escalated.push(alert.key.clone());
-            }
-        }
+        outcome.escalated = escalated;
         outcome.failed.extend(failed);
     }
 

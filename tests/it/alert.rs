@@ -25,6 +25,20 @@ fn config(port: u16, secret: &str) -> String {
     )
 }
 
+/// The webhook receiver (tests/support/webhook_server.py) on a free loopback port, logging to a
+/// temporary folder: (that folder, the port, the server). `args` follow the port: the DingTalk
+/// secret, then options.
+pub fn receiver(args: &[&str]) -> (tempfile::TempDir, u16, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let port_arg = port.to_string();
+    let mut all = vec![dir_arg.as_str(), port_arg.as_str()];
+    all.extend_from_slice(args);
+    let server = Server::start("webhook_server.py", &all);
+    (dir, port, server)
+}
+
 pub fn requests(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("requests.jsonl"))
         .unwrap_or_default()
@@ -35,13 +49,7 @@ pub fn requests(dir: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn alerts_fire_once_signed_retried_and_escalated() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let dir_arg = dir.path().to_str().unwrap().to_string();
-    let _hooks = Server::start(
-        "webhook_server.py",
-        &[&dir_arg, &port.to_string(), "SECabc", "--fail-first", "1"],
-    );
+    let (dir, port, _hooks) = receiver(&["SECabc", "--fail-first", "1"]);
 
     // A wrong secret: DingTalk refuses the signature; nothing is marked sent (exit 1).
     let wrong = fixture_with(&config(port, "not-the-secret"));
@@ -165,19 +173,7 @@ fn channels_config(port: u16, feishu_secret: &str) -> String {
 
 #[test]
 fn every_channel_gets_its_vendors_format_routed_signed_and_mentioning_the_owner() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let dir_arg = dir.path().to_str().unwrap().to_string();
-    let _hooks = Server::start(
-        "webhook_server.py",
-        &[
-            &dir_arg,
-            &port.to_string(),
-            "SECabc",
-            "--feishu-secret",
-            "LARKsec",
-        ],
-    );
+    let (dir, port, _hooks) = receiver(&["SECabc", "--feishu-secret", "LARKsec"]);
     // Feishu's secret is wrong at first: that channel fails, the others do not.
     let ws = fixture_with(&channels_config(port, "not-it"));
     // A promise in a note on O2: "明天给报价" on Wednesday 25 March, due by the end of Thursday;

@@ -658,19 +658,7 @@ fn the_heat_map_and_process_integrity_reach_the_page_the_message_and_the_text() 
 fn a_sent_report_posts_its_card_to_its_channels_once_and_the_month_shows_its_bunching() {
     let ws = Workspace::new("");
     crate::demo::run_demo_weeks(&ws, 3);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let dir_arg = dir.path().to_str().unwrap().to_string();
-    let _hooks = Server::start(
-        "webhook_server.py",
-        &[
-            &dir_arg,
-            &port.to_string(),
-            "unused",
-            "--feishu-secret",
-            "LARKsec",
-        ],
-    );
+    let (dir, port, _hooks) = crate::alert::receiver(&["unused", "--feishu-secret", "LARKsec"]);
     // The demo's config, with two channels for the weekly report's card and none for alerts.
     let config = std::fs::read_to_string(ws.path().join("config.yaml"))
         .unwrap()

@@ -21,8 +21,8 @@
 //! 4. Into the lake, and the functions over it:
 //!    - [`ingest`]: inbox files (CSV and JSON in any encoding, XLSX) -> validated Arrow batches
 //!      -> `raw/` and `quarantine/`, with a ledger that makes runs idempotent and crash-safe.
-//!    - [`udf`]: the process-flow SQL functions (stage rules, silent hours, business calendar),
-//!      driven by the config.
+//!    - [`udf`]: the process-flow SQL functions (stage rules, silent hours, business calendar,
+//!      and what notes say: templates and promises), driven by the config.
 //! 5. [`engine`]: the DataFusion session over the lake (every dataset a table, `dt` partitions
 //!    pruned, the configured timezone, the [`udf`] library) and `flowhealth query`.
 //!    [`engine::session`] is the one place a session is built: everything that runs SQL gets it

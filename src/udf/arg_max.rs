@@ -1,17 +1,20 @@
 //! `arg_max(value, key [, key ...])`: aggregate, the value of the row with the greatest key.
 //!
-//! The latest row of a group (an opportunity's latest stage change, its latest snapshot) in one
-//! hash aggregation, where a `row_number()` window sorts the whole input first. Each group keeps
-//! a reference to its best row so far; rows are compared in arrow's row format (keys first, then
-//! the value), so any orderable type works and a comparison is one `memcmp`. The rows of each
-//! batch that holds a group's best are retained, and compacted to one row per group once they
-//! outnumber the groups twice over: memory stays proportional to the groups, not the input.
+//! The latest row of a group (an opportunity's latest stage change) in one hash aggregation, where
+//! a `row_number()` window sorts the whole input first. Each group keeps a reference to its best
+//! row so far ([`Best`] says how rows are compared). The batches that hold a group's best are
+//! retained, and compacted to one row per group once their rows outnumber the groups twice over:
+//! memory stays proportional to the groups, not the input.
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::{nullif, prep_null_mask_filter, take};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use std::cmp::Ordering;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, UInt32Array, new_empty_array,
+};
+use datafusion::arrow::compute::{interleave, nullif, prep_null_mask_filter, take};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -144,15 +147,33 @@ impl AggregateUDFImpl for ArgMax {
 const NONE: u64 = u64::MAX;
 
 /// The best row of every group so far: the state of both accumulators.
+///
+/// Each group's best row is found in one of the retained batches by its position. Most rows are
+/// decided by the first key alone: when it is an integer in disguise (a timestamp, a date, an
+/// integer), each group's best first key is kept in a vector of its own, so a row that is not
+/// better costs one comparison of two integers. A tie of the first key (or a first key of
+/// another type) compares the rows in arrow's row format (the keys, then the value), made for a
+/// batch only when one of its rows needs it. The output is gathered from the retained batches
+/// as it is (`interleave`), never decoded from the row format.
 struct Best {
     /// Rows of the keys, then the value (so a tie of the keys goes to the greater value).
     converter: RowConverter,
-    /// Batches of rows holding at least one group's best when they were added.
-    chunks: Vec<Rows>,
+    /// The argument types: the value, then the keys.
+    types: Vec<DataType>,
+    /// Batches (the value, then the keys) holding at least one group's best when they were added.
+    chunks: Vec<Chunk>,
     /// Per group: chunk index << 32 | row index, or [`NONE`].
     best: Vec<u64>,
+    /// Per group: the first key of its best row, when the first key is an integer in disguise.
+    first: Option<Vec<i64>>,
     /// Rows in `chunks`.
     retained: usize,
+}
+
+struct Chunk {
+    columns: Vec<ArrayRef>,
+    /// The columns in row format, once a comparison needed them.
+    rows: Option<Rows>,
 }
 
 impl std::fmt::Debug for Best {
@@ -164,24 +185,55 @@ impl std::fmt::Debug for Best {
     }
 }
 
+/// Whether a key of type `t` orders like the i64 it casts to: the signed integers, dates,
+/// times, timestamps and durations (all stored as integers), and the narrower unsigned ones.
+fn integer_like(t: &DataType) -> bool {
+    use DataType::*;
+    matches!(
+        t,
+        Int8 | Int16
+            | Int32
+            | Int64
+            | UInt8
+            | UInt16
+            | UInt32
+            | Date32
+            | Date64
+            | Time32(_)
+            | Time64(_)
+            | Timestamp(_, _)
+            | Duration(_)
+    )
+}
+
+/// `columns` (the value, then the keys) in the converter's order: the keys, then the value.
+fn ordered(columns: &[ArrayRef]) -> Vec<ArrayRef> {
+    let mut ordered = columns[1..].to_vec();
+    ordered.push(columns[0].clone());
+    ordered
+}
+
+fn unpack(at: u64) -> (usize, usize) {
+    ((at >> 32) as usize, (at & 0xffff_ffff) as usize)
+}
+
 impl Best {
     /// For the arguments `fields` (the value, then the keys).
     fn new(fields: &[FieldRef]) -> Result<Best> {
-        let order = fields[1..]
+        let types: Vec<DataType> = fields.iter().map(|f| f.data_type().clone()).collect();
+        let order = types[1..]
             .iter()
-            .chain(&fields[..1])
-            .map(|field| SortField::new(field.data_type().clone()))
+            .chain(&types[..1])
+            .map(|t| SortField::new(t.clone()))
             .collect();
         Ok(Best {
             converter: RowConverter::new(order)?,
+            first: integer_like(&types[1]).then(Vec::new),
+            types,
             chunks: Vec::new(),
             best: Vec::new(),
             retained: 0,
         })
-    }
-
-    fn row(&self, at: u64) -> datafusion::arrow::row::Row<'_> {
-        self.chunks[(at >> 32) as usize].row((at & 0xffff_ffff) as usize)
     }
 
     /// Takes `columns` (the value, then the keys) into the groups `groups`, leaving out rows that
@@ -194,79 +246,127 @@ impl Best {
         total_groups: usize,
     ) -> Result<()> {
         self.best.resize(total_groups, NONE);
-        let mut ordered: Vec<ArrayRef> = columns[1..].to_vec();
-        ordered.push(columns[0].clone());
-        let rows = self.converter.convert_columns(&ordered)?;
         let keys = &columns[1..];
+        let first_keys = match &mut self.first {
+            Some(first) => {
+                first.resize(total_groups, 0);
+                let cast = datafusion::arrow::compute::cast(&keys[0], &DataType::Int64)?;
+                Some(cast.as_primitive::<Int64Type>().clone())
+            }
+            None => None,
+        };
         let usable = |i: usize| {
             filter.is_none_or(|f| f.is_valid(i) && f.value(i)) && keys.iter().all(|k| k.is_valid(i))
         };
-        // This batch's rows become chunk `next` if one of them is taken.
+        // This batch becomes chunk `next` if one of its rows is taken; its rows in row format
+        // are made at the first tie.
         let next = self.chunks.len();
+        let mut rows: Option<Rows> = None;
         let mut taken = false;
         for (i, &group) in groups.iter().enumerate() {
             if !usable(i) {
                 continue;
             }
             let current = self.best[group];
-            let better = current == NONE
-                || if (current >> 32) as usize == next {
-                    rows.row(i) > rows.row((current & 0xffff_ffff) as usize)
-                } else {
-                    rows.row(i) > self.row(current)
+            let better = if current == NONE {
+                true
+            } else {
+                let by_first = match (&first_keys, &self.first) {
+                    (Some(keys), Some(first)) => keys.value(i).cmp(&first[group]),
+                    _ => Ordering::Equal,
                 };
+                match by_first {
+                    Ordering::Greater => true,
+                    Ordering::Less => false,
+                    Ordering::Equal => {
+                        if rows.is_none() {
+                            rows = Some(self.converter.convert_columns(&ordered(columns))?);
+                        }
+                        let rows = rows.as_ref().expect("made above");
+                        let (chunk, at) = unpack(current);
+                        if chunk == next {
+                            rows.row(i) > rows.row(at)
+                        } else {
+                            rows.row(i) > self.chunk_rows(chunk)?.row(at)
+                        }
+                    }
+                }
+            };
             if better {
                 self.best[group] = (next as u64) << 32 | i as u64;
+                if let (Some(keys), Some(first)) = (&first_keys, &mut self.first) {
+                    first[group] = keys.value(i);
+                }
                 taken = true;
             }
         }
         if taken {
-            self.retained += rows.num_rows();
-            self.chunks.push(rows);
+            self.retained += groups.len();
+            self.chunks.push(Chunk {
+                columns: columns.to_vec(),
+                rows,
+            });
             if self.retained > 2 * self.best.len() + 65_536 {
-                self.compact();
+                self.compact()?;
             }
         }
         Ok(())
     }
 
-    /// Keeps only the rows that are some group's best, in one chunk.
-    fn compact(&mut self) {
-        let winners = self.best.iter().filter(|&&at| at != NONE).count();
-        let bytes = self
-            .best
+    /// The rows of chunk `chunk` in row format, made once.
+    fn chunk_rows(&mut self, chunk: usize) -> Result<&Rows> {
+        let chunk = &mut self.chunks[chunk];
+        if chunk.rows.is_none() {
+            chunk.rows = Some(self.converter.convert_columns(&ordered(&chunk.columns))?);
+        }
+        Ok(chunk.rows.as_ref().expect("made above"))
+    }
+
+    /// The best rows of `groups` that have one, as columns (the value, then the keys).
+    fn gather(&self, groups: &[u64]) -> Result<Vec<ArrayRef>> {
+        let indices: Vec<(usize, usize)> = groups
             .iter()
             .filter(|&&at| at != NONE)
-            .map(|&at| self.row(at).as_ref().len())
-            .sum();
-        let mut rows = self.converter.empty_rows(winners, bytes);
-        let mut best = Vec::with_capacity(self.best.len());
-        for &at in &self.best {
-            if at == NONE {
-                best.push(NONE);
-            } else {
-                best.push(rows.num_rows() as u64);
-                rows.push(self.row(at));
+            .map(|&at| unpack(at))
+            .collect();
+        (0..self.types.len())
+            .map(|column| {
+                let sources: Vec<&dyn Array> = self
+                    .chunks
+                    .iter()
+                    .map(|chunk| chunk.columns[column].as_ref())
+                    .collect();
+                if sources.is_empty() {
+                    return Ok(new_empty_array(&self.types[column]));
+                }
+                Ok(interleave(&sources, &indices)?)
+            })
+            .collect()
+    }
+
+    /// Keeps only the rows that are some group's best, in one chunk.
+    fn compact(&mut self) -> Result<()> {
+        let columns = self.gather(&self.best)?;
+        let mut next = 0u64;
+        for at in &mut self.best {
+            if *at != NONE {
+                *at = next;
+                next += 1;
             }
         }
-        self.retained = rows.num_rows();
-        self.chunks = vec![rows];
-        self.best = best;
+        self.retained = next as usize;
+        self.chunks = vec![Chunk {
+            columns,
+            rows: None,
+        }];
+        Ok(())
     }
 
     /// The best rows of the first `count` groups as columns (the value, then the keys), NULL
     /// for a group without one.
     fn columns(&self, count: usize) -> Result<Vec<ArrayRef>> {
         let groups = &self.best[..count];
-        let mut ordered = self.converter.convert_rows(
-            groups
-                .iter()
-                .filter(|&&at| at != NONE)
-                .map(|&at| self.row(at)),
-        )?;
-        let value = ordered.pop().expect("a value column");
-        let mut columns = vec![value];
-        columns.append(&mut ordered);
+        let mut columns = self.gather(groups)?;
         if groups.contains(&NONE) {
             let mut next = 0u32;
             let positions: UInt32Array = groups
@@ -294,6 +394,9 @@ impl Best {
         };
         let columns = self.columns(count)?;
         self.best.drain(..count);
+        if let Some(first) = &mut self.first {
+            first.drain(..count);
+        }
         if self.best.is_empty() {
             self.chunks.clear();
             self.retained = 0;
@@ -302,8 +405,22 @@ impl Best {
     }
 
     fn bytes(&self) -> usize {
-        self.chunks.iter().map(Rows::size).sum::<usize>()
+        self.chunks
+            .iter()
+            .map(|chunk| {
+                chunk
+                    .columns
+                    .iter()
+                    .map(|c| c.get_array_memory_size())
+                    .sum::<usize>()
+                    + chunk.rows.as_ref().map_or(0, Rows::size)
+            })
+            .sum::<usize>()
             + self.best.capacity() * size_of::<u64>()
+            + self
+                .first
+                .as_ref()
+                .map_or(0, |f| f.capacity() * size_of::<i64>())
             + self.converter.size()
     }
 }
@@ -367,14 +484,11 @@ impl ArgMaxAccumulator {
     fn scalars(&self) -> Result<Vec<ScalarValue>> {
         let columns = if self.0.best.is_empty() {
             // No row yet: NULLs of the argument types.
-            let types = self.0.converter.convert_rows(std::iter::empty())?;
-            let mut nulls: Vec<ArrayRef> = types
+            self.0
+                .types
                 .iter()
-                .map(|c| datafusion::arrow::array::new_null_array(c.data_type(), 1))
-                .collect();
-            let value = nulls.pop().expect("a value column");
-            nulls.insert(0, value);
-            nulls
+                .map(|t| datafusion::arrow::array::new_null_array(t, 1))
+                .collect()
         } else {
             self.0.columns(1)?
         };

@@ -58,7 +58,16 @@ impl Engine {
 
     /// A session in this process, whatever the configuration says (planning in `validate`).
     pub async fn local(config: &Config, lake: &Lake) -> Result<Engine> {
-        let ctx = SessionContext::new_with_config(session_config(config));
+        // Every hash join builds one table from its smaller side (by the inputs' statistics) and
+        // probes it from every partition, instead of hash-partitioning both sides. Then the
+        // join's dynamic filter on the probe side is a plain range of the build side's keys, which
+        // skips whole `dt=` folders of a join on `dt` (silent_warnings v6 reads only the days
+        // of the open opportunities' actions); a partitioned join's filter is one range per
+        // partition, behind a hash of the row, which no folder can be skipped by. A cluster keeps
+        // its own join settings (`cluster::client`).
+        let session =
+            session_config(config).set_bool("datafusion.optimizer.repartition_joins", false);
+        let ctx = SessionContext::new_with_config(session);
         Engine::populate(ctx, config, lake, None).await
     }
 

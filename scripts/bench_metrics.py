@@ -3,18 +3,21 @@
 definitions written as plain SQL in DuckDB over the same Parquet, in one run; then the same week
 over a lake with four times the history.
 
-usage: scripts/bench-metrics [ACTIONS] [WEEKS]   (default 10,000,000 actions over 12 weeks,
-                                                   a tenth as many stage changes)
+usage: scripts/bench-metrics [ACTIONS] [WEEKS] [BASELINE]
+       (default 10,000,000 actions over 12 weeks, a tenth as many stage changes; BASELINE, e.g.
+       silent_warnings@5, is an older version whose cold run is timed beside the latest's)
 
 Metrics: stage_compliance_rate, evidence_rate, silent_warnings, silent_overtime_rate,
 process_health_index (the weekly report's core), for the last week of the lake. flowhealth runs
 cold (nothing computed before: silent_warnings and the opportunity snapshot read the whole
 history) and warm (after the previous week's run, as the weekly job finds it: silent_warnings
-starts from that week's open opportunities, the opportunity snapshot is the one kept). Warm and
-DuckDB are the median of 5 runs, the two lakes' runs interleaved (so a slow spell of the machine
-hits both alike). Each engine runs as its own process; wall time and peak RSS
-(ru_maxrss of that child) are reported. The index values must agree, and the warm rows must
-equal the cold.
+starts from that week's open opportunities, the opportunity snapshot is the one kept). Every
+figure is the median of 5 runs, each round running cold, warm (after the previous week), the
+baseline's cold run if any, and DuckDB on one lake, then on the other (so a slow spell of the
+machine hits all alike). Each engine runs as its own process; wall time and peak RSS (ru_maxrss of
+that child) are reported. The index values must agree, every cold run must give the first one's
+rows, the warm rows must equal the cold, and the baseline's index and silent_warnings rows must
+equal the latest version's.
 """
 import json, os, shutil, subprocess, sys, tempfile, time
 
@@ -165,8 +168,8 @@ class Engines:
         with open(self.script, "w") as f:
             f.write(duck_sql(lake, start, end))
 
-    def flowhealth(self, period):
-        return measure([BIN, "--config", self.config, "metrics", "run", *METRICS, "--period", period], env=self.env)
+    def flowhealth(self, period, metrics=METRICS):
+        return measure([BIN, "--config", self.config, "metrics", "run", *metrics, "--period", period], env=self.env)
 
     def duckdb(self):
         return measure([sys.executable, "-c",
@@ -177,25 +180,54 @@ class Engines:
         return duckdb.sql(f"select team, value from read_parquet('{self.lake}/metrics/process_health_index/**/*.parquet', hive_partitioning=1) "
                           f"where period = '{self.week}' order by team nulls first").fetchall()
 
-    def warnings(self):
-        return duckdb.sql(f"select * exclude (run_id) from read_parquet('{self.lake}/metrics/silent_warnings/**/*.parquet', hive_partitioning=1) "
-                          f"where period = '{self.week}' order by opportunity_id").fetchall()
+    def warnings(self, version=None):
+        """The week's silent_warnings rows of `version` (the latest computed when None)."""
+        scan = f"read_parquet('{self.lake}/metrics/silent_warnings/**/*.parquet', hive_partitioning=1)"
+        if version is None:
+            version = duckdb.sql(f"select max(version) from {scan}").fetchall()[0][0]
+        return duckdb.sql(f"select * exclude (run_id, version) from {scan} "
+                          f"where period = '{self.week}' and version = {version} order by opportunity_id").fetchall()
+
+    def reset(self):
+        """Nothing computed before: no metric output, no kept opportunity snapshot."""
+        for folder in ("metrics", "breaches", "_flowhealth"):
+            shutil.rmtree(os.path.join(self.lake, folder), ignore_errors=True)
 
     def cold(self):
-        """The week from scratch, then the previous week (the state the warm runs start from)."""
+        """The week from scratch (checked against the first cold run), then the previous week (the
+        state the warm run starts from)."""
+        self.reset()
         cold = self.flowhealth(self.week)
-        self.cold_rows = (self.index(), self.warnings())
+        rows = (self.index(), self.warnings())
+        if getattr(self, "cold_rows", rows) != rows:
+            sys.exit(f"two cold runs of {self.week} gave different rows")
+        self.cold_rows = rows
         self.flowhealth(self.previous)
         return cold
 
-    def check(self, warm, duck):
-        """The warm run started from the previous week and equals the cold; DuckDB agrees."""
+    def baseline(self, metric):
+        """The week from scratch with `metric` (an older silent_warnings) instead of the latest:
+        the same index and rows."""
+        self.reset()
+        run = self.flowhealth(self.week, METRICS + [metric])
+        version = int(metric.split("@")[1])
+        if (self.index(), self.warnings(version)) != self.cold_rows:
+            sys.exit(f"{metric} and the latest silent_warnings differ on {self.week}")
+        return run
+
+    def check_warm(self, warm):
+        """The warm run started from the previous week and equals the cold."""
         if f"from {self.previous}'s state" not in warm[2]:
             sys.exit(f"the run of {self.week} did not start from {self.previous}'s state:\n{warm[2]}")
-        ours = self.index()
-        if (ours, self.warnings()) != self.cold_rows:
+        if (self.index(), self.warnings()) != self.cold_rows:
             sys.exit(f"{self.week} from {self.previous}'s state differs from {self.week} computed from scratch")
+
+    def check_duck(self, duck):
+        """DuckDB's index values are flowhealth's."""
+        ours = self.cold_rows[0]
         theirs = [(r["team"], r["value"]) for r in json.loads(duck[2].strip().splitlines()[-1])]
+        if len(ours) != len(theirs):
+            sys.exit(f"the engines disagree: flowhealth {ours}, duckdb {theirs}")
         for (t1, v1), (t2, v2) in zip(ours, theirs):
             if t1 != t2 or (v1 is None) != (v2 is None) or (v1 is not None and abs(v1 - v2) > 1e-9):
                 sys.exit(f"the engines disagree: flowhealth {ours}, duckdb {theirs}")
@@ -204,6 +236,7 @@ class Engines:
 def main():
     actions = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
     weeks = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    baseline = sys.argv[3] if len(sys.argv) > 3 else None
     end, start, week, previous = "2026-03-30", "2026-03-23", "2026-W13", "2026-W12"
     work = tempfile.mkdtemp(prefix="flowhealth-bench-")
     try:
@@ -214,28 +247,40 @@ def main():
             generate(lake, actions * factor, weeks * factor, end)
             lakes.append(Engines(work, lake, week, previous, start, end))
         os.sync()  # the lakes' write-back would otherwise land in the timed runs
-        colds = [engines.cold() for engines in lakes]
-        # Interleaved, so that a slow spell of the machine hits both lakes alike.
-        warms, ducks = [[], []], [[], []]
+        # Interleaved, so that a slow spell of the machine hits every engine and lake alike. The
+        # warm run follows the cold one and the previous week's run (which leave it its state);
+        # the baseline's cold run comes after, as it removes that state.
+        colds, warms, bases, ducks = [[], []], [[], []], [[], []], [[], []]
         for _ in range(RUNS):
             for i, engines in enumerate(lakes):
+                colds[i].append(engines.cold())
                 warms[i].append(engines.flowhealth(week))
+                engines.check_warm(warms[i][-1])
+                if baseline:
+                    bases[i].append(engines.baseline(baseline))
                 ducks[i].append(engines.duckdb())
+                engines.check_duck(ducks[i][-1])
         rows = []
-        for label, engines, cold, warm, duck in zip(labels, lakes, colds, warms, ducks):
-            warm, duck = median(warm), median(duck)
-            engines.check(warm, duck)
-            rows.append((label, cold, warm, duck))
-        print(f"\nweek {week}: {', '.join(METRICS)} (with silent_warnings)")
+        for i, label in enumerate(labels):
+            base = median(bases[i]) if baseline else None
+            rows.append((label, median(colds[i]), median(warms[i]), base, median(ducks[i])))
+        print(f"\nweek {week}: {', '.join(METRICS)} (with silent_warnings), median of {RUNS} runs")
         print("cold: nothing computed before; warm: after the previous week's run (the weekly job)")
-        print(f"{'':12} {'cold s':>7} {'MiB':>5} {'warm s':>7} {'MiB':>5} {'duckdb s':>9} {'MiB':>5} {'cold ratio':>10} {'warm ratio':>10}")
-        for label, cold, warm, duck in rows:
-            print(f"{label:12} {cold[0]:7.2f} {cold[1]:5.0f} {warm[0]:7.2f} {warm[1]:5.0f} {duck[0]:9.2f} {duck[1]:5.0f} "
+        extra = f" {baseline + ' cold s':>26} {'MiB':>5}" if baseline else ""
+        print(f"{'':12} {'cold s':>7} {'MiB':>5} {'warm s':>7} {'MiB':>5}{extra} {'duckdb s':>9} {'MiB':>5} {'cold ratio':>10} {'warm ratio':>10}")
+        for label, cold, warm, base, duck in rows:
+            extra = f" {base[0]:26.2f} {base[1]:5.0f}" if base else ""
+            print(f"{label:12} {cold[0]:7.2f} {cold[1]:5.0f} {warm[0]:7.2f} {warm[1]:5.0f}{extra} {duck[0]:9.2f} {duck[1]:5.0f} "
                   f"{duck[0] / cold[0]:9.2f}x {duck[0] / warm[0]:9.2f}x")
+        spread = lambda runs: f"{min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f}"
+        for i, label in enumerate(labels):
+            extra = f", {baseline} cold {spread(bases[i])}" if baseline else ""
+            print(f"spread ({label}): cold {spread(colds[i])}, warm {spread(warms[i])}{extra}, duckdb {spread(ducks[i])} s")
         growth = lambda i: rows[1][i][0] / rows[0][i][0]
-        print(f"4x history / 1x, same week: flowhealth cold {growth(1):.2f}x, warm {growth(2):.2f}x; duckdb {growth(3):.2f}x")
+        print(f"4x history / 1x, same week: flowhealth cold {growth(1):.2f}x, warm {growth(2):.2f}x; duckdb {growth(4):.2f}x")
         print("ratio = duckdb seconds / flowhealth seconds (above 1: flowhealth is faster); the index values agree,")
-        print("and the warm run's silent_warnings and index rows equal the cold run's")
+        print("every cold run gives the same rows, and the warm run's silent_warnings and index rows equal the cold run's"
+              + (f", as {baseline}'s do" if baseline else ""))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

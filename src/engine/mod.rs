@@ -32,8 +32,11 @@ use crate::error::Result;
 use crate::lake::Lake;
 use crate::lake::schema::Dataset;
 
-/// A session with every lake table registered.
+/// A session with every lake table registered. A commit whose writer was killed before its files
+/// were all in place is finished first, so the session reads exactly what the ledgers committed
+/// (`crate::lake::commit`).
 pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
+    crate::lake::commit::roll_forward(lake).await?;
     let session_config = SessionConfig::new()
         .with_information_schema(true)
         .set_str("datafusion.execution.time_zone", config.timezone.name());

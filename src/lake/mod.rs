@@ -2,12 +2,30 @@
 //! (`docs/contract.md` section 5), atomic Parquet writes, and the small JSON state objects
 //! flowhealth keeps beside the data under `_flowhealth/` (which Hive-style readers skip).
 //!
-//! Atomicity: every object is written with one `put`. On S3 a PUT is atomic; the local store
-//! writes a staging file `<name>#<n>` and renames it into place. Either way a reader sees the whole
-//! file or nothing, and `*.parquet` globs never match a staging file.
+//! Atomicity: every object is written with one `put` ([`Lake::put`]). On S3 a PUT is atomic. On
+//! a local disk the file is written under `_staging/` (a folder Hive-style readers skip) and
+//! renamed into place, so a reader listing a folder never meets a file being written. A set of
+//! files that must appear together (an ingested file's Parquet files, a metric's output and its
+//! breaches) goes through [`commit::Transaction`]: staged, committed by one ledger write, then
+//! moved into place.
 
+pub mod commit;
 pub(crate) mod lock;
 pub mod schema;
+
+/// The folder at the lake's root where files are written before they are moved into place
+/// (`_`: Hive-style readers skip it).
+pub const STAGING: &str = "_staging";
+
+/// A new staging id: `<kind>-<UTC time>-<8 hex digits>`, unique, sorted by time within a kind,
+/// and telling a recovery how old a staging folder is without looking inside.
+pub(crate) fn staging_id(kind: &str) -> String {
+    format!(
+        "{kind}-{}-{:08x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        rand::random::<u32>()
+    )
+}
 
 use std::sync::Arc;
 
@@ -152,8 +170,38 @@ impl Lake {
         }
     }
 
-    /// Writes `bytes` at `path` in one atomic put.
+    /// The path of a lake-relative path as [`Lake::relative`] gives it (`raw/actions/dt=.../x`).
+    pub fn path_of(&self, relative: &str) -> Path {
+        relative
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .fold(self.root.clone(), |path, part| path.join(part))
+    }
+
+    /// Writes `bytes` at `path` in one atomic put: a reader sees the whole file or the one it
+    /// replaces, and never a partial file beside it. On a local disk the file is written under
+    /// `_staging/` and renamed into place (the store's own put would write `<name>#<n>` in the
+    /// same folder, which a directory reader such as pandas lists and fails on).
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        if self.local.is_none() {
+            return self.put_direct(path, bytes).await;
+        }
+        let id = staging_id("put");
+        let staged = self
+            .path(&[STAGING, &id])
+            .join(path.filename().unwrap_or("file"));
+        self.put_direct(&staged, bytes).await?;
+        let moved = self.store.rename(&staged, path).await;
+        if let Some(dir) = self.local_path(&self.path(&[STAGING, &id])) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        moved?;
+        Ok(())
+    }
+
+    /// Writes `bytes` at `path` with the store's own put (a file under `_staging/` or
+    /// `_flowhealth/`, which no reader lists).
+    pub async fn put_direct(&self, path: &Path, bytes: Bytes) -> Result<()> {
         self.store.put(path, PutPayload::from(bytes)).await?;
         Ok(())
     }

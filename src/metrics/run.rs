@@ -428,18 +428,6 @@ async fn write(
     output: Output<'_>,
 ) -> Result<(usize, Vec<Breach>)> {
     let rows = concat_batches(&output.schema, output.batches)?;
-    let as_of = params.as_of;
-    output::write_rows(
-        lake,
-        metric,
-        &period.id,
-        &rows,
-        run_id,
-        as_of,
-        output.metadata,
-    )
-    .await?;
-
     let threshold = metric.threshold(config);
     let breaches = match threshold {
         Some(threshold) if rows.schema().column_with_name("value").is_some() => {
@@ -448,9 +436,14 @@ async fn write(
         }
         _ => Vec::new(),
     };
-    if threshold.is_some() {
-        output::write_breaches(lake, metric, &period.id, &breaches, run_id, as_of).await?;
-    }
+    let written = output::PeriodOutput {
+        rows: &rows,
+        breaches: threshold.is_some().then_some(breaches.as_slice()),
+        run_id,
+        as_of: params.as_of,
+        metadata: output.metadata,
+    };
+    output::write_period(lake, metric, &period.id, written).await?;
     Ok((rows.num_rows(), breaches))
 }
 

@@ -214,16 +214,25 @@ async fn apply(lake: &Lake, intent: &Intent) -> Result<()> {
     lake.delete(&intent_path(lake, &intent.id)).await
 }
 
-/// Deletes the staging folder of transaction `id` (what is left in it).
+/// Deletes the staging folder of transaction `id` (what is left in it). Another process
+/// finishing the same commit may be removing it at the same time: what is gone is gone.
 async fn remove_staging(lake: &Lake, id: &str) -> Result<()> {
-    for object in lake.list(&[STAGING, id]).await? {
+    let objects = match lake.list(&[STAGING, id]).await {
+        Ok(objects) => objects,
+        Err(Error::ObjectStore(object_store::Error::NotFound { .. })) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for object in objects {
         lake.delete(&object.location).await?;
     }
     // A local store keeps the emptied folders: remove them, so `_staging/` does not fill up.
-    if let Some(dir) = lake.local_path(&lake.path(&[STAGING, id]))
-        && dir.exists()
-    {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if let Some(dir) = lake.local_path(&lake.path(&[STAGING, id])) {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&dir, e));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

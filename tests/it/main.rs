@@ -5,6 +5,7 @@
 
 mod alert;
 mod carry;
+mod commit;
 mod common;
 mod config;
 mod demo;

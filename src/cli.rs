@@ -252,6 +252,7 @@ async fn validate(config: &Config) -> Result<i32> {
         problems.extend(errors);
         Vec::new()
     });
+    problems.extend(crate::schedule::runner::check_sql(config, &pipelines).await?);
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }

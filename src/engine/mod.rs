@@ -11,6 +11,7 @@
 //! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows; the
 //! configured `stages`, `rules_evidence_required` and `rules_store_actions`.
 
+pub mod probe;
 pub mod query;
 pub mod snapshot;
 

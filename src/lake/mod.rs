@@ -338,3 +338,54 @@ pub(crate) fn encode_parquet_as(
     writer.close()?;
     Ok(Bytes::from(buffer))
 }
+
+/// `batch` as every Parquet reader (DuckDB, pandas, polars, Spark) reads it alike, for files
+/// whose columns come from user SQL (pipeline `sql:` exports, `query --format parquet`, metric
+/// outputs; `docs/contract.md` section 5):
+/// - every timestamp becomes microseconds, adjusted to UTC (`now()` and `to_timestamp()` give
+///   nanoseconds, which Spark refuses): one with a timezone keeps its instant; one without is
+///   wall-clock time in `tz` (the rule of the SQL functions), converted to its instant;
+/// - string and binary views become plain strings and binaries (older readers lack views).
+pub(crate) fn for_readers(batch: &RecordBatch, tz: chrono_tz::Tz) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Array, AsArray, TimestampMicrosecondArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Field, TimeUnit, TimestampMicrosecondType};
+
+    let utc = schema::timestamp_type();
+    let zone = crate::time::Zone::new(tz);
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let column = match field.data_type() {
+            DataType::Timestamp(_, Some(_)) => cast(column, &utc)?,
+            DataType::Timestamp(_, None) => {
+                let local = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+                let local = local.as_primitive::<TimestampMicrosecondType>();
+                let instants: TimestampMicrosecondArray = local
+                    .iter()
+                    .map(|value| {
+                        value
+                            .and_then(chrono::DateTime::from_timestamp_micros)
+                            .map(|t| zone.local_to_utc(t.naive_utc()))
+                    })
+                    .collect();
+                std::sync::Arc::new(instants.with_timezone("UTC")) as _
+            }
+            DataType::Utf8View => cast(column, &DataType::Utf8)?,
+            DataType::BinaryView => cast(column, &DataType::Binary)?,
+            _ => column.clone(),
+        };
+        fields.push(
+            Field::new(
+                field.name(),
+                column.data_type().clone(),
+                field.is_nullable(),
+            )
+            .with_metadata(field.metadata().clone()),
+        );
+        columns.push(column);
+    }
+    let schema = datafusion::arrow::datatypes::Schema::new(fields)
+        .with_metadata(batch.schema().metadata().clone());
+    Ok(RecordBatch::try_new(std::sync::Arc::new(schema), columns)?)
+}

@@ -88,6 +88,14 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
             match run::plan(&ctx, metric, &params).await {
                 Ok(frame) => {
                     problems.extend(carry::check(metric, frame.schema().as_arrow()));
+                    // What plans but would fail on data (a function returning another type
+                    // than it declares).
+                    let path = metric.path.display();
+                    problems.extend(
+                        crate::engine::probe::functions(&ctx, frame.logical_plan())
+                            .into_iter()
+                            .map(|problem| format!("{path}: {problem}")),
+                    );
                     // Dependents plan against this one's columns.
                     if catalog
                         .latest(metric.name())

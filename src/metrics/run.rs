@@ -428,6 +428,8 @@ async fn write(
     output: Output<'_>,
 ) -> Result<(usize, Vec<Breach>)> {
     let rows = concat_batches(&output.schema, output.batches)?;
+    // Timestamps as microseconds UTC, whatever the SQL made (`now()` gives nanoseconds).
+    let rows = crate::lake::for_readers(&rows, config.timezone)?;
     let threshold = metric.threshold(config);
     let breaches = match threshold {
         Some(threshold) if rows.schema().column_with_name("value").is_some() => {

@@ -13,6 +13,7 @@ mod functions;
 mod ingest;
 mod metrics;
 mod query;
+mod readers;
 mod report;
 mod s3;
 mod schedule;

@@ -85,6 +85,9 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
             if !metric.meta.carry.is_empty() {
                 carry::register_empty(&ctx, metric)?;
             }
+            if let Some(looks_back) = &metric.meta.looks_back {
+                run::register_history(&ctx, config, &lake, catalog, looks_back, &period).await?;
+            }
             match run::plan(&ctx, metric, &params).await {
                 Ok(frame) => {
                     problems.extend(carry::check(metric, frame.schema().as_arrow()));

@@ -224,3 +224,74 @@ fn breach_batch(breaches: &[Breach]) -> Result<RecordBatch> {
     ];
     Ok(RecordBatch::try_from_iter(columns)?)
 }
+
+/// The stored rows of `metric` for `periods` as one batch (period, team, owner_id, value): what
+/// a metric that looks back reads of it (`LooksBack` in the catalog). Only outputs computed at
+/// their own period's end (`as_of` = the end, in `tz`) are taken: another as_of would judge the
+/// period by what happened after it.
+pub(crate) async fn history(
+    lake: &Lake,
+    metric: &Metric,
+    periods: &[Period],
+    tz: chrono_tz::Tz,
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    let (mut period, mut team, mut owner, mut value) = (vec![], vec![], vec![], vec![]);
+    for looked_at in periods {
+        let end = looked_at.bounds_utc(tz).1;
+        for batch in read_output(lake, metric, &looked_at.id)
+            .await?
+            .unwrap_or_default()
+        {
+            let text = |name: &str| -> Result<Vec<Option<String>>> {
+                Ok(match batch.column_by_name(name) {
+                    Some(column) => cast(column, &DataType::Utf8)?
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.map(String::from))
+                        .collect(),
+                    None => vec![None; batch.num_rows()],
+                })
+            };
+            let values: Vec<Option<f64>> = match batch.column_by_name("value") {
+                Some(column) => {
+                    let column = cast(column, &DataType::Float64)?;
+                    let column = column.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+                    (0..column.len())
+                        .map(|i| column.is_valid(i).then(|| column.value(i)))
+                        .collect()
+                }
+                None => vec![None; batch.num_rows()],
+            };
+            let as_of = batch.column_by_name(STAMP_COLUMNS[1]).map(|c| {
+                c.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                    .clone()
+            });
+            let (teams, owners) = (text("team")?, text("owner_id")?);
+            for row in 0..batch.num_rows() {
+                let at_its_end = as_of
+                    .as_ref()
+                    .is_some_and(|a| a.is_valid(row) && a.value(row) == end);
+                if !at_its_end {
+                    continue;
+                }
+                period.push(looked_at.id.clone());
+                team.push(teams[row].clone());
+                owner.push(owners[row].clone());
+                value.push(values[row]);
+            }
+        }
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("period", Arc::new(StringArray::from(period))),
+        ("team", Arc::new(StringArray::from(team))),
+        ("owner_id", Arc::new(StringArray::from(owner))),
+        ("value", Arc::new(Float64Array::from(value))),
+    ];
+    Ok(RecordBatch::try_from_iter_with_nullable(
+        columns
+            .into_iter()
+            .map(|(name, column)| (name, column, true)),
+    )?)
+}

@@ -157,6 +157,9 @@ pub struct Weekly {
     pub overdue: Vec<Map<String, Value>>,
     pub overdue_total: usize,
     pub trend: Vec<TrendPoint>,
+    /// Whether the index predicts wins: `health_outcome_correlation`'s rows (across teams, then
+    /// owners); empty when the week's output has none of version 2's columns.
+    pub outcome: Vec<Map<String, Value>>,
     /// Every overdue opportunity, for the CSV attachment.
     #[serde(skip)]
     pub overdue_all: Vec<Map<String, Value>>,
@@ -267,6 +270,14 @@ impl Weekly {
         }
         trend.reverse();
 
+        let outcome = match catalog.latest("health_outcome_correlation") {
+            Some(m) => json_rows(&read_output(lake, m, &period.id).await?.unwrap_or_default())?
+                .into_iter()
+                .filter(|r| r.contains_key("across"))
+                .collect(),
+            None => Vec::new(),
+        };
+
         Ok(Weekly {
             period: period.into(),
             previous_period: previous.id,
@@ -284,6 +295,7 @@ impl Weekly {
                 .collect(),
             overdue_total: overdue_all.len(),
             trend,
+            outcome,
             overdue_all,
             overdue_columns,
         })

@@ -8,6 +8,7 @@ mod carry;
 mod commit;
 mod common;
 mod config;
+mod correlation;
 mod demo;
 mod functions;
 mod ingest;

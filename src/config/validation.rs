@@ -3,10 +3,7 @@
 
 use std::collections::HashSet;
 
-use chrono::format::{Item, StrftimeItems};
-
 use super::{Config, RetryConfig, StoreConfig};
-use crate::lake::schema::Dataset;
 use crate::time::parse::parse_hours;
 
 /// Every problem of `config` that serde cannot see, each `key.path: message`, section by section
@@ -48,55 +45,12 @@ fn stores(config: &Config, problems: &mut Problems) {
     }
 }
 
-/// `datasets.<dataset>`: mapped columns that exist, strftime patterns that parse, a usable delimiter.
+/// `datasets.<dataset>` and its sources: columns, values and constants of columns that exist,
+/// strftime patterns that parse, usable delimiters and decimal marks, globs that can match, a
+/// stage history that maps onto stages (`super::datasets::check`).
 fn datasets(config: &Config, problems: &mut Problems) {
-    let mut problem = |key: &str, message: String| problems.add(key, message);
-    for dataset in Dataset::ALL {
-        let Some(spec) = config.datasets.get(dataset.name()) else {
-            continue;
-        };
-        let key = format!("datasets.{}", dataset.name());
-        for column in spec.columns.keys().chain(spec.values.keys()) {
-            if dataset.column(column).is_none() {
-                problem(
-                    &format!(
-                        "{key}.{}.{column}",
-                        if spec.columns.contains_key(column) {
-                            "columns"
-                        } else {
-                            "values"
-                        }
-                    ),
-                    format!(
-                        "not a column of {} (expected one of {})",
-                        dataset.name(),
-                        dataset
-                            .columns()
-                            .iter()
-                            .map(|c| c.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-            }
-        }
-        for (i, format) in spec.timestamp_formats.iter().enumerate() {
-            if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
-                problem(
-                    &format!("{key}.timestamp_formats[{i}]"),
-                    format!("`{format}` is not a valid strftime pattern"),
-                );
-            }
-        }
-        if !spec.delimiter.is_ascii() || spec.delimiter == '"' || spec.delimiter == '\n' {
-            problem(
-                &format!("{key}.delimiter"),
-                format!(
-                    "`{}` cannot be a CSV delimiter: use one ASCII character",
-                    spec.delimiter
-                ),
-            );
-        }
+    for (key, message) in super::datasets::check(&config.datasets, &config.stages) {
+        problems.add(&key, message);
     }
 }
 

@@ -6,7 +6,7 @@
 -- period: week
 -- depends: [silent_warnings]
 --
--- Contract 4.14: the index of 4.4 per owner, so that 4.13 can ask whether it predicts an owner's
+-- Contract 4.16: the index of 4.4 per owner, so that 4.13 can ask whether it predicts an owner's
 -- wins as well as a team's. Stage compliance: the opportunities the owner owns (latest snapshot)
 -- that changed stage in the period; evidence: the owner's evidence-required actions in the
 -- period; silent overtime: the owner's open opportunities at as_of (silent_warnings). A rate

@@ -384,6 +384,22 @@ impl Params {
             ),
             ("weight_evidence", ScalarValue::Float64(Some(w.evidence))),
             ("weight_silent", ScalarValue::Float64(Some(w.silent))),
+            (
+                "template_similarity",
+                ScalarValue::Float64(Some(rules.templated_notes.similarity)),
+            ),
+            (
+                "template_min_share",
+                ScalarValue::Float64(Some(rules.templated_notes.min_share)),
+            ),
+            (
+                "template_min_notes",
+                ScalarValue::Int64(Some(i64::from(rules.templated_notes.min_notes))),
+            ),
+            (
+                "template_per_action_type",
+                ScalarValue::Boolean(Some(rules.templated_notes.per_action_type)),
+            ),
         ];
         let mut params = Params {
             values: values

@@ -72,7 +72,9 @@ pub(crate) fn list(config: &Config, catalog: &Catalog) -> String {
 /// dependency order: `validate` reports each that does not parse or plan, with its file and line.
 pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<String>> {
     let lake = crate::lake::Lake::open(config)?;
-    let ctx = crate::engine::session(config, &lake).await?;
+    // Planning needs no cluster: `validate` runs nothing, whatever `engine` says.
+    let engine = crate::engine::Engine::local(config, &lake).await?;
+    let ctx = engine.ctx();
     let all: Vec<&catalog::Metric> = catalog.metrics.iter().collect();
     let mut problems = Vec::new();
     for level in run::levels(&all) {
@@ -83,19 +85,20 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
             );
             let params = run::Params::new(config, &period, None);
             if !metric.meta.carry.is_empty() {
-                carry::register_empty(&ctx, metric)?;
+                carry::register_empty(&engine, metric).await?;
             }
             if let Some(looks_back) = &metric.meta.looks_back {
-                run::register_history(&ctx, config, &lake, catalog, looks_back, &period).await?;
+                run::register_history(&engine, config, &lake, catalog, looks_back, &period)
+                    .await?;
             }
-            match run::plan(&ctx, metric, &params).await {
+            match run::plan(ctx, metric, &params).await {
                 Ok(frame) => {
                     problems.extend(carry::check(metric, frame.schema().as_arrow()));
                     // What plans but would fail on data (a function returning another type
                     // than it declares).
                     let path = metric.path.display();
                     problems.extend(
-                        crate::engine::probe::functions(&ctx, frame.logical_plan())
+                        crate::engine::probe::functions(ctx, frame.logical_plan())
                             .into_iter()
                             .map(|problem| format!("{path}: {problem}")),
                     );
@@ -105,7 +108,7 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
                         .is_some_and(|m| m.version() == metric.version())
                     {
                         let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-                        crate::engine::register_result(&ctx, metric.name(), schema, vec![])?;
+                        engine.register_rows(metric.name(), schema, vec![]).await?;
                     }
                 }
                 Err(e) => problems.push(with_line(&e.to_string(), metric)),

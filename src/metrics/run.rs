@@ -23,6 +23,7 @@ use futures::future::join_all;
 use super::catalog::{Catalog, LooksBack, Metric};
 use super::output::{self, Breach};
 use crate::config::{Config, Threshold};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::time::Period;
@@ -161,12 +162,27 @@ pub async fn run(
         .map(|m| Ok((m.name(), period_of(m)?)))
         .collect::<Result<_>>()?;
     let started = Instant::now();
-    let ctx = crate::engine::session(config, lake).await?;
+    let engine = Engine::open(config, lake).await?;
     // The latest opportunity snapshot, from the one the previous run kept (see `snapshot.rs`).
     if selected.iter().any(|m| m.sql.contains("opportunities")) {
-        crate::engine::snapshot::register_opportunities(&ctx, lake).await?;
+        crate::engine::snapshot::register_opportunities(&engine, lake).await?;
     }
     tracing::debug!("session ready in {:?}", started.elapsed());
+    let report = run_levels(config, lake, catalog, &engine, &selected, &periods, as_of).await;
+    engine.close().await?;
+    report
+}
+
+/// Runs `selected` in dependency levels in `engine`'s session.
+async fn run_levels(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    engine: &Engine,
+    selected: &[&Metric],
+    periods: &HashMap<&str, Period>,
+    as_of: Option<i64>,
+) -> Result<Report> {
     let run_id = format!(
         "{}-{:08x}",
         Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -178,14 +194,13 @@ pub async fn run(
     // A dependency is the metric's latest version asked for: when a run computes two versions of
     // one metric (a golden case checking both), the newer is the table the others read.
     let mut newest: HashMap<&str, u32> = HashMap::new();
-    for metric in &selected {
+    for metric in selected {
         let version = newest.entry(metric.name()).or_insert(metric.version());
         *version = (*version).max(metric.version());
     }
-    for level in levels(&selected) {
+    for level in levels(selected) {
         let jobs = level.iter().map(|metric| {
-            let ctx = ctx.clone();
-            let (failed, periods) = (&failed, &periods);
+            let failed = &failed;
             async move {
                 let period = periods[metric.name()].clone();
                 let dependency = metric.meta.depends.iter();
@@ -199,14 +214,14 @@ pub async fn run(
                 let mut params = Params::new(config, &period, as_of);
                 let started = Instant::now();
                 let carry =
-                    super::carry::prepare(&ctx, config, lake, metric, &period, params.as_of)
+                    super::carry::prepare(engine, config, lake, metric, &period, params.as_of)
                         .await?;
                 params.carry_from(config, carry.as_of);
                 if let Some(looks_back) = &metric.meta.looks_back {
-                    register_history(&ctx, config, lake, catalog, looks_back, &period).await?;
+                    register_history(engine, config, lake, catalog, looks_back, &period).await?;
                 }
                 let prepared = started.elapsed();
-                let (schema, batches) = compute(&ctx, metric, &params).await?;
+                let (schema, batches) = compute(engine, metric, &params).await?;
                 tracing::debug!(
                     "{}: computed in {:?} (carried state: {prepared:?})",
                     metric.id(),
@@ -219,14 +234,6 @@ pub async fn run(
         for (metric, result) in level.iter().zip(results) {
             let outcome = match result {
                 Ok((period, params, carry, schema, batches)) => {
-                    if newest.get(metric.name()) == Some(&metric.version()) {
-                        crate::engine::register_result(
-                            &ctx,
-                            metric.name(),
-                            schema.clone(),
-                            batches.clone(),
-                        )?;
-                    }
                     let carried_from = carry.from;
                     let output = Output {
                         schema,
@@ -238,6 +245,29 @@ pub async fn run(
                         config, lake, metric, &period, &params, &run_id, output, stored,
                     )
                     .await;
+                    // Dependents read the rows as written (timestamps as microseconds UTC),
+                    // through a table any engine, local or a cluster, can read: the file just
+                    // written (its run_id and as_of columns are not in the schema given), or,
+                    // when nothing is stored, the rows themselves.
+                    let written = match written {
+                        Ok((rows, breaches))
+                            if newest.get(metric.name()) == Some(&metric.version()) =>
+                        {
+                            let registered = if stored {
+                                engine.register_file(
+                                    metric.name(),
+                                    &output::output_path(lake, metric, &period.id),
+                                    rows.schema(),
+                                )
+                            } else {
+                                engine
+                                    .register_rows(metric.name(), rows.schema(), vec![rows.clone()])
+                                    .await
+                            };
+                            registered.map(|()| (rows, breaches))
+                        }
+                        other => other,
+                    };
                     match written {
                         Ok((rows, breaches)) => Outcome {
                             metric: metric.id(),
@@ -459,13 +489,13 @@ fn located(metric: &Metric, error: datafusion::error::DataFusionError) -> Error 
 }
 
 async fn compute(
-    ctx: &SessionContext,
+    engine: &Engine,
     metric: &Metric,
     params: &Params,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let frame = plan(ctx, metric, params).await?;
+    let frame = plan(engine.ctx(), metric, params).await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await?;
+    let batches = engine.collect(frame, Error::from).await?;
     Ok((schema, batches))
 }
 
@@ -532,7 +562,7 @@ pub(crate) fn looked_back(period: &Period, looks_back: &LooksBack) -> Vec<Period
 /// Registers `looked_back_periods` and each looked-at metric's `<metric>_history` (see
 /// `LooksBack`) for a run of `period`: stored outputs only, never recomputed at this run's as_of.
 pub(crate) async fn register_history(
-    ctx: &SessionContext,
+    engine: &Engine,
     config: &Config,
     lake: &Lake,
     catalog: &Catalog,
@@ -569,12 +599,14 @@ pub(crate) async fn register_history(
             ts(periods.iter().map(followed_until).collect()),
         ),
     ])?;
-    crate::engine::register_result(ctx, "looked_back_periods", table.schema(), vec![table])?;
+    engine
+        .register_rows("looked_back_periods", table.schema(), vec![table])
+        .await?;
     for name in &looks_back.metrics {
         let metric = catalog.resolve(name)?;
         let rows = output::history(lake, metric, &periods, tz).await?;
         let table = format!("{name}_history");
-        crate::engine::register_result(ctx, &table, rows.schema(), vec![rows])?;
+        engine.register_rows(&table, rows.schema(), vec![rows]).await?;
     }
     Ok(())
 }

@@ -209,17 +209,22 @@ async fn run_step(
             Ok((outcome.sent.len() as i64, sent.collect()))
         }
         Step::Sql(sql) => {
-            let ctx = crate::engine::session(config, lake).await?;
+            let engine = crate::engine::Engine::open(config, lake).await?;
             let params = crate::metrics::run::Params::new(config, period, None);
             // The query is the user's: one that does not plan is theirs to fix, not retried.
             let user_sql = |e| Error::from_user_sql(e, None);
-            let frame = ctx.sql(&sql.query).await.map_err(user_sql)?;
-            let frame = params.bind(frame).map_err(user_sql)?;
-            let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-            if let Some(problem) = export_columns_problem(&schema) {
-                return Err(Error::Query(format!("{}: {problem}", sql.output)));
+            let computed = async {
+                let frame = engine.ctx().sql(&sql.query).await.map_err(user_sql)?;
+                let frame = params.bind(frame).map_err(user_sql)?;
+                let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+                if let Some(problem) = export_columns_problem(&schema) {
+                    return Err(Error::Query(format!("{}: {problem}", sql.output)));
+                }
+                Ok::<_, Error>((schema, engine.collect(frame, user_sql).await?))
             }
-            let batches = frame.collect().await.map_err(user_sql)?;
+            .await;
+            engine.close().await?;
+            let (schema, batches) = computed?;
             let rows = concat_batches(&schema, &batches)?;
             let rows = crate::lake::for_readers(&rows, config.timezone)?;
             let path = lake.path(&[
@@ -344,7 +349,9 @@ pub async fn check_sql(config: &Config, pipelines: &[PipelineSpec]) -> Result<Ve
         return Ok(Vec::new());
     }
     let lake = Lake::open(config)?;
-    let ctx = crate::engine::session(config, &lake).await?;
+    // Planning needs no cluster: `validate` runs nothing, whatever `engine` says.
+    let engine = crate::engine::Engine::local(config, &lake).await?;
+    let ctx = engine.ctx();
     let mut problems = Vec::new();
     for (spec, i, sql) in steps {
         let field = format!("{}: steps[{i}].sql.query", spec.path.display());
@@ -358,7 +365,7 @@ pub async fn check_sql(config: &Config, pipelines: &[PipelineSpec]) -> Result<Ve
             Err(e) => problems.push(format!("{field}: {}", Error::from_user_sql(e, None))),
             Ok(frame) => {
                 problems.extend(
-                    crate::engine::probe::functions(&ctx, frame.logical_plan())
+                    crate::engine::probe::functions(ctx, frame.logical_plan())
                         .into_iter()
                         .map(|problem| format!("{field}: {problem}")),
                 );

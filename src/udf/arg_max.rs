@@ -236,83 +236,6 @@ impl Best {
         })
     }
 
-    /// Takes `columns` (the value, then the keys) into the groups `groups`, leaving out rows that
-    /// `filter` does not pass and rows with a NULL key.
-    fn update(
-        &mut self,
-        columns: &[ArrayRef],
-        groups: &[usize],
-        filter: Option<&BooleanArray>,
-        total_groups: usize,
-    ) -> Result<()> {
-        self.best.resize(total_groups, NONE);
-        let keys = &columns[1..];
-        let first_keys = match &mut self.first {
-            Some(first) => {
-                first.resize(total_groups, 0);
-                let cast = datafusion::arrow::compute::cast(&keys[0], &DataType::Int64)?;
-                Some(cast.as_primitive::<Int64Type>().clone())
-            }
-            None => None,
-        };
-        let usable = |i: usize| {
-            filter.is_none_or(|f| f.is_valid(i) && f.value(i)) && keys.iter().all(|k| k.is_valid(i))
-        };
-        // This batch becomes chunk `next` if one of its rows is taken; its rows in row format
-        // are made at the first tie.
-        let next = self.chunks.len();
-        let mut rows: Option<Rows> = None;
-        let mut taken = false;
-        for (i, &group) in groups.iter().enumerate() {
-            if !usable(i) {
-                continue;
-            }
-            let current = self.best[group];
-            let better = if current == NONE {
-                true
-            } else {
-                let by_first = match (&first_keys, &self.first) {
-                    (Some(keys), Some(first)) => keys.value(i).cmp(&first[group]),
-                    _ => Ordering::Equal,
-                };
-                match by_first {
-                    Ordering::Greater => true,
-                    Ordering::Less => false,
-                    Ordering::Equal => {
-                        if rows.is_none() {
-                            rows = Some(self.converter.convert_columns(&ordered(columns))?);
-                        }
-                        let rows = rows.as_ref().expect("made above");
-                        let (chunk, at) = unpack(current);
-                        if chunk == next {
-                            rows.row(i) > rows.row(at)
-                        } else {
-                            rows.row(i) > self.chunk_rows(chunk)?.row(at)
-                        }
-                    }
-                }
-            };
-            if better {
-                self.best[group] = (next as u64) << 32 | i as u64;
-                if let (Some(keys), Some(first)) = (&first_keys, &mut self.first) {
-                    first[group] = keys.value(i);
-                }
-                taken = true;
-            }
-        }
-        if taken {
-            self.retained += groups.len();
-            self.chunks.push(Chunk {
-                columns: columns.to_vec(),
-                rows,
-            });
-            if self.retained > 2 * self.best.len() + 65_536 {
-                self.compact()?;
-            }
-        }
-        Ok(())
-    }
-
     /// The rows of chunk `chunk` in row format, made once.
     fn chunk_rows(&mut self, chunk: usize) -> Result<&Rows> {
         let chunk = &mut self.chunks[chunk];
@@ -426,14 +349,81 @@ impl Best {
 }
 
 impl GroupsAccumulator for Best {
+    /// Takes `columns` (the value, then the keys) into the groups `groups`, leaving out rows that
+    /// `filter` does not pass and rows with a NULL key.
     fn update_batch(
         &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
-        total_num_groups: usize,
+        columns: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+        total_groups: usize,
     ) -> Result<()> {
-        self.update(values, group_indices, opt_filter, total_num_groups)
+        self.best.resize(total_groups, NONE);
+        let keys = &columns[1..];
+        let first_keys = match &mut self.first {
+            Some(first) => {
+                first.resize(total_groups, 0);
+                let cast = datafusion::arrow::compute::cast(&keys[0], &DataType::Int64)?;
+                Some(cast.as_primitive::<Int64Type>().clone())
+            }
+            None => None,
+        };
+        let usable = |i: usize| {
+            filter.is_none_or(|f| f.is_valid(i) && f.value(i)) && keys.iter().all(|k| k.is_valid(i))
+        };
+        // This batch becomes chunk `next` if one of its rows is taken; its rows in row format
+        // are made at the first tie.
+        let next = self.chunks.len();
+        let mut rows: Option<Rows> = None;
+        let mut taken = false;
+        for (i, &group) in groups.iter().enumerate() {
+            if !usable(i) {
+                continue;
+            }
+            let current = self.best[group];
+            let better = if current == NONE {
+                true
+            } else {
+                let by_first = match (&first_keys, &self.first) {
+                    (Some(keys), Some(first)) => keys.value(i).cmp(&first[group]),
+                    _ => Ordering::Equal,
+                };
+                match by_first {
+                    Ordering::Greater => true,
+                    Ordering::Less => false,
+                    Ordering::Equal => {
+                        if rows.is_none() {
+                            rows = Some(self.converter.convert_columns(&ordered(columns))?);
+                        }
+                        let rows = rows.as_ref().expect("made above");
+                        let (chunk, at) = unpack(current);
+                        if chunk == next {
+                            rows.row(i) > rows.row(at)
+                        } else {
+                            rows.row(i) > self.chunk_rows(chunk)?.row(at)
+                        }
+                    }
+                }
+            };
+            if better {
+                self.best[group] = (next as u64) << 32 | i as u64;
+                if let (Some(keys), Some(first)) = (&first_keys, &mut self.first) {
+                    first[group] = keys.value(i);
+                }
+                taken = true;
+            }
+        }
+        if taken {
+            self.retained += groups.len();
+            self.chunks.push(Chunk {
+                columns: columns.to_vec(),
+                rows,
+            });
+            if self.retained > 2 * self.best.len() + 65_536 {
+                self.compact()?;
+            }
+        }
+        Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -450,7 +440,7 @@ impl GroupsAccumulator for Best {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.update(values, group_indices, None, total_num_groups)
+        self.update_batch(values, group_indices, None, total_num_groups)
     }
 
     /// Each row is its own state; a row the filter leaves out gets NULL keys, so it is left out
@@ -502,7 +492,7 @@ impl ArgMaxAccumulator {
 impl Accumulator for ArgMaxAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let groups = vec![0; values[0].len()];
-        self.0.update(values, &groups, None, 1)
+        self.0.update_batch(values, &groups, None, 1)
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {

@@ -88,8 +88,7 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
                 carry::register_empty(&engine, metric).await?;
             }
             if let Some(looks_back) = &metric.meta.looks_back {
-                run::register_history(&engine, config, &lake, catalog, looks_back, &period)
-                    .await?;
+                run::register_history(&engine, config, &lake, catalog, looks_back, &period).await?;
             }
             match run::plan(ctx, metric, &params).await {
                 Ok(frame) => {

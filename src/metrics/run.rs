@@ -627,7 +627,9 @@ pub(crate) async fn register_history(
         let metric = catalog.resolve(name)?;
         let rows = output::history(lake, metric, &periods, tz).await?;
         let table = format!("{name}_history");
-        engine.register_rows(&table, rows.schema(), vec![rows]).await?;
+        engine
+            .register_rows(&table, rows.schema(), vec![rows])
+            .await?;
     }
     Ok(())
 }

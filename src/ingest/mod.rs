@@ -550,7 +550,9 @@ impl<'c> Ingest<'c> {
         entry_parts.push(&entry_name);
         let entry_path = self.lake.path(&entry_parts);
         let entry_bytes = bytes::Bytes::from(serde_json::to_vec_pretty(&entry)?);
-        transaction.commit(Some((entry_path, entry_bytes))).await?;
+        // Past the commit point the file is landed, even when a move failed: its keys and history
+        // count for the files after it, or an overlapping export would land its rows again.
+        let committed = transaction.commit(Some((entry_path, entry_bytes))).await?;
         ledger.insert(entry.content_hash.clone(), entry);
         state
             .keys
@@ -571,6 +573,19 @@ impl<'c> Ingest<'c> {
             (Some(changed), n) => Some(format!(
                 "{changed}; {n} stage change(s) derived from the snapshots"
             )),
+        };
+        let message = match committed.pending {
+            None => message,
+            Some(error) => {
+                tracing::warn!(dataset = dataset.name(), file = %file.name, %error, "Committed, but not every file is in place yet.");
+                let pending = format!(
+                    "committed, but not every file is in place yet ({error}): the next query, metrics run, report or ingest moves them"
+                );
+                Some(match message {
+                    Some(message) => format!("{message}; {pending}"),
+                    None => pending,
+                })
+            }
         };
         Ok(outcome(status, counts, message, Some(read_as)))
     }

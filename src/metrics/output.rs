@@ -84,7 +84,10 @@ pub(crate) async fn write_period(
             )
             .await?;
     }
-    transaction.commit(None).await
+    if let Some(error) = transaction.commit(None).await?.pending {
+        tracing::warn!(metric = %metric.id(), period = period_id, %error, "The output is committed, but not every file is in place yet: the next reader or metrics run moves them.");
+    }
+    Ok(())
 }
 
 /// `rows` with `run_id` and `as_of` columns added.

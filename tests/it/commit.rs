@@ -177,32 +177,46 @@ fn readers_during_a_large_ingest_see_only_committed_rows() {
     );
 }
 
-/// Starts `command` with `FLOWHEALTH_FAILPOINT=point`, waits until it says it paused there, and
-/// kills it with SIGKILL.
-fn kill_at(mut command: Command, point: &str) {
+/// Starts `command` and waits until a line of its standard error contains `wanted`; returns the
+/// running process.
+fn start_until(mut command: Command, wanted: &str) -> Child {
     let mut child: Child = command
-        .env("FLOWHEALTH_FAILPOINT", point)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
+    let wanted_line = wanted.to_string();
     std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("paused at") {
+            if line.contains(&wanted_line) {
+                // Reading on: the process must not block on a full pipe.
                 let _ = sender.send(Ok(line));
-                return;
+                continue;
             }
             lines.push(line);
         }
         let _ = sender.send(Err(lines.join("\n")));
     });
-    let paused = receiver
+    let seen = receiver
         .recv_timeout(Duration::from_secs(300))
-        .expect("the process reached the point");
-    assert!(paused.is_ok(), "never paused at {point}: {paused:?}");
+        .expect("the process said it");
+    assert!(seen.is_ok(), "never said {wanted:?}: {seen:?}");
+    child
+}
+
+/// Starts `command` with `FLOWHEALTH_FAILPOINT=point` and waits until it says it paused there.
+fn pause_at(mut command: Command, point: &str) -> Child {
+    command.env("FLOWHEALTH_FAILPOINT", point);
+    start_until(command, "paused at")
+}
+
+/// Starts `command` with `FLOWHEALTH_FAILPOINT=point`, waits until it says it paused there, and
+/// kills it with SIGKILL.
+fn kill_at(command: Command, point: &str) {
+    let mut child = pause_at(command, point);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 }
@@ -357,4 +371,73 @@ fn a_commit_killed_before_its_moves_finished_is_finished_by_a_reader_on_s3() {
     )
     .unwrap();
     assert_eq!(seen, vec!["9000,9000".to_string()]);
+}
+
+/// The data lines of the ingest report on standard output, by file: read, landed, quarantined,
+/// duplicates, status.
+fn report_line(stdout: &str, file: &str) -> Vec<String> {
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with(file) && !line.contains(": "))
+        .unwrap_or_else(|| panic!("no line for {file} in {stdout}"));
+    line.split_whitespace().skip(1).map(String::from).collect()
+}
+
+#[test]
+fn a_move_that_fails_after_the_commit_still_counts_the_file_as_landed() {
+    // b.csv repeats a.csv's last 1000 actions (a daily export repeating yesterday's rows). The
+    // first move of a.csv's commit fails: a.csv is committed all the same, so b.csv's repeated
+    // rows are duplicates of it, not landed a second time, and a.csv is not reported failed.
+    let ws = Workspace::new("");
+    ws.inbox("actions/a.csv", actions(0, 3000));
+    ws.inbox("actions/b.csv", actions(2000, 2000));
+    let output = ws
+        .command()
+        .arg("ingest")
+        .env("FLOWHEALTH_FAILPOINT", "commit:moved@1=error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        report_line(&stdout, "actions/a.csv"),
+        ["3000", "3000", "0", "0", "ingested"],
+        "{stdout}"
+    );
+    assert_eq!(
+        report_line(&stdout, "actions/b.csv"),
+        ["2000", "1000", "0", "1000", "ingested"],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("actions/a.csv: ingested: committed, but not every file is in place yet"),
+        "{stdout}"
+    );
+    assert_eq!(committed_rows(&ws.lake()), 4000);
+    // a.csv's commit is pending (the moves after the failed one were not made)...
+    assert!(
+        ws.lake_files()
+            .iter()
+            .any(|f| f.starts_with("_flowhealth/commits/")),
+        "{:?}",
+        ws.lake_files()
+    );
+    // ...and the next reader finishes it: every action once.
+    let seen = query(
+        ws.command(),
+        "select count(*), count(distinct action_id) from actions",
+    )
+    .unwrap();
+    assert_eq!(seen, vec!["4000,4000".to_string()]);
+    assert!(
+        ws.lake_files()
+            .iter()
+            .all(|f| !f.starts_with("_staging/") && !f.starts_with("_flowhealth/commits/")),
+        "{:?}",
+        ws.lake_files()
+    );
 }

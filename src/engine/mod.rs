@@ -53,21 +53,19 @@ impl Engine {
     ///
     /// Either way, a commit whose writer was killed before its files were all in place is
     /// finished first, so the session reads exactly what the ledgers committed
-    /// ([`crate::lake::commit::roll_forward`]).
+    /// ([`crate::lake::commit::roll_forward`], best-effort: a reader that cannot move files
+    /// reads those in place).
     pub async fn open(config: &Config, lake: &Lake) -> Result<Engine> {
+        crate::lake::commit::roll_forward(lake).await;
         match config.engine.kind {
             EngineKind::Local => Engine::local(config, lake).await,
-            EngineKind::Ballista => {
-                crate::lake::commit::roll_forward(lake).await?;
-                cluster::client::open(config, lake).await
-            }
+            EngineKind::Ballista => cluster::client::open(config, lake).await,
         }
     }
 
-    /// A session in this process, whatever the configuration says (planning in `validate`),
-    /// after the same roll-forward as [`Engine::open`].
+    /// A session in this process, whatever the configuration says (planning in `validate`).
+    /// Unlike [`Engine::open`] it changes nothing in the lake: planning reads no data.
     pub async fn local(config: &Config, lake: &Lake) -> Result<Engine> {
-        crate::lake::commit::roll_forward(lake).await?;
         let ctx = SessionContext::new_with_config(session_config(config));
         Engine::populate(ctx, config, lake, None).await
     }

@@ -274,19 +274,37 @@ async fn committed(lake: &Lake, intent: &Intent) -> Result<bool> {
     }
 }
 
-/// Finishes every commit whose moves did not finish (its writer was killed after the commit
-/// point). Safe for any reader at any time: it never removes what may still commit. Returns how
-/// many commits it finished; usually none, for the price of one listing.
-pub async fn roll_forward(lake: &Lake) -> Result<usize> {
+/// Finishes every commit whose moves did not finish (its writer stopped after the commit point,
+/// or is still moving). Safe for any reader at any time: it never removes what may still commit.
+/// Best-effort: a reader must not fail because it cannot write (read-only credentials, a store
+/// that refuses a move), so what it cannot finish is logged and left for the next writer, and
+/// the reader reads the committed files that are in place. Returns how many commits it
+/// finished; usually none, for the price of one listing.
+pub async fn roll_forward(lake: &Lake) -> usize {
+    let intents = match intents(lake).await {
+        Ok(intents) => intents,
+        Err(error) => {
+            tracing::info!(%error, "Cannot list the pending commits; reading the files in place.");
+            return 0;
+        }
+    };
     let mut finished = 0;
-    for intent in intents(lake).await? {
-        if committed(lake, &intent).await? {
-            tracing::warn!(commit = %intent.id, files = intent.moves.len(), "Finishing a commit whose writer stopped before its files were in place.");
-            apply(lake, &intent).await?;
-            finished += 1;
+    for intent in intents {
+        let done = async {
+            if !committed(lake, &intent).await? {
+                return Ok(false);
+            }
+            tracing::info!(commit = %intent.id, files = intent.moves.len(), "Finishing a commit (its writer stopped, or is still moving its files).");
+            apply(lake, &intent).await.map(|()| true)
+        };
+        match done.await {
+            Ok(finished_it) => finished += usize::from(finished_it),
+            Err(error) => {
+                tracing::info!(commit = %intent.id, %error, "A commit is pending: its files not yet in place are not read until a writer finishes it.");
+            }
         }
     }
-    Ok(finished)
+    finished
 }
 
 /// Rolls every transaction forward or back: a committed one's moves are finished; one that did

@@ -441,3 +441,42 @@ fn a_move_that_fails_after_the_commit_still_counts_the_file_as_landed() {
         ws.lake_files()
     );
 }
+
+#[test]
+fn a_reader_that_cannot_finish_a_commit_reads_the_committed_files_in_place() {
+    let ws = Workspace::new("");
+    ws.inbox("actions/a.csv", actions(0, 3000));
+    ws.inbox("actions/b.csv", actions(3000, 6000));
+    let mut ingest = ws.command();
+    ingest.arg("ingest");
+    kill_at(ingest, "commit:committed@2");
+    // `validate` plans, and leaves the lake as it is: the commit is still pending.
+    let validate = ws.command().arg("validate").output().unwrap();
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    let intents: Vec<String> = ws
+        .lake_files()
+        .into_iter()
+        .filter(|f| f.starts_with("_flowhealth/commits/"))
+        .collect();
+    assert_eq!(intents.len(), 1, "{:?}", ws.lake_files());
+    // A commit whose first file cannot be moved (here: it is gone; on S3, credentials that may
+    // only read): `query` does not fail, and reads the committed files that are in place.
+    let intent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.lake().join(&intents[0])).unwrap()).unwrap();
+    let first = intent["moves"][0]["from"].as_str().unwrap();
+    std::fs::remove_file(ws.lake().join(first)).unwrap();
+    let output = ws
+        .command()
+        .args(["query", "select count(*) from actions", "--format", "csv"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "count(*)\n3000\n");
+    // Logged at info, not as a warning or an error.
+    assert!(stderr.trim().is_empty(), "{stderr}");
+}

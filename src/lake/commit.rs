@@ -16,8 +16,9 @@
 //!    copy and a delete on S3), then the intent is deleted.
 //!
 //! A process killed before 3 leaves staged files and perhaps an intent, both invisible to
-//! readers; the writer's next run rolls them back ([`recover`], under the writer's lock). Killed
-//! after 3, the commit stands and its moves are finished by whoever comes next: every reader of flowhealth's
+//! readers; the next writer of the same kind rolls them back ([`recover`], under that kind's lock
+//! in the lake: `ingest` for an ingest, `metrics` for a metric's output). Killed after 3, the
+//! commit stands and its moves are finished by whoever comes next: every reader of flowhealth's
 //! own ([`roll_forward`] when a SQL session opens or a report is read) and the next writer. Moves
 //! are idempotent (a staged file already gone whose final file exists was moved), so a reader
 //! finishing a commit while its writer is still moving is harmless. A reader never rolls back: it
@@ -27,7 +28,9 @@
 //!
 //! During the moves a reader that lists the folders may see some of a commit's files and not yet
 //! the others: never a file that is not committed, and, as a transaction only adds files (a
-//! replaced file is overwritten by its move), never more rows than the ledger holds.
+//! replaced file is overwritten by its move), never more rows than the ledger holds. A metric's
+//! output and breaches are two moves too: between them such a reader sees the new output beside
+//! the old breaches.
 //!
 //! For tests, `FLOWHEALTH_FAILPOINT=<point>[@n][=error]` stops the process at the n-th (first)
 //! time it reaches `<point>`: `commit:staged`, `commit:intent`, `commit:committed`,
@@ -310,8 +313,10 @@ pub async fn roll_forward(lake: &Lake) -> usize {
 /// Rolls every transaction forward or back: a committed one's moves are finished; one that did
 /// not commit is removed, staged files and intent. Only a writer holding the lock of `kind` may
 /// call this, so that no live writer of that kind is between staging and its commit: staging
-/// folders of `kind` without a committed intent are removed at once, those of other kinds after
-/// an hour.
+/// folders of `kind` without a committed intent are removed at once, those of short-lived
+/// writers of other kinds (a metric's output, a single put) after an hour. An ingest's are left
+/// to an ingest: one transaction lasts as long as its input file takes to read, hours for a
+/// large one.
 pub async fn recover(lake: &Lake, kind: &str) -> Result<Recovery> {
     let mut recovery = Recovery::default();
     let mut known = std::collections::HashSet::new();
@@ -333,7 +338,7 @@ pub async fn recover(lake: &Lake, kind: &str) -> Result<Recovery> {
             continue;
         }
         let ours = id.starts_with(&format!("{kind}-"));
-        if ours || abandoned(&id) {
+        if ours || (abandoned(&id) && !id.starts_with("ingest-")) {
             tracing::warn!(transaction = %id, "Removing the staged files of a writer that stopped before its commit.");
             remove_staging(lake, &id).await?;
             recovery.rolled_back += usize::from(ours);

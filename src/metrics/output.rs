@@ -7,11 +7,13 @@
 //!                       direction, advice, previous_value, change (+ run_id, as_of)
 //! ```
 //!
-//! A period's output and breaches are replaced together, in one commit. The runner writes them; carried state,
-//! the golden tests, the reports, the alerts and the demo read them through here.
+//! A period's output and breaches are replaced in one commit, by one writer at a time (the lake
+//! lock `metrics`). The runner writes them; carried state, the golden tests, the reports, the
+//! alerts and the demo read them through here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -19,8 +21,9 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use super::catalog::Metric;
-use crate::error::Result;
-use crate::lake::commit::Transaction;
+use crate::error::{Error, Result};
+use crate::lake::commit::{self, Transaction};
+use crate::lake::lock::LakeLock;
 use crate::lake::{Lake, encode_parquet};
 use crate::time::Period;
 
@@ -52,9 +55,21 @@ pub(crate) struct PeriodOutput<'a> {
     pub metadata: HashMap<String, String>,
 }
 
+/// How long a writer of metric outputs waits for another one's commit (which takes well under a
+/// second) before it gives up, naming the holder.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
 /// Writes `metric`'s output for `period_id` and its breaches, stamped with `run_id` and `as_of`,
-/// as one commit ([`crate::lake::commit`]): a reader sees both new files or both old ones, and
-/// never a file being written.
+/// as one commit ([`crate::lake::commit`]), never a file being written visible to a reader.
+///
+/// Under the lake lock `metrics`, so that writers of metric outputs (a scheduled pipeline and a
+/// `metrics run` by hand, two pipelines of the daemon) take turns: the last to commit wins, for
+/// the output and the breaches alike. Under it, first what a writer killed before left is
+/// cleaned up ([`commit::recover`]): its commit finished (before this one, so that it can never
+/// be finished over this one), its staged files removed. The two files are then moved one after
+/// the other, so a reader that lists the folders between the two moves (milliseconds) sees the
+/// new output beside the old breaches; flowhealth's readers finish a commit they find pending
+/// before they read, but can meet one made while they read.
 pub(crate) async fn write_period(
     lake: &Lake,
     metric: &Metric,
@@ -68,26 +83,72 @@ pub(crate) async fn write_period(
         .clone()
         .with_metadata(output.metadata);
     let stamped = stamped.with_schema(Arc::new(schema))?;
-    let mut transaction = Transaction::begin(lake, "metrics");
-    transaction
-        .stage(
-            output_path(lake, metric, period_id),
-            encode_parquet(&stamped)?,
-        )
-        .await?;
+    let mut files = vec![(
+        output_path(lake, metric, period_id),
+        encode_parquet(&stamped)?,
+    )];
     if let Some(breaches) = output.breaches {
         let rows = stamp(&breach_batch(breaches)?, output.run_id, output.as_of)?;
-        transaction
-            .stage(
-                breaches_path(lake, metric, period_id),
-                encode_parquet(&rows)?,
-            )
-            .await?;
+        files.push((
+            breaches_path(lake, metric, period_id),
+            encode_parquet(&rows)?,
+        ));
     }
-    if let Some(error) = transaction.commit(None).await?.pending {
+    let mut lock = Held(Some(lock_metrics(lake).await?));
+    let written = async {
+        commit::recover(lake, "metrics").await?;
+        let mut transaction = Transaction::begin(lake, "metrics");
+        for (path, bytes) in files {
+            transaction.stage(path, bytes).await?;
+        }
+        transaction.commit(None).await
+    }
+    .await;
+    let released = match lock.0.take() {
+        Some(lock) => lock.release().await,
+        None => Ok(()),
+    };
+    if let Some(error) = written?.pending {
         tracing::warn!(metric = %metric.id(), period = period_id, %error, "The output is committed, but not every file is in place yet: the next reader or metrics run moves them.");
     }
-    Ok(())
+    released
+}
+
+/// Takes the lake lock `metrics`, waiting while another process holds it.
+async fn lock_metrics(lake: &Lake) -> Result<LakeLock> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut waiting = false;
+    loop {
+        match LakeLock::acquire(lake, "metrics").await {
+            Err(Error::Busy(holder)) if Instant::now() < deadline => {
+                if !waiting {
+                    tracing::info!(%holder, "Waiting for another writer of metric outputs to finish its commit.");
+                    waiting = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            taken => return taken,
+        }
+    }
+}
+
+/// The `metrics` lock while it is held. Dropped held (the write was cancelled: a pipeline step
+/// stopped at its timeout), it is released in the background: this process lives on, so no one
+/// else would ever take it over.
+struct Held(Option<LakeLock>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let (Some(lock), Ok(runtime)) =
+            (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                if let Err(error) = lock.release().await {
+                    tracing::warn!(%error, "Cannot release the metrics lock of a stopped write.");
+                }
+            });
+        }
+    }
 }
 
 /// `rows` with `run_id` and `as_of` columns added.

@@ -480,3 +480,118 @@ fn a_reader_that_cannot_finish_a_commit_reads_the_committed_files_in_place() {
     // Logged at info, not as a warning or an error.
     assert!(stderr.trim().is_empty(), "{stderr}");
 }
+
+/// The distinct run_ids of `metric`'s output and of its breaches for 2026-W10, by DuckDB.
+fn run_ids(ws: &Workspace, metric: &str) -> (Vec<String>, Vec<String>) {
+    let read = |folder: String| -> Vec<String> {
+        ws.duckdb(&format!(
+            "select distinct run_id from read_parquet('{{lake}}/{folder}/version=3/period=2026-W10/*.parquet') order by 1"
+        ))
+        .into_iter()
+        .map(|row| row[0].as_str().unwrap().to_string())
+        .collect()
+    };
+    (
+        read(format!("metrics/{metric}")),
+        read(format!("breaches/metric={metric}")),
+    )
+}
+
+/// A workspace with the shipped metrics and 3000 actions of 2026-W10 ingested: evidence_rate is
+/// 0.5 there, under its threshold, so its breaches file has rows.
+fn ingested_week() -> Workspace {
+    let ws = Workspace::new(concat!(
+        "queries: ",
+        env!("CARGO_MANIFEST_DIR"),
+        "/queries\n"
+    ));
+    ws.inbox("actions/a.csv", actions(0, 3000));
+    assert!(ws.command().arg("ingest").status().unwrap().success());
+    ws
+}
+
+fn evidence_run(ws: &Workspace) -> Command {
+    let mut command = ws.command();
+    command.args(["metrics", "run", "evidence_rate", "--period", "2026-W10"]);
+    command
+}
+
+#[test]
+fn a_metrics_commit_killed_between_its_output_and_breaches_is_finished_by_the_next_reader() {
+    let ws = ingested_week();
+    // Every weekly metric, for the report.
+    let all = ws
+        .command()
+        .args(["metrics", "run", "--period", "2026-W10"])
+        .output()
+        .unwrap();
+    assert!(all.status.success());
+    let (first, breaches) = run_ids(&ws, "evidence_rate");
+    assert_eq!((first.len(), &breaches), (1, &first));
+
+    // Killed after its first move: the new output is in place, its breaches still staged.
+    kill_at(evidence_run(&ws), "commit:moved");
+    let (output, breaches) = run_ids(&ws, "evidence_rate");
+    assert_eq!(output.len(), 1);
+    assert_ne!(output, first);
+    assert_eq!(breaches, first, "a directory reader sees the old breaches");
+
+    // The report, a reader, finishes the commit first: the new pair, nothing left over.
+    let report = ws
+        .command()
+        .args(["report", "weekly", "--period", "2026-W10"])
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert_eq!(run_ids(&ws, "evidence_rate"), (output.clone(), output));
+    assert!(
+        ws.lake_files()
+            .iter()
+            .all(|f| !f.starts_with("_staging/") && !f.starts_with("_flowhealth/commits/")),
+        "{:?}",
+        ws.lake_files()
+    );
+}
+
+#[test]
+fn writers_of_metric_outputs_take_turns_and_clean_up_after_a_dead_one() {
+    let ws = ingested_week();
+    // One writer, killed later, holds the lake lock `metrics` with its files staged...
+    let mut first = pause_at(evidence_run(&ws), "commit:staged");
+    let staged: Vec<String> = ws
+        .lake_files()
+        .into_iter()
+        .filter(|f| f.starts_with("_staging/"))
+        .collect();
+    assert_eq!(staged.len(), 2, "{staged:?}");
+    // ...so another waits for it, staging nothing meanwhile...
+    let mut second = evidence_run(&ws);
+    second.env("RUST_LOG", "info");
+    let second = start_until(second, "Waiting for another writer of metric outputs");
+    let now_staged: Vec<String> = ws
+        .lake_files()
+        .into_iter()
+        .filter(|f| f.starts_with("_staging/"))
+        .collect();
+    assert_eq!(now_staged, staged);
+    // ...until it is gone: the second takes its lock over, removes what it staged, and commits
+    // its own pair.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let output = second.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let (outputs, breaches) = run_ids(&ws, "evidence_rate");
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(breaches, outputs);
+    assert!(
+        ws.lake_files().iter().all(|f| !f.starts_with("_staging/")
+            && !f.starts_with("_flowhealth/commits/")
+            && !f.starts_with("_flowhealth/locks/")),
+        "{:?}",
+        ws.lake_files()
+    );
+}

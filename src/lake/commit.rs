@@ -30,7 +30,9 @@
 //! the others: never a file that is not committed, and, as a transaction only adds files (a
 //! replaced file is overwritten by its move), never more rows than the ledger holds. A metric's
 //! output and breaches are two moves too: between them such a reader sees the new output beside
-//! the old breaches.
+//! the old breaches. flowhealth's own readers are such readers for a commit made while they read
+//! (they finish pending commits once, when they open): a `metrics run` during an ingest may
+//! compute from part of a commit, a known limit the README states.
 //!
 //! For tests, `FLOWHEALTH_FAILPOINT=<point>[@n][=error]` stops the process at the n-th (first)
 //! time it reaches `<point>`: `commit:staged`, `commit:intent`, `commit:committed`,

@@ -139,9 +139,7 @@ struct Held(Option<LakeLock>);
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let (Some(lock), Ok(runtime)) =
-            (self.0.take(), tokio::runtime::Handle::try_current())
-        {
+        if let (Some(lock), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
             runtime.spawn(async move {
                 if let Err(error) = lock.release().await {
                     tracing::warn!(%error, "Cannot release the metrics lock of a stopped write.");

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::demo::DemoArgs;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, say};
 use crate::lake::schema::Dataset;
 use crate::schedule::ledger::RunStatus;
 
@@ -255,15 +255,15 @@ async fn validate(config: &Config) -> Result<i32> {
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
-    println!(
-        "{}: ok ({} stages, {} metric versions, {} pipelines, lake {}, inbox {})",
+    say!(
+        "{}: ok ({} stages, {} metric versions, {} pipelines, lake {}, inbox {})\n",
         config.source,
         config.stages.len(),
         catalog.metrics.len(),
         pipelines.len(),
         config.lake.url,
         config.inbox.url
-    );
+    )?;
     Ok(0)
 }
 
@@ -272,7 +272,7 @@ async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
     let mut catalog = crate::metrics::catalog(config)?;
     match command {
         MetricsCommand::List => {
-            print!("{}", crate::metrics::list(config, &catalog));
+            say!("{}", crate::metrics::list(config, &catalog))?;
             Ok(0)
         }
         MetricsCommand::Run {
@@ -287,12 +287,12 @@ async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
                 as_of,
             };
             let report = crate::metrics::run::run(config, &lake, &catalog, &request).await?;
-            print!("{report}");
+            say!("{report}")?;
             Ok(report.exit_code())
         }
         MetricsCommand::Test => {
             let outcome = crate::metrics::golden::run_all(config, &catalog).await?;
-            print!("{}", outcome.report);
+            say!("{}", outcome.report)?;
             Ok(if outcome.passed { 0 } else { 1 })
         }
         MetricsCommand::Release => {
@@ -300,9 +300,9 @@ async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
                 .release_all()
                 .map_err(|e| Error::io(catalog.dir.join(crate::metrics::catalog::LOCK_FILE), e))?;
             if released.is_empty() {
-                println!("nothing to release: every version is in versions.lock");
+                say!("nothing to release: every version is in versions.lock\n")?;
             } else {
-                println!("released: {}", released.join(", "));
+                say!("released: {}\n", released.join(", "))?;
             }
             Ok(0)
         }
@@ -323,7 +323,7 @@ async fn ingest(config: &Config, names: &[String]) -> Result<i32> {
         })
         .collect::<Result<Vec<_>>>()?;
     let report = crate::ingest::ingest(config, &datasets).await?;
-    print!("{report}");
+    say!("{report}")?;
     Ok(report.exit_code())
 }
 
@@ -345,22 +345,22 @@ async fn report(
             }
             let outcome = crate::report::flush(config).await?;
             if outcome.sent.is_empty() && outcome.failed.is_empty() {
-                println!("outbox: nothing pending");
+                say!("outbox: nothing pending\n")?;
             }
-            print!("{outcome}");
+            say!("{outcome}")?;
             return Ok(outcome.exit_code());
         }
     };
     let outcome = crate::report::run(config, kind, period, send).await?;
-    print!("{outcome}");
+    say!("{outcome}")?;
     Ok(outcome.exit_code())
 }
 
 /// `flowhealth run PIPELINE [--period ID]`.
 async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> Result<i32> {
     let record = crate::schedule::runner::run_now(config, pipeline, period).await?;
-    println!(
-        "{} {} ({}): {}{}",
+    say!(
+        "{} {} ({}): {}{}\n",
         record.pipeline,
         record.run_id,
         record.period.as_deref().unwrap_or("-"),
@@ -370,7 +370,7 @@ async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> 
             .as_deref()
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
-    );
+    )?;
     let succeeded = record.status == RunStatus::Succeeded;
     Ok(if succeeded { 0 } else { 1 })
 }
@@ -385,15 +385,15 @@ async fn daemon(config: &Config, grace: f64) -> Result<i32> {
 async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Result<i32> {
     let records = crate::schedule::runner::backfill(config, pipeline, from, to).await?;
     let lake = crate::lake::Lake::open(config)?;
-    print!(
+    say!(
         "{}",
         crate::schedule::ledger::table(&records, records.len(), config.timezone)
-    );
-    println!(
-        "{} runs in {} (periods already done were skipped)",
+    )?;
+    say!(
+        "{} runs in {} (periods already done were skipped)\n",
         records.len(),
         lake.display()
-    );
+    )?;
     let succeeded = records.iter().all(|r| r.status == RunStatus::Succeeded);
     Ok(if succeeded { 0 } else { 1 })
 }
@@ -402,17 +402,17 @@ async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Resu
 async fn runs(config: &Config, pipeline: Option<&str>, limit: usize) -> Result<i32> {
     let lake = crate::lake::Lake::open(config)?;
     let records = crate::schedule::ledger::read(&lake, pipeline).await?;
-    print!(
+    say!(
         "{}",
         crate::schedule::ledger::table(&records, limit, config.timezone)
-    );
+    )?;
     Ok(0)
 }
 
 /// `flowhealth alerts [--as-of TS] [--dry-run]`.
 async fn alerts(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<i32> {
     let outcome = crate::alert::run(config, as_of, dry_run).await?;
-    print!("{outcome}");
+    say!("{outcome}")?;
     Ok(outcome.exit_code())
 }
 
@@ -426,7 +426,7 @@ async fn query(
     functions: bool,
 ) -> Result<i32> {
     if functions {
-        print!("{}", crate::udf::help(config));
+        say!("{}", crate::udf::help(config))?;
         return Ok(0);
     }
     let sql = match sql {
@@ -438,6 +438,8 @@ async fn query(
     };
     let lake = crate::lake::Lake::open(config)?;
     let ctx = crate::engine::session(config, &lake).await?;
+    let catalog = crate::metrics::catalog(config)?;
+    crate::schedule::register_output_tables(&ctx, &lake, &catalog).await?;
     match sql {
         Some(sql) => crate::engine::query::run(&ctx, &sql, format, output).await?,
         None if output.is_some() => {

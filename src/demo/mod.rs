@@ -10,7 +10,7 @@ use chrono_tz::Tz;
 
 use self::generate::{Action, DemoSize, Organisation};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, say};
 use crate::lake::Lake;
 use crate::time::{Period, PeriodKind};
 
@@ -61,8 +61,8 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
             )
             .await?;
     }
-    println!(
-        "demo: seed {}, {} weeks to {}, {} reps, {} stores: {} opportunities, {} stage changes, {} CRM actions, {} store actions",
+    say!(
+        "demo: seed {}, {} weeks to {}, {} reps, {} stores: {} opportunities, {} stage changes, {} CRM actions, {} store actions\n",
         args.seed,
         args.weeks,
         until,
@@ -72,14 +72,14 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
         org.stage_changes.len(),
         org.crm_actions.len(),
         org.store_actions.len()
-    );
-    println!(
-        "inbox: {} ({} files written)\n",
+    )?;
+    say!(
+        "inbox: {} ({} files written)\n\n",
         inbox.display(),
         files.len()
-    );
+    )?;
     let report = crate::ingest::ingest(config, &[]).await?;
-    print!("{report}");
+    say!("{report}")?;
     let lake = Lake::open(config)?;
     let (metrics_ok, week) = metrics(config, &lake, until, args.weeks).await?;
     let mut report_ok = true;
@@ -87,19 +87,19 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
         let outcome =
             crate::report::run(config, crate::report::Kind::Weekly, Some(&week), true).await?;
         report_ok = outcome.failed.is_empty();
-        println!("\nweekly report, {week}:");
-        print!("{outcome}");
+        say!("\nweekly report, {week}:\n")?;
+        say!("{outcome}")?;
     }
-    println!("\nlake: {}", lake.display());
-    println!("  raw/<dataset>/dt=YYYY-MM-DD/*.parquet         landed rows");
-    println!("  quarantine/<dataset>/dt=YYYY-MM-DD/*.parquet  rejected rows, with the reason");
-    println!(
-        "try: flowhealth query \"select action_type, count(*) from actions group by 1 order by 2 desc\""
-    );
-    println!(
-        "  or: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"",
+    say!("\nlake: {}\n", lake.display())?;
+    say!("  raw/<dataset>/dt=YYYY-MM-DD/*.parquet         landed rows\n")?;
+    say!("  quarantine/<dataset>/dt=YYYY-MM-DD/*.parquet  rejected rows, with the reason\n")?;
+    say!(
+        "try: flowhealth query \"select action_type, count(*) from actions group by 1 order by 2 desc\"\n"
+    )?;
+    say!(
+        "  or: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"\n",
         lake.display()
-    );
+    )?;
     Ok(if metrics_ok && report_ok {
         report.exit_code()
     } else {
@@ -118,10 +118,10 @@ async fn metrics(
 ) -> Result<(bool, Option<String>)> {
     let catalog = crate::metrics::catalog(config)?;
     if catalog.metrics.is_empty() {
-        println!(
-            "\nno metrics: {} has no metric definitions",
+        say!(
+            "\nno metrics: {} has no metric definitions\n",
             catalog.dir.display()
-        );
+        )?;
         return Ok((true, None));
     }
     let first = until - Duration::days(7 * i64::from(weeks) - 1);
@@ -137,12 +137,12 @@ async fn metrics(
             period = Period::containing(kind, period.end);
         }
     }
-    println!(
-        "\nmetrics: {} periods ({} .. {})",
+    say!(
+        "\nmetrics: {} periods ({} .. {})\n",
         periods.len(),
         first,
         until
-    );
+    )?;
     let mut ok = true;
     let mut latest = None;
     for period in &periods {
@@ -154,7 +154,7 @@ async fn metrics(
         for outcome in &report.outcomes {
             if let Err(error) = &outcome.result {
                 ok = false;
-                println!("  {} {}: FAILED: {error}", outcome.metric, outcome.period);
+                say!("  {} {}: FAILED: {error}\n", outcome.metric, outcome.period)?;
             }
         }
         if period.kind == PeriodKind::Week {
@@ -162,7 +162,7 @@ async fn metrics(
         }
     }
     let Some((week, report)) = latest else {
-        println!("  (no complete week yet)");
+        say!("  (no complete week yet)\n")?;
         return Ok((ok, None));
     };
     let index = catalog.latest("process_health_index");
@@ -186,11 +186,11 @@ async fn metrics(
                 b.project(&indices)
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        println!("\nprocess health index, {week} (team NULL: the organisation):");
-        println!(
-            "{}",
+        say!("\nprocess health index, {week} (team NULL: the organisation):\n")?;
+        say!(
+            "{}\n",
             datafusion::arrow::util::pretty::pretty_format_batches(&projected)?
-        );
+        )?;
     }
     let breaches: Vec<String> = report
         .outcomes
@@ -201,15 +201,15 @@ async fn metrics(
                 .map(move |b| format!("  {}: {}", o.metric, b.advice))
         })
         .collect();
-    println!("breaches, {week}: {}", breaches.len());
+    say!("breaches, {week}: {}\n", breaches.len())?;
     for breach in breaches {
-        println!("{breach}");
+        say!("{breach}\n")?;
     }
-    println!(
-        "metrics: {}/metrics/<metric>/version=<N>/period=<id>/, breaches: {}/breaches/",
+    say!(
+        "metrics: {}/metrics/<metric>/version=<N>/period=<id>/, breaches: {}/breaches/\n",
         lake.display(),
         lake.display()
-    );
+    )?;
     Ok((ok, Some(week)))
 }
 

@@ -9,10 +9,14 @@
 //!
 //! Tables: `actions`, `stage_changes`, `opportunities` (the latest snapshot of each opportunity),
 //! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows; the
-//! configured `stages`, `rules_evidence_required` and `rules_store_actions`.
+//! configured `stages`, `rules_evidence_required` and `rules_store_actions`; the table function
+//! `read_parquet('path')` over any folder of the lake ([`tables`]). The outputs flowhealth
+//! writes (metric outputs, breaches, runs) are registered by the modules that know their layout,
+//! through [`tables::register_folder`].
 
 pub mod query;
 pub mod snapshot;
+pub mod tables;
 
 use std::sync::Arc;
 
@@ -57,6 +61,7 @@ pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
         )?;
     }
     crate::udf::register(&ctx, config);
+    tables::register_read_parquet(&ctx, lake, &config.lake.url);
     register_rules(&ctx, config)?;
     // The dimension: latest snapshot wins.
     ctx.sql(&format!(
@@ -180,14 +185,30 @@ pub(crate) fn register_result(
     Ok(())
 }
 
-/// Names of the tables and views a query can use, for hints.
+/// Names of the tables and views a query can use, for hints and `\d`: those of the default
+/// schema by name, the others qualified (`metrics.evidence_rate`), `information_schema` left out.
 pub(crate) fn table_names(ctx: &SessionContext) -> Vec<String> {
-    let mut names: Vec<String> = ctx
-        .catalog("datafusion")
-        .and_then(|catalog| catalog.schema("public"))
-        .map(|schema| schema.table_names())
-        .unwrap_or_default();
-    names.sort();
+    let Some(catalog) = ctx.catalog("datafusion") else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut schemas = catalog.schema_names();
+    // The default schema first, then the others by name.
+    schemas.sort_by_key(|s| (s != "public", s.clone()));
+    for schema_name in schemas {
+        if schema_name == "information_schema" {
+            continue;
+        }
+        let Some(schema) = catalog.schema(&schema_name) else {
+            continue;
+        };
+        let mut tables = schema.table_names();
+        tables.sort();
+        names.extend(tables.into_iter().map(|t| match schema_name.as_str() {
+            "public" => t,
+            other => format!("{other}.{t}"),
+        }));
+    }
     names
 }
 

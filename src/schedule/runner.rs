@@ -210,6 +210,8 @@ async fn run_step(
         }
         Step::Sql(sql) => {
             let ctx = crate::engine::session(config, lake).await?;
+            let catalog = crate::metrics::catalog(config)?;
+            super::register_output_tables(&ctx, lake, &catalog).await?;
             let params = crate::metrics::run::Params::new(config, period, None);
             // The query is the user's: one that does not plan is theirs to fix, not retried.
             let user_sql = |e| Error::from_user_sql(e, None);

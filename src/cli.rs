@@ -131,13 +131,21 @@ pub enum Command {
     },
     /// Run a pipeline for every period from --from to --to (oldest first, with a progress
     /// bar). Periods that already have a succeeded run are skipped, so it resumes where an
-    /// interrupted backfill stopped.
+    /// interrupted backfill stopped. Reports are rendered into the lake but not sent, alerts are
+    /// not pushed and the outbox is left alone, unless --send.
     Backfill {
+        /// The pipeline (pipelines/<name>.yaml).
         pipeline: String,
+        /// The first period: a week (2026-W09) or month (2026-03), as the pipeline's `period` says.
         #[arg(long)]
         from: String,
+        /// The last period, included.
         #[arg(long)]
         to: String,
+        /// Deliver what the runs make, as a scheduled run would: email the reports, push the
+        /// alerts, flush the outbox.
+        #[arg(long)]
+        send: bool,
     },
     /// The last runs of the pipelines (from the run ledger in lake/runs/), newest first.
     Runs {
@@ -231,7 +239,12 @@ async fn execute(cli: Cli) -> Result<i32> {
             run_pipeline(&config, &pipeline, period.as_deref()).await
         }
         Command::Daemon { grace } => daemon(&config, grace).await,
-        Command::Backfill { pipeline, from, to } => backfill(&config, &pipeline, &from, &to).await,
+        Command::Backfill {
+            pipeline,
+            from,
+            to,
+            send,
+        } => backfill(&config, &pipeline, (&from, &to), send).await,
         Command::Runs { pipeline, limit } => runs(&config, pipeline.as_deref(), limit).await,
         Command::Alerts { as_of, dry_run } => alerts(&config, as_of.as_deref(), dry_run).await,
         Command::Query {
@@ -381,17 +394,27 @@ async fn daemon(config: &Config, grace: f64) -> Result<i32> {
     crate::schedule::daemon::run(config, grace).await
 }
 
-/// `flowhealth backfill PIPELINE --from ID --to ID`.
-async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Result<i32> {
-    let records = crate::schedule::runner::backfill(config, pipeline, from, to).await?;
+/// `flowhealth backfill PIPELINE --from ID --to ID [--send]`.
+async fn backfill(config: &Config, pipeline: &str, range: (&str, &str), send: bool) -> Result<i32> {
+    use crate::schedule::runner::Delivery;
+    let delivery = if send {
+        Delivery::Send
+    } else {
+        say!(
+            "backfill: reports are rendered into the lake, not sent; alerts and the outbox are \
+             left alone (--send delivers them)\n"
+        )?;
+        Delivery::Hold
+    };
+    let records = crate::schedule::runner::backfill(config, pipeline, range, delivery).await?;
     let lake = crate::lake::Lake::open(config)?;
     say!(
         "{}",
         crate::schedule::ledger::table(&records, records.len(), config.timezone)
     )?;
     say!(
-        "{} runs in {} (periods already done were skipped)\n",
-        records.len(),
+        "{} in {} (periods already done were skipped)\n",
+        crate::metrics::display::count(records.len(), "run", "runs"),
         lake.display()
     )?;
     let succeeded = records.iter().all(|r| r.status == RunStatus::Succeeded);

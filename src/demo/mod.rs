@@ -12,6 +12,7 @@ use self::generate::{Action, DemoSize, Organisation};
 use crate::config::Config;
 use crate::error::{Error, Result, say};
 use crate::lake::Lake;
+use crate::metrics::display;
 use crate::time::{Period, PeriodKind};
 
 /// `flowhealth demo`'s options (the command line parses them straight into this).
@@ -97,6 +98,9 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
         "try: flowhealth query \"select action_type, count(*) from actions group by 1 order by 2 desc\"\n"
     )?;
     say!(
+        "     flowhealth query \"select period, team, value from metrics.process_health_index order by 1 desc, 2 nulls first\"\n"
+    )?;
+    say!(
         "  or: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"\n",
         lake.display()
     )?;
@@ -165,31 +169,12 @@ async fn metrics(
         say!("  (no complete week yet)\n")?;
         return Ok((ok, None));
     };
-    let index = catalog.latest("process_health_index");
-    if let Some(index) = index
+    if let Some(index) = catalog.latest("process_health_index")
         && let Some(batches) = crate::metrics::output::read_output(lake, index, &week).await?
     {
-        let columns = [
-            "team",
-            "value",
-            "stage_compliance_rate",
-            "evidence_rate",
-            "silent_overtime_rate",
-        ];
-        let projected = batches
-            .iter()
-            .map(|b| {
-                let indices: Vec<usize> = columns
-                    .iter()
-                    .filter_map(|c| b.schema().index_of(c).ok())
-                    .collect();
-                b.project(&indices)
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        say!("\nprocess health index, {week} (team NULL: the organisation):\n")?;
         say!(
-            "{}\n",
-            datafusion::arrow::util::pretty::pretty_format_batches(&projected)?
+            "\nprocess health index, {week}:\n{}",
+            index_table(&batches)?
         )?;
     }
     let breaches: Vec<String> = report
@@ -201,7 +186,10 @@ async fn metrics(
                 .map(move |b| format!("  {}: {}", o.metric, b.advice))
         })
         .collect();
-    say!("breaches, {week}: {}\n", breaches.len())?;
+    say!(
+        "{}, {week}:\n",
+        display::count(breaches.len(), "breach", "breaches")
+    )?;
     for breach in breaches {
         say!("{breach}\n")?;
     }
@@ -211,6 +199,38 @@ async fn metrics(
         lake.display()
     )?;
     Ok((ok, Some(week)))
+}
+
+/// The index per team as people read it: a header, the organisation's row first as
+/// `(organisation)`, every rate a percentage.
+fn index_table(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<String> {
+    use crate::engine::{json_rows, row_number, row_text};
+    let columns = [
+        ("value", "index"),
+        ("stage_compliance_rate", "stage compliance"),
+        ("evidence_rate", "evidence"),
+        ("silent_overtime_rate", "silent overtime"),
+    ];
+    let mut out = format!("  {:16}", "team");
+    for (_, title) in columns {
+        out.push_str(&format!("  {title:>16}"));
+    }
+    out.push('\n');
+    let mut rows = json_rows(batches)?;
+    // The organisation (team NULL) first, then the teams by name.
+    rows.sort_by_key(|row| row_text(row, "team"));
+    for row in rows {
+        let team = row_text(&row, "team");
+        out.push_str(&format!("  {:16}", display::team(team.as_deref())));
+        for (column, _) in columns {
+            out.push_str(&format!(
+                "  {:>16}",
+                display::rate(row_number(&row, column))
+            ));
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// The inbox files of the demo: path under the inbox -> content.

@@ -7,9 +7,11 @@
 //! - [`carry`]: the state a carrying metric starts from (an earlier output still true to the lake).
 //! - [`run`]: computing metrics for a period, in dependency order, with their breaches.
 //! - [`golden`]: `flowhealth metrics test`.
+//! - [`display`]: metric values as people read them (percentages, the organisation's row).
 
 pub(crate) mod carry;
 pub mod catalog;
+pub mod display;
 pub(crate) mod golden;
 pub mod output;
 pub mod run;
@@ -31,9 +33,15 @@ pub fn catalog(config: &Config) -> Result<Catalog> {
     Catalog::load(&dir).map_err(Error::Config)
 }
 
-/// `flowhealth metrics list`: one line per metric, its versions, owner and healthy range.
+/// `flowhealth metrics list`: a header, then one line per metric: its versions, period, owner,
+/// healthy range and description.
 pub(crate) fn list(config: &Config, catalog: &Catalog) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:28} {:14} {:6} {:10} {:9} description",
+        "metric", "versions", "period", "owner", "healthy"
+    );
     for name in catalog.names() {
         let versions: Vec<String> = catalog
             .metrics
@@ -50,15 +58,10 @@ pub(crate) fn list(config: &Config, catalog: &Catalog) -> String {
         let latest = catalog.latest(name).expect("listed names exist");
         let meta = &latest.meta;
         let threshold = latest.threshold(config);
-        let range = match threshold.map(|t| (t.min, t.max)) {
-            Some((Some(min), Some(max))) => format!("{min}..{max}"),
-            Some((Some(min), None)) => format!(">= {min}"),
-            Some((None, Some(max))) => format!("<= {max}"),
-            _ => "-".into(),
-        };
+        let range = display::healthy(threshold.and_then(|t| t.min), threshold.and_then(|t| t.max));
         let _ = writeln!(
             out,
-            "{name:28} {:14} {:6} {:10} {range:8} {}",
+            "{name:28} {:14} {:6} {:10} {range:9} {}",
             versions.join(","),
             meta.period.name().to_string(),
             meta.owner,

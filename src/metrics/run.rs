@@ -71,10 +71,11 @@ impl fmt::Display for Report {
             match &outcome.result {
                 Ok(rows) => writeln!(
                     f,
-                    "  {:32} {:9} {rows:>6} rows  {} breaches{}",
+                    "  {:32} {:9} {:>10}  {}{}",
                     outcome.metric,
                     outcome.period,
-                    outcome.breaches.len(),
+                    super::display::count(*rows, "row", "rows"),
+                    super::display::count(outcome.breaches.len(), "breach", "breaches"),
                     match &outcome.carried_from {
                         Some(from) => format!("  (from {from}'s state)"),
                         None => String::new(),
@@ -503,8 +504,10 @@ fn breaches(
     let (teams, values) = team_and_value(rows)?;
     let records = crate::engine::json_rows(std::slice::from_ref(rows))?;
     let mut env = minijinja::Environment::new();
+    // Advice reads like the report it appears in: `{{ value | pct }}` is `89.6%`.
+    env.add_filter("pct", |value: Option<f64>| super::display::rate(value));
     let advice = metric.meta.advice.clone().unwrap_or_else(|| {
-        "{{ team or 'Organisation' }}: {{ metric }} is {{ value | round(3) }}, {{ direction }} the healthy {{ threshold }}".into()
+        "{{ team or 'Organisation' }}: {{ metric }} is {{ value | pct }}, {{ direction }} the healthy {{ threshold | pct }}".into()
     });
     env.add_template("advice", &advice)
         .map_err(|e| Error::Usage(format!("{}: advice template: {e}", metric.path.display())))?;

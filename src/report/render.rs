@@ -50,6 +50,13 @@ impl Templates {
                 config.report.language
             ))
         })?;
+        // Display names of stage and action codes (`label` filter): the built-in ones of the
+        // language, then `report.labels` from the config over them.
+        let mut codes: std::collections::BTreeMap<String, String> = labels
+            .get("codes")
+            .and_then(|c| serde_yaml::from_value(c.clone()).ok())
+            .unwrap_or_default();
+        codes.extend(config.report.labels.clone());
         let labels = Value::from_serialize(labels);
 
         let mut env = Environment::new();
@@ -67,6 +74,8 @@ impl Templates {
         env.add_filter("num", num);
         env.add_filter("healthy", healthy);
         env.add_filter("local_time", move |v: Value| local_time(tz, v));
+        env.add_filter("count", count);
+        env.add_filter("label", move |code: Value| label(&codes, code));
         for (name, _) in BUILT_IN.iter().filter(|(n, _)| *n != "labels.yaml") {
             let (text, origin) = source(name)?;
             env.add_template_owned(name.to_string(), text)
@@ -122,11 +131,26 @@ fn as_f64(value: &Value) -> Option<f64> {
     f64::try_from(value.clone()).ok().filter(|v| v.is_finite())
 }
 
-/// 0.875 -> "87.5%"; nothing -> "n/a".
+/// 0.875 -> "87.5%"; nothing -> "n/a" (the convention of [`crate::metrics::display`]).
 fn pct(value: Value, decimals: Option<usize>) -> String {
     match as_f64(&value) {
-        Some(v) => format!("{:.*}%", decimals.unwrap_or(1), v * 100.0),
+        Some(v) => crate::metrics::display::percent(v, decimals.unwrap_or(1)),
         None => "n/a".into(),
+    }
+}
+
+/// A count with its noun: `{{ n | count("breach", "breaches") }}` is `1 breach`, `2 breaches`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    crate::metrics::display::count(n, one, many)
+}
+
+/// A stage or action code's display name (`report.labels`, else the language's built-in one in
+/// labels.yaml `codes`); a code without one is shown as it is.
+fn label(codes: &std::collections::BTreeMap<String, String>, code: Value) -> String {
+    match code.as_str() {
+        Some(text) => codes.get(text).cloned().unwrap_or_else(|| text.to_string()),
+        None if code.is_none() || code.is_undefined() => String::new(),
+        None => code.to_string(),
     }
 }
 
@@ -147,11 +171,11 @@ fn num(value: Value, decimals: Option<usize>) -> String {
 
 /// A score's healthy range: ">= 92.0%" or "<= 15.0%".
 fn healthy(score: Value) -> std::result::Result<String, minijinja::Error> {
-    let threshold = score.get_attr("threshold")?;
+    let threshold = as_f64(&score.get_attr("threshold")?);
     let direction = score.get_attr("direction")?;
-    Ok(match (as_f64(&threshold), direction.as_str()) {
-        (Some(t), Some("min")) => format!(">= {:.1}%", t * 100.0),
-        (Some(t), Some("max")) => format!("<= {:.1}%", t * 100.0),
+    Ok(match direction.as_str() {
+        Some("min") => crate::metrics::display::healthy(threshold, None),
+        Some("max") => crate::metrics::display::healthy(None, threshold),
         _ => "n/a".into(),
     })
 }
@@ -167,4 +191,49 @@ fn local_time(tz: Tz, value: Value) -> std::result::Result<String, minijinja::Er
             format!("`{text}` is not a timestamp"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates(yaml: &str) -> Templates {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "lake: {{ url: {}/lake }}\nstages: [{{ name: lead }}]\nreport: {{ templates: {}/none, {yaml} }}\n",
+            dir.path().display(),
+            dir.path().display()
+        );
+        let config = Config::parse(&text, "test.yaml", ".".into(), |_| None).unwrap();
+        Templates::load(&config).unwrap()
+    }
+
+    fn render(templates: &Templates, text: &str) -> String {
+        templates
+            .env
+            .render_str(text, minijinja::context! {})
+            .unwrap()
+    }
+
+    #[test]
+    fn codes_show_their_labels_in_the_configured_language_config_first() {
+        let codes = "{{ 'contract_approval' | label }} / {{ 'high_margin_recommendation' | label }} / {{ 'demo' | label }} / {{ 'my_code' | label }}";
+        let zh = templates("language: zh, labels: { demo: 演示（自定义） }");
+        assert_eq!(
+            render(&zh, codes),
+            "合同审批 / 高毛利产品推荐 / 演示（自定义） / my_code"
+        );
+        let en = templates("language: en");
+        assert_eq!(
+            render(&en, codes),
+            "Contract approval / High-margin recommendation / Demo / my_code"
+        );
+        assert_eq!(
+            render(
+                &en,
+                "{{ 1 | count('breach', 'breaches') }}, {{ 3 | count('breach', 'breaches') }}, {{ 0.8964 | pct }}"
+            ),
+            "1 breach, 3 breaches, 89.6%"
+        );
+    }
 }

@@ -114,7 +114,15 @@ async fn serve(
             started.insert(due.spec.name.clone(), record.clone());
             let (config, lake, spec) = (config.clone(), lake.clone(), due.spec.clone());
             running.spawn(async move {
-                let result = runner::execute(&config, &lake, &spec, &period, record).await;
+                let result = runner::execute(
+                    &config,
+                    &lake,
+                    &spec,
+                    &period,
+                    record,
+                    runner::Delivery::Send,
+                )
+                .await;
                 (spec.name.clone(), result)
             });
         }

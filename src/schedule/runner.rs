@@ -20,6 +20,17 @@ use crate::lake::lock::LakeLock;
 use crate::lake::{Lake, encode_parquet};
 use crate::time::Period;
 
+/// Whether a run delivers what it makes: report emails, alerts and the outbox's waiting
+/// messages. Scheduled and manual runs send; a backfill holds them unless `--send` (recomputing
+/// old periods must not email last quarter's reports to leadership).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Send,
+    /// Reports are rendered into the lake only; alerts are found and not sent; the outbox step
+    /// is skipped.
+    Hold,
+}
+
 /// A run about to start: its ledger record (status `running`).
 pub fn record(
     spec: &PipelineSpec,
@@ -61,13 +72,14 @@ pub async fn execute(
     spec: &PipelineSpec,
     period: &Period,
     mut record: RunRecord,
+    delivery: Delivery,
 ) -> Result<RunRecord> {
     let lock = LakeLock::acquire(lake, &format!("pipeline-{}", spec.name)).await?;
     record.write(lake).await?;
     tracing::info!(pipeline = %spec.name, run_id = %record.run_id, period = %period.id, trigger = %record.trigger, "Run started.");
     let outcome = tokio::time::timeout(
         Duration::from_secs_f64(spec.timeout_s),
-        steps(config, lake, spec, period, &mut record),
+        steps(config, lake, spec, period, &mut record, delivery),
     )
     .await
     .unwrap_or_else(|_| {
@@ -96,6 +108,7 @@ async fn steps(
     spec: &PipelineSpec,
     period: &Period,
     record: &mut RunRecord,
+    delivery: Delivery,
 ) -> Result<()> {
     let mut outputs = Vec::new();
     for (i, step) in spec.steps.iter().enumerate() {
@@ -103,7 +116,7 @@ async fn steps(
         let done = loop {
             attempt += 1;
             record.attempts += 1;
-            match run_step(config, lake, spec, step, period).await {
+            match run_step(config, lake, spec, step, period, delivery).await {
                 Ok(done) => break done,
                 Err(error) if attempt < spec.retries.attempts && error.retryable() => {
                     let wait = spec.retries.backoff(attempt);
@@ -129,7 +142,9 @@ async fn run_step(
     spec: &PipelineSpec,
     step: &Step,
     period: &Period,
+    delivery: Delivery,
 ) -> Result<(i64, Vec<String>)> {
+    let send = delivery == Delivery::Send;
     match step {
         Step::Ingest(names) => {
             let datasets: Vec<_> = names
@@ -182,16 +197,23 @@ async fn run_step(
             Ok((rows as i64, written))
         }
         Step::Report(kind) => {
-            let outcome = crate::report::run(config, *kind, Some(&period.id), true).await?;
+            let outcome = crate::report::run(config, *kind, Some(&period.id), send).await?;
             if !outcome.failed.is_empty() {
                 return Err(Error::Several(outcome.failed));
             }
             let mut written = vec![outcome.html];
+            if !send {
+                written.push(format!("{} report not sent", kind.name()));
+            }
             written.extend(outcome.sent.iter().map(|(key, _)| format!("sent {key}")));
             Ok((outcome.sent.len() as i64, written))
         }
         Step::Alerts(_) => {
-            let outcome = crate::alert::run(config, None, false).await?;
+            let outcome = crate::alert::run(config, None, !send).await?;
+            if !send {
+                let found = outcome.unsent.len();
+                return Ok((0, vec![format!("alerts: {found} found, not sent")]));
+            }
             if !outcome.failed.is_empty() {
                 return Err(Error::Several(outcome.failed));
             }
@@ -200,6 +222,7 @@ async fn run_step(
                 vec![format!("alerts: {} sent", outcome.notified.len())],
             ))
         }
+        Step::Outbox(_) if !send => Ok((0, vec!["outbox: not delivered".into()])),
         Step::Outbox(_) => {
             let outcome = crate::report::flush(config).await?;
             if !outcome.failed.is_empty() {
@@ -242,13 +265,19 @@ pub async fn run_now(config: &Config, name: &str, period: Option<&str>) -> Resul
         None => super::period_for(&spec, config.timezone, now),
     };
     let record = record(&spec, now, &period, Trigger::Manual);
-    execute(config, &lake, &spec, &period, record).await
+    execute(config, &lake, &spec, &period, record, Delivery::Send).await
 }
 
-/// `flowhealth backfill PIPELINE --from ID --to ID`: a run for every period in the range, oldest
-/// first, with a progress bar. Periods with a succeeded run in the ledger are skipped, so an
-/// interrupted backfill resumes where it stopped. Returns the records of the runs it made.
-pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Result<Vec<RunRecord>> {
+/// `flowhealth backfill PIPELINE --from ID --to ID [--send]`: a run for every period in the
+/// range, oldest first, with a progress bar, delivering as `delivery` says. Periods with a
+/// succeeded run in the ledger are skipped, so an interrupted backfill resumes where it stopped.
+/// Returns the records of the runs it made.
+pub async fn backfill(
+    config: &Config,
+    name: &str,
+    (from, to): (&str, &str),
+    delivery: Delivery,
+) -> Result<Vec<RunRecord>> {
     let spec = find(config, name)?;
     let (first, last) = (parse_period(&spec, from)?, parse_period(&spec, to)?);
     if first.start > last.start {
@@ -285,7 +314,7 @@ pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Resu
             );
             let scheduled_for = DateTime::from_timestamp_micros(at).unwrap_or_default();
             let record = record(&spec, scheduled_for, &period, Trigger::Backfill);
-            records.push(execute(config, &lake, &spec, &period, record).await?);
+            records.push(execute(config, &lake, &spec, &period, record, delivery).await?);
         }
         bar.inc(1);
     }

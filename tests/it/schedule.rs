@@ -81,20 +81,42 @@ fn backfill_runs_each_period_once_and_the_ledger_is_read_by_duckdb() {
     let out = ok(
         &ws,
         &[
-            "backfill", "weekly", "--from", "2026-W12", "--to", "2026-W13",
+            "backfill", "weekly", "--from", "2026-W12", "--to", "2026-W13", "--send",
         ],
     );
     assert!(out.contains("2 runs"), "{out}");
     assert!(ws.path().join("outbox/sent/weekly-2026-W12.eml").exists());
     assert!(ws.path().join("outbox/sent/weekly-2026-W13.eml").exists());
-    // Resumable: done periods are skipped.
+    // Resumable: done periods are skipped. Without --send nothing is sent, and it says so.
     let again = ok(
         &ws,
         &[
             "backfill", "weekly", "--from", "2026-W11", "--to", "2026-W13",
         ],
     );
-    assert!(again.contains("1 runs"), "only W11 was left: {again}");
+    assert!(again.contains("1 run in"), "only W11 was left: {again}");
+    assert!(
+        again.starts_with("backfill: reports are rendered into the lake, not sent"),
+        "{again}"
+    );
+    assert!(ws.lake().join("reports/weekly/2026-W11.html").exists());
+    assert!(!ws.path().join("outbox/sent/weekly-2026-W11.eml").exists());
+    assert!(
+        !ws.path()
+            .join("outbox/pending/weekly-2026-W11.eml")
+            .exists()
+    );
+    let held = ws.duckdb(&format!(
+        "select outputs from {} where period = '2026-W11'",
+        scan("runs")
+    ));
+    assert!(
+        held[0][0]
+            .as_str()
+            .unwrap()
+            .contains("weekly report not sent"),
+        "{held:?}"
+    );
 
     let runs = ws.duckdb(&format!(
         "select period, status, trigger, rows > 0, outputs like '%metrics/process_health_index%' from {} order by period",

@@ -335,3 +335,48 @@ fn a_daemon_killed_mid_run_records_it_interrupted_and_redoes_it_once() {
     );
     assert!(runs.iter().all(|(_, s, _)| s != "running"), "{runs:?}");
 }
+
+/// On a terminal the daemon says what it does: the pipelines with their next fire time in the
+/// pipeline's local time, a line when a run starts and when it ends, and what SIGTERM does.
+#[test]
+fn on_a_terminal_the_daemon_says_what_it_runs_and_when() {
+    let ws = fixture_with("");
+    pipeline(
+        &ws,
+        "often",
+        "name: often\nschedule: \"*/3 * * * * *\"\ntimezone: America/New_York\ncatch_up: none\nsteps:\n  - sql: { query: \"select 1 as one\", output: often }\n",
+    );
+    let home = tempfile::tempdir().unwrap();
+    let steps = serde_json::json!([
+        {"expect": "next run "},
+        {"expect": " started (schedule, run "},
+        {"expect": " succeeded in "},
+        {"signal": "TERM"},
+        {"expect": "stopped"},
+    ]);
+    let before = chrono::Utc::now();
+    let transcript = crate::common::on_a_terminal(&ws, home.path(), steps, &["daemon", "--grace", "5"]);
+    assert!(transcript.trim_end().ends_with("exit 0"), "{transcript}");
+    assert!(
+        transcript.contains("daemon started: 1 pipeline on ")
+            && transcript.contains("SIGTERM or Ctrl-C stops it (no new runs; running steps get 5 s to finish"),
+        "{transcript}"
+    );
+    // The next fire, in New York's wall-clock time: within a few seconds of the start.
+    let next = transcript
+        .lines()
+        .find_map(|l| l.split("often                    next run ").nth(1))
+        .unwrap_or_else(|| panic!("{transcript}"));
+    assert!(next.trim_end().ends_with(" America/New_York"), "{next}");
+    let shown = chrono::NaiveDateTime::parse_from_str(&next[..16], "%Y-%m-%d %H:%M").unwrap();
+    let new_york = before.with_timezone(&chrono_tz::America::New_York).naive_local();
+    let ahead = (shown - new_york).num_seconds();
+    assert!((-60..=60).contains(&ahead), "{next} vs {new_york}");
+    // A run's lines name it and its period, and end with its status and duration.
+    let week = transcript
+        .lines()
+        .find(|l| l.contains(" started (schedule, run "))
+        .unwrap();
+    assert!(week.contains("often                    "), "{week}");
+    assert!(transcript.contains("stopping: no new runs;"), "{transcript}");
+}

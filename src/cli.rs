@@ -114,6 +114,7 @@ pub enum Command {
     /// Run a pipeline (pipelines/<name>.yaml) once, now, for the last complete period (or
     /// --period); recorded in the run ledger (lake/runs/). Refused while the same pipeline runs.
     Run {
+        /// The pipeline (pipelines/<name>.yaml).
         pipeline: String,
         /// A week (2026-W09) or month (2026-03), as the pipeline's `period` says.
         #[arg(long)]
@@ -506,4 +507,32 @@ fn init_logging(format: LogFormat) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` describes every command and every argument (flags and positionals alike).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() && command.get_long_about().is_none() {
+                missing.push(format!("{path}: no description"));
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {} has no help", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }

@@ -120,3 +120,27 @@ fn with_line(message: &str, metric: &catalog::Metric) -> String {
         .unwrap_or(message);
     format!("{path}:{line}: {message}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_list_has_a_header_and_healthy_ranges_in_percent() {
+        let config = Config::load(None).unwrap();
+        let text = list(&config, &Catalog::embedded());
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            header,
+            ["metric", "versions", "period", "owner", "healthy", "description"]
+        );
+        let evidence = lines.find(|l| l.starts_with("evidence_rate ")).unwrap();
+        assert!(evidence.contains(" >= 85.0% "), "{evidence}");
+        let silent = text
+            .lines()
+            .find(|l| l.starts_with("silent_overtime_rate "))
+            .unwrap();
+        assert!(silent.contains(" <= 15.0% "), "{silent}");
+    }
+}

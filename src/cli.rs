@@ -68,12 +68,16 @@ pub enum Command {
     },
     /// Run SQL over the lake. Tables: actions, stage_changes, opportunities (the latest snapshot
     /// of each), opportunity_snapshots, quarantine_<dataset>; each has the `dt` partition column
-    /// (a local date), and a filter on it reads only those days. The process-flow functions
-    /// (stage_rank, is_stage_skip, silent_hours, business_hours, ...) follow config.yaml; list
-    /// them with --functions.
+    /// (a local date), and a filter on it reads only those days. The outputs: metrics.<metric>
+    /// (its latest version, with a `period` column; metrics.<metric>_v<N> for version N),
+    /// breaches, runs, and read_parquet('<path in the lake>') for any Parquet folder. Instants
+    /// are shown in the configured timezone (Parquet output keeps UTC). The process-flow
+    /// functions (stage_rank, is_stage_skip, silent_hours, business_hours, ...) follow
+    /// config.yaml; list them with --functions.
     #[command(after_help = "Examples:\n  \
         flowhealth query \"select action_type, count(*) from actions group by 1\" --format csv\n  \
         flowhealth query \"select * from stage_changes where is_stage_skip(from_stage, to_stage)\"\n  \
+        flowhealth query \"select period, team, value from metrics.process_health_index order by 1, 2\"\n  \
         flowhealth query --format parquet --output skips.parquet < skips.sql\n  \
         flowhealth query            (on a terminal: an interactive prompt with history)")]
     Query {

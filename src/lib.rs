@@ -28,7 +28,8 @@
 //!    [`engine::session`] is the one place a session is built: everything that runs SQL gets it
 //!    there.
 //! 6. [`metrics`]: the versioned metric SQL in `queries/` (catalog, lock), the runner, the lake
-//!    layout of their outputs and breaches ([`metrics::output`]) and the golden tests.
+//!    layout of their outputs and breaches and their SQL tables ([`metrics::output`]), the
+//!    golden tests, and metric values as people read them ([`metrics::display`]).
 //! 7. Outputs, read from the metric outputs (never recomputed):
 //!    - [`report`]: the weekly and monthly reports, rendered through editable templates with a
 //!      PNG trend chart, and delivered through a durable outbox (a folder, or SMTP with lettre).

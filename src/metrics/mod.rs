@@ -133,7 +133,14 @@ mod tests {
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(
             header,
-            ["metric", "versions", "period", "owner", "healthy", "description"]
+            [
+                "metric",
+                "versions",
+                "period",
+                "owner",
+                "healthy",
+                "description"
+            ]
         );
         let evidence = lines.find(|l| l.starts_with("evidence_rate ")).unwrap();
         assert!(evidence.contains(" >= 85.0% "), "{evidence}");

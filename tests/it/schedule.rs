@@ -355,11 +355,14 @@ fn on_a_terminal_the_daemon_says_what_it_runs_and_when() {
         {"expect": "stopped"},
     ]);
     let before = chrono::Utc::now();
-    let transcript = crate::common::on_a_terminal(&ws, home.path(), steps, &["daemon", "--grace", "5"]);
+    let transcript =
+        crate::common::on_a_terminal(&ws, home.path(), steps, &["daemon", "--grace", "5"]);
     assert!(transcript.trim_end().ends_with("exit 0"), "{transcript}");
     assert!(
         transcript.contains("daemon started: 1 pipeline on ")
-            && transcript.contains("SIGTERM or Ctrl-C stops it (no new runs; running steps get 5 s to finish"),
+            && transcript.contains(
+                "SIGTERM or Ctrl-C stops it (no new runs; running steps get 5 s to finish"
+            ),
         "{transcript}"
     );
     // The next fire, in New York's wall-clock time: within a few seconds of the start.
@@ -369,7 +372,9 @@ fn on_a_terminal_the_daemon_says_what_it_runs_and_when() {
         .unwrap_or_else(|| panic!("{transcript}"));
     assert!(next.trim_end().ends_with(" America/New_York"), "{next}");
     let shown = chrono::NaiveDateTime::parse_from_str(&next[..16], "%Y-%m-%d %H:%M").unwrap();
-    let new_york = before.with_timezone(&chrono_tz::America::New_York).naive_local();
+    let new_york = before
+        .with_timezone(&chrono_tz::America::New_York)
+        .naive_local();
     let ahead = (shown - new_york).num_seconds();
     assert!((-60..=60).contains(&ahead), "{next} vs {new_york}");
     // A run's lines name it and its period, and end with its status and duration.
@@ -378,5 +383,8 @@ fn on_a_terminal_the_daemon_says_what_it_runs_and_when() {
         .find(|l| l.contains(" started (schedule, run "))
         .unwrap();
     assert!(week.contains("often                    "), "{week}");
-    assert!(transcript.contains("stopping: no new runs;"), "{transcript}");
+    assert!(
+        transcript.contains("stopping: no new runs;"),
+        "{transcript}"
+    );
 }

@@ -273,12 +273,13 @@ async fn validate(config: &Config) -> Result<i32> {
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
+    use crate::metrics::display::count;
     say!(
-        "{}: ok ({} stages, {} metric versions, {} pipelines, lake {}, inbox {})\n",
+        "{}: ok ({}, {}, {}, lake {}, inbox {})\n",
         config.source,
-        config.stages.len(),
-        catalog.metrics.len(),
-        pipelines.len(),
+        count(config.stages.len(), "stage", "stages"),
+        count(catalog.metrics.len(), "metric version", "metric versions"),
+        count(pipelines.len(), "pipeline", "pipelines"),
         config.lake.url,
         config.inbox.url
     )?;

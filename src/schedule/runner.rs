@@ -157,7 +157,10 @@ async fn run_step(
             }
             Ok((
                 report.totals().landed as i64,
-                vec![format!("ingest: {} files", report.files.len())],
+                vec![format!(
+                    "ingest: {}",
+                    crate::metrics::display::count(report.files.len(), "file", "files")
+                )],
             ))
         }
         Step::Metrics(names) => {

@@ -54,14 +54,16 @@ pub enum Command {
     /// outbox (email.transport: file).
     Demo(DemoArgs),
     /// Check the configuration, the metric catalog (front matter, versions.lock, and that every
-    /// metric's SQL plans) and the pipelines without running anything; every problem is reported
-    /// at once.
+    /// metric's SQL plans), the pipelines, and that no inbox file is claimed by two sources,
+    /// without running anything; every problem is reported at once.
     Validate,
     /// The metric catalog (queries/<metric>/v<N>.sql): list, run, test, release.
     #[command(subcommand)]
     Metrics(MetricsCommand),
     /// Land new inbox files (inbox/<dataset>/*) in the lake: validated, deduplicated, with
-    /// rejected rows in quarantine/. Re-running is a no-op for files already ingested.
+    /// rejected rows in quarantine/. Re-running is a no-op for files already ingested. Prints per
+    /// file the rows read, landed, quarantined, duplicate and blank, and how it was read (format,
+    /// encoding and how it was decided, delimiter).
     Ingest {
         /// Datasets to ingest (actions, stage_changes, opportunities); all when none is given.
         datasets: Vec<String>,
@@ -95,8 +97,9 @@ pub enum Command {
     },
     /// Render a report from the metric outputs in the lake (run `metrics run` for the period
     /// first) and write it to reports/<report>/<period>.html; with --send, deliver it through the
-    /// outbox (email.transport: file or smtp). A message already sent is not sent again; one that
-    /// cannot be sent stays in the outbox (exit 1) for `report outbox` to retry.
+    /// outbox (email.transport: file or smtp) and post its card to report.channels. A message or
+    /// card already sent is not sent again; a message that cannot be sent stays in the outbox
+    /// (exit 1) for `report outbox` to retry, a card for the next --send.
     #[command(after_help = "Examples:\n  \
         flowhealth report weekly                       render last week's report (no email)\n  \
         flowhealth report weekly --period 2026-W13 --send\n  \
@@ -111,7 +114,8 @@ pub enum Command {
         /// A week (2026-W09) for weekly, a month (2026-03) for monthly.
         #[arg(long)]
         period: Option<String>,
-        /// Deliver the report to its recipients (email.to, email.recipients, email.teams).
+        /// Deliver the report to its recipients (email.to, email.recipients, email.teams) and its
+        /// card to its chat channels (report.channels).
         #[arg(long)]
         send: bool,
     },
@@ -160,10 +164,13 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Push overdue key actions to the webhooks in alerts.webhooks: silent-period timeouts
-    /// (docs/contract.md, section 4.5) and the deadlines in alerts.deadlines. Each alert is sent
-    /// once (a ledger in the lake), escalated after alerts.escalate.after_h if still unresolved; a
-    /// failed call is retried and, if it still fails, tried again next run (exit 1).
+    /// Push overdue key actions to the chat channels in alerts.webhooks (DingTalk, WeCom,
+    /// Feishu/Lark, Slack, JSON): silent-period timeouts (docs/contract.md, section 4.5), broken
+    /// promises in notes (4.15) and the deadlines in alerts.deadlines. Each alert goes to its
+    /// team's channels (alerts.routes) or else alerts.notify, once per channel (a ledger in the
+    /// lake), mentioning its owner (alerts.owners), and is escalated after
+    /// alerts.escalate.after_h if still unresolved; a failed call is retried and, if it still
+    /// fails, tried again next run for that channel (exit 1).
     Alerts {
         /// The instant to evaluate at (ISO 8601); default: now.
         #[arg(long)]
@@ -270,6 +277,7 @@ async fn validate(config: &Config) -> Result<i32> {
         problems.extend(errors);
         Vec::new()
     });
+    problems.extend(crate::ingest::check_sources(config).await);
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }

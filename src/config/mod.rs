@@ -5,8 +5,14 @@
 //! semantic checks of [`validation`]. Every problem is collected and reported together, each
 //! naming the file and the key path.
 
+pub mod datasets;
+pub mod secret;
 pub(crate) mod validation;
 pub(crate) mod vars;
+
+pub use datasets::{
+    ColumnRule, DatasetConfig, DatasetsConfig, EncodingSetting, SourceConfig, StageHistoryConfig,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -80,83 +86,6 @@ pub struct S3Config {
     pub allow_http: bool,
 }
 
-/// How each input dataset's files are read and mapped onto the canonical columns.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetsConfig {
-    #[serde(default)]
-    pub actions: DatasetConfig,
-    #[serde(default)]
-    pub stage_changes: DatasetConfig,
-    #[serde(default)]
-    pub opportunities: DatasetConfig,
-}
-
-impl DatasetsConfig {
-    pub fn get(&self, dataset: &str) -> Option<&DatasetConfig> {
-        match dataset {
-            "actions" => Some(&self.actions),
-            "stage_changes" => Some(&self.stage_changes),
-            "opportunities" => Some(&self.opportunities),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetConfig {
-    /// Canonical column -> source column header. A canonical column without an entry is looked
-    /// up under its own name; header matching ignores case and surrounding spaces.
-    #[serde(default)]
-    pub columns: BTreeMap<String, String>,
-    /// Canonical column -> source value -> canonical value, for exports whose codes differ
-    /// (e.g. `status: { Engaging: open, Won: won }`). Values not listed pass through unchanged.
-    #[serde(default)]
-    pub values: BTreeMap<String, BTreeMap<String, String>>,
-    /// chrono `strftime` patterns tried, in order, for timestamps that are not ISO 8601
-    /// (e.g. `"%m/%d/%Y %H:%M"`). ISO 8601 is always accepted.
-    #[serde(default)]
-    pub timestamp_formats: Vec<String>,
-    /// Text encoding of CSV files: `auto` (UTF-8, with or without BOM, else GBK), `utf-8` or `gbk`.
-    #[serde(default)]
-    pub encoding: Encoding,
-    /// CSV field delimiter (one ASCII character).
-    #[serde(default = "default_delimiter")]
-    pub delimiter: char,
-    /// XLSX sheet to read; the first sheet when absent.
-    #[serde(default)]
-    pub sheet: Option<String>,
-}
-
-impl Default for DatasetConfig {
-    fn default() -> Self {
-        DatasetConfig {
-            columns: BTreeMap::new(),
-            values: BTreeMap::new(),
-            timestamp_formats: Vec::new(),
-            encoding: Encoding::default(),
-            delimiter: default_delimiter(),
-            sheet: None,
-        }
-    }
-}
-
-const fn default_delimiter() -> char {
-    ','
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub enum Encoding {
-    #[default]
-    #[serde(rename = "auto")]
-    Auto,
-    #[serde(rename = "utf-8", alias = "utf8")]
-    Utf8,
-    #[serde(rename = "gbk", alias = "gb18030")]
-    Gbk,
-}
-
 /// One stage of the opportunity pipeline, in order (`docs/contract.md` section 2).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +128,51 @@ pub struct RulesConfig {
     /// A chronic follow-up is valid only within this many days of the last test report.
     #[serde(default = "default_chronic_report_max_days")]
     pub chronic_report_max_days: u32,
+    /// When a store's or owner's notes count as copies of a template (metric `templated_notes`).
+    #[serde(default)]
+    pub templated_notes: TemplatedNotesRules,
+}
+
+/// Templated notes: the article's stores that filled their follow-up log in bulk from one
+/// template. Two notes are near-duplicates when `note_similarity` is at least `similarity`; a
+/// store (or owner) is flagged when at least `min_share` of its `min_notes` or more notes of the
+/// period have a near-duplicate among its other notes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatedNotesRules {
+    /// The note_similarity (0..1, Jaccard of character bigrams) from which two notes are copies.
+    #[serde(default = "default_template_similarity")]
+    pub similarity: f64,
+    /// The share of notes with a copy (0..1) from which a store or owner is flagged.
+    #[serde(default = "default_template_min_share")]
+    pub min_share: f64,
+    /// Fewer notes than this in the period are never flagged (three notes prove nothing).
+    #[serde(default = "default_template_min_notes")]
+    pub min_notes: u32,
+    /// Compare notes within each action type (true), or all of a store's notes together.
+    #[serde(default = "default_true")]
+    pub per_action_type: bool,
+}
+
+impl Default for TemplatedNotesRules {
+    fn default() -> Self {
+        TemplatedNotesRules {
+            similarity: default_template_similarity(),
+            min_share: default_template_min_share(),
+            min_notes: default_template_min_notes(),
+            per_action_type: default_true(),
+        }
+    }
+}
+
+const fn default_template_similarity() -> f64 {
+    0.8
+}
+const fn default_template_min_share() -> f64 {
+    0.6
+}
+const fn default_template_min_notes() -> u32 {
+    5
 }
 
 impl Default for RulesConfig {
@@ -209,6 +183,7 @@ impl Default for RulesConfig {
             due_soon_h: default_due_soon_h(),
             signup_gap_minutes: default_signup_gap_minutes(),
             chronic_report_max_days: default_chronic_report_max_days(),
+            templated_notes: TemplatedNotesRules::default(),
         }
     }
 }
@@ -353,7 +328,22 @@ pub struct ReportConfig {
     /// Contract approval`), over the built-in ones of `language` (labels.yaml `codes`); the CSV
     /// attachment and the lake keep the codes.
     #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// Report (`weekly`, `monthly`) -> webhooks (names in `alerts.webhooks`) that get a short
+    /// card of it (index, change, top breaches, the link) when it is sent, once each.
+    #[serde(default)]
+    pub channels: BTreeMap<String, Vec<String>>,
+    /// Where a card's reader finds the whole report: a URL in which `{report}` and `{period}` are
+    /// replaced (`https://bi.example.com/flowhealth/{report}/{period}.html`); the page's path in
+    /// the lake when absent.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// Industry (as in `opportunities.industry`) -> advice for its overdue opportunities, a
+    /// minijinja template with `count`, `industry`, `stage` and `opportunities` (ids): the
+    /// article's "8 hospital customers are waiting for a proposal confirmation: have you sent a
+    /// tertiary-hospital case study?".
+    #[serde(default)]
+    pub industry_advice: BTreeMap<String, String>,
 }
 
 impl Default for ReportConfig {
@@ -365,7 +355,10 @@ impl Default for ReportConfig {
             top_overdue: default_top_overdue(),
             heatmap_stores: default_heatmap_stores(),
             attach_overdue_csv: default_true(),
-            labels: Default::default(),
+            labels: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            link: None,
+            industry_advice: BTreeMap::new(),
         }
     }
 }
@@ -534,6 +527,20 @@ pub struct AlertsConfig {
     /// Attempts per webhook call and the backoff between them.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Team -> the webhooks (by name) its alerts go to instead of `notify`. Alerts of a team
+    /// without a route, and alerts without a team, go to `notify`.
+    #[serde(default)]
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// Owner id -> how each channel @-mentions that owner in the alerts about them.
+    #[serde(default)]
+    pub owners: BTreeMap<String, Contact>,
+    /// At most this many alerts are spelled out in one message; the message says how many more.
+    #[serde(default = "default_max_items")]
+    pub max_items: usize,
+    /// Alert on promises in notes whose deadline passed without an action (the catalog's
+    /// `commitments`), like silent timeouts.
+    #[serde(default = "default_true")]
+    pub broken_commitments: bool,
 }
 
 impl Default for AlertsConfig {
@@ -546,12 +553,20 @@ impl Default for AlertsConfig {
             deadlines: Vec::new(),
             lookback_days: default_lookback_days(),
             retry: RetryConfig::default(),
+            routes: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            max_items: default_max_items(),
+            broken_commitments: default_true(),
         }
     }
 }
 
 const fn default_lookback_days() -> u32 {
     7
+}
+
+const fn default_max_items() -> usize {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -576,28 +591,38 @@ pub struct DeadlineConfig {
     pub within_h: f64,
 }
 
+/// A chat channel that alerts and report cards go to (see `src/notify/` for each kind's format).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// Names the channel in `notify`, `routes`, `escalate`, `report.channels` and the ledgers.
     pub name: String,
-    /// `dingtalk` (signed robot) or `json` (generic incoming webhook: Slack, Feishu-style).
     pub kind: WebhookKind,
-    pub url: Secret,
-    /// DingTalk robot signing secret (the robot's "加签" setting).
+    /// The webhook URL; it holds the channel's token, so it is shown masked everywhere.
+    pub url: secret::SecretUrl,
+    /// The signing secret of a `dingtalk` robot ("加签") or a `feishu` bot ("签名校验").
     #[serde(default)]
     pub secret: Option<Secret>,
+    /// `wecom` only: `markdown` (the default; mentions as `<@userid>`) or `text` (mentions in
+    /// `mentioned_list`, for WeCom clients that do not render markdown).
+    #[serde(default)]
+    pub format: Option<WebhookFormat>,
 }
 
 /// What a webhook receiver expects: the message's shape, its signing, its reply. A new channel is
-/// a new kind here and an arm in each `match` of `alert/webhook.rs` (the compiler lists them).
+/// a new kind here and a file in `src/notify/` (the compiler lists the `match`es to extend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookKind {
-    /// A DingTalk group robot: markdown messages, signed with the robot's secret when it has
-    /// one, and a reply whose `errcode` must be 0.
+    /// A DingTalk group robot: markdown, signed in the query when it has a secret.
     Dingtalk,
-    /// A generic incoming webhook (Slack, Feishu-style): `{"text", "title", "alerts"}`; any 2xx
-    /// reply is success.
+    /// A WeCom (企业微信) group robot: markdown or text.
+    Wecom,
+    /// A Feishu / Lark custom bot: rich text, signed in the body when it has a secret.
+    Feishu,
+    /// A Slack incoming webhook: text and blocks.
+    Slack,
+    /// Any HTTP endpoint: `{"title", "text", "alerts" | "report"}`.
     Json,
 }
 
@@ -605,8 +630,16 @@ impl WebhookKind {
     pub fn name(self) -> &'static str {
         match self {
             WebhookKind::Dingtalk => "dingtalk",
+            WebhookKind::Wecom => "wecom",
+            WebhookKind::Feishu => "feishu",
+            WebhookKind::Slack => "slack",
             WebhookKind::Json => "json",
         }
+    }
+
+    /// Whether the vendor signs requests with a secret of the channel's own.
+    pub fn signs(self) -> bool {
+        matches!(self, WebhookKind::Dingtalk | WebhookKind::Feishu)
     }
 }
 
@@ -614,6 +647,36 @@ impl fmt::Display for WebhookKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.name())
     }
+}
+
+/// A WeCom robot's message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    Markdown,
+    Text,
+}
+
+/// How each channel addresses one owner, for @-mentions (`alerts.owners.<owner_id>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// DingTalk user id (`at.atUserIds`).
+    #[serde(default)]
+    pub dingtalk: Option<String>,
+    /// Mobile number: DingTalk `at.atMobiles` and WeCom `mentioned_mobile_list` when there is no
+    /// user id for that channel.
+    #[serde(default)]
+    pub mobile: Option<String>,
+    /// WeCom user id (`<@userid>`, `mentioned_list`).
+    #[serde(default)]
+    pub wecom: Option<String>,
+    /// Feishu open_id or user_id (`{"tag": "at", "user_id"}`).
+    #[serde(default)]
+    pub feishu: Option<String>,
+    /// Slack member id (`<@U…>`).
+    #[serde(default)]
+    pub slack: Option<String>,
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `***`.

@@ -3,10 +3,7 @@
 
 use std::collections::HashSet;
 
-use chrono::format::{Item, StrftimeItems};
-
 use super::{Config, RetryConfig, StoreConfig};
-use crate::lake::schema::Dataset;
 use crate::time::parse::parse_hours;
 
 /// Every problem of `config` that serde cannot see, each `key.path: message`, section by section
@@ -48,55 +45,12 @@ fn stores(config: &Config, problems: &mut Problems) {
     }
 }
 
-/// `datasets.<dataset>`: mapped columns that exist, strftime patterns that parse, a usable delimiter.
+/// `datasets.<dataset>` and its sources: columns, values and constants of columns that exist,
+/// strftime patterns that parse, usable delimiters and decimal marks, globs that can match, a
+/// stage history that maps onto stages (`super::datasets::check`).
 fn datasets(config: &Config, problems: &mut Problems) {
-    let mut problem = |key: &str, message: String| problems.add(key, message);
-    for dataset in Dataset::ALL {
-        let Some(spec) = config.datasets.get(dataset.name()) else {
-            continue;
-        };
-        let key = format!("datasets.{}", dataset.name());
-        for column in spec.columns.keys().chain(spec.values.keys()) {
-            if dataset.column(column).is_none() {
-                problem(
-                    &format!(
-                        "{key}.{}.{column}",
-                        if spec.columns.contains_key(column) {
-                            "columns"
-                        } else {
-                            "values"
-                        }
-                    ),
-                    format!(
-                        "not a column of {} (expected one of {})",
-                        dataset.name(),
-                        dataset
-                            .columns()
-                            .iter()
-                            .map(|c| c.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-            }
-        }
-        for (i, format) in spec.timestamp_formats.iter().enumerate() {
-            if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
-                problem(
-                    &format!("{key}.timestamp_formats[{i}]"),
-                    format!("`{format}` is not a valid strftime pattern"),
-                );
-            }
-        }
-        if !spec.delimiter.is_ascii() || spec.delimiter == '"' || spec.delimiter == '\n' {
-            problem(
-                &format!("{key}.delimiter"),
-                format!(
-                    "`{}` cannot be a CSV delimiter: use one ASCII character",
-                    spec.delimiter
-                ),
-            );
-        }
+    for (key, message) in super::datasets::check(&config.datasets, &config.stages) {
+        problems.add(&key, message);
     }
 }
 
@@ -136,7 +90,8 @@ fn stages(config: &Config, problems: &mut Problems) {
     }
 }
 
-/// `rules`: daily minimums of at least 1, named action types, non-negative hours and minutes.
+/// `rules`: daily minimums of at least 1, named action types, non-negative hours and minutes, and
+/// templated-note settings in range.
 fn rules(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     for (action, minimum) in &config.rules.store_actions {
@@ -165,6 +120,25 @@ fn rules(config: &Config, problems: &mut Problems) {
         if !(value.is_finite() && value >= 0.0) {
             problem(key, "must be zero or more".into());
         }
+    }
+    let templated = config.rules.templated_notes;
+    if !(templated.similarity > 0.0 && templated.similarity <= 1.0) {
+        problem(
+            "rules.templated_notes.similarity",
+            "must be above 0 and at most 1 (a note_similarity)".into(),
+        );
+    }
+    if !(0.0..=1.0).contains(&templated.min_share) {
+        problem(
+            "rules.templated_notes.min_share",
+            "must be a share from 0 to 1".into(),
+        );
+    }
+    if templated.min_notes < 2 {
+        problem(
+            "rules.templated_notes.min_notes",
+            "must be at least 2 (a note needs another to be a copy of)".into(),
+        );
     }
 }
 
@@ -229,7 +203,8 @@ fn calendar(config: &Config, problems: &mut Problems) {
     }
 }
 
-/// `report`: a language with labels, at least one trend week.
+/// `report`: a language with labels, at least one trend week, advice templates that parse, cards
+/// for reports that exist.
 fn report(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     let report = &config.report;
@@ -241,6 +216,22 @@ fn report(config: &Config, problems: &mut Problems) {
     }
     if report.trend_weeks == 0 {
         problem("report.trend_weeks", "must be at least 1".into());
+    }
+    for (industry, advice) in &report.industry_advice {
+        if let Err(e) = minijinja::Environment::new().template_from_str(advice) {
+            problem(
+                &format!("report.industry_advice.{industry}"),
+                format!("not a valid template: {e}"),
+            );
+        }
+    }
+    for name in report.channels.keys() {
+        if !["weekly", "monthly"].contains(&name.as_str()) {
+            problem(
+                &format!("report.channels.{name}"),
+                "is not a report: expected weekly or monthly".into(),
+            );
+        }
     }
 }
 
@@ -312,14 +303,32 @@ fn email(config: &Config, problems: &mut Problems) {
     check_retry(&mut problem, "email.retry", &email.retry);
 }
 
-/// `alerts`: webhook URLs, names used once and referred to correctly, deadlines, retries (the
-/// kinds are checked when parsing).
+/// `alerts`: webhook URLs and each kind's own fields, names used once and referred to correctly
+/// (by `notify`, `escalate`, `routes` and `report.channels`), deadlines, retries (the kinds are
+/// checked when parsing).
 fn alerts(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     let alerts = &config.alerts;
     let mut names = Vec::new();
     for (i, hook) in alerts.webhooks.iter().enumerate() {
         let key = format!("alerts.webhooks[{i}]");
+        // Each kind's own fields: a secret signs DingTalk and Feishu requests only, a format is
+        // WeCom's choice of message type.
+        if hook.secret.is_some() && !hook.kind.signs() {
+            problem(
+                &format!("{key}.secret"),
+                format!(
+                    "a {} webhook is not signed: only dingtalk and feishu take a secret",
+                    hook.kind
+                ),
+            );
+        }
+        if hook.format.is_some() && hook.kind != crate::config::WebhookKind::Wecom {
+            problem(
+                &format!("{key}.format"),
+                format!("only a wecom webhook has a format, not a {} one", hook.kind),
+            );
+        }
         let url = hook.url.expose();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             problem(&format!("{key}.url"), "must be an http(s) URL".into());
@@ -333,12 +342,25 @@ fn alerts(config: &Config, problems: &mut Problems) {
         names.push(hook.name.as_str());
     }
     let escalation = alerts.escalate.iter().flat_map(|e| &e.webhooks);
+    let routes = alerts.routes.iter().flat_map(|(team, hooks)| {
+        hooks
+            .iter()
+            .map(move |n| (format!("alerts.routes.{team}"), n))
+    });
+    let reports = config.report.channels.iter().flat_map(|(report, hooks)| {
+        hooks
+            .iter()
+            .map(move |n| (format!("report.channels.{report}"), n))
+    });
     for (key, name) in alerts
         .notify
         .iter()
-        .map(|n| ("alerts.notify", n))
-        .chain(escalation.map(|n| ("alerts.escalate.webhooks", n)))
+        .map(|n| ("alerts.notify".to_string(), n))
+        .chain(escalation.map(|n| ("alerts.escalate.webhooks".to_string(), n)))
+        .chain(routes)
+        .chain(reports)
     {
+        let key = key.as_str();
         if !names.contains(&name.as_str()) {
             problem(
                 key,
@@ -372,6 +394,9 @@ fn alerts(config: &Config, problems: &mut Problems) {
         }
     }
     check_retry(&mut problem, "alerts.retry", &alerts.retry);
+    if alerts.max_items == 0 {
+        problem("alerts.max_items", "must be at least 1".into());
+    }
 }
 
 fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, retry: &RetryConfig) {

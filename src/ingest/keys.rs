@@ -92,7 +92,7 @@ impl KeyHasher {
     }
 
     /// Adds the keys of every row of a `raw/` batch holding (at least) the key columns.
-    fn add_batch(
+    pub fn add_batch(
         &mut self,
         dataset: Dataset,
         batch: &RecordBatch,
@@ -148,6 +148,20 @@ impl KeyHasher {
 pub async fn load(lake: &Lake, dataset: Dataset) -> Result<KeySet> {
     let mut keys = KeySet::default();
     let mut hasher = KeyHasher::new(dataset);
+    scan_raw(lake, dataset, dataset.key_columns(), |batch| {
+        hasher.add_batch(dataset, batch, &mut keys)
+    })
+    .await?;
+    Ok(keys)
+}
+
+/// Calls `f` with every batch of `raw/<dataset>/`, reading only `columns`.
+pub async fn scan_raw(
+    lake: &Lake,
+    dataset: Dataset,
+    columns: &[&str],
+    mut f: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
     for object in lake.list(&["raw", dataset.name()]).await? {
         if !object.location.as_ref().ends_with(".parquet") {
             continue;
@@ -157,19 +171,18 @@ pub async fn load(lake: &Lake, dataset: Dataset) -> Result<KeySet> {
         };
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
         let schema = builder.parquet_schema();
-        let wanted = dataset.key_columns();
         let indices =
-            (0..schema.num_columns()).filter(|&i| wanted.contains(&schema.column(i).name()));
+            (0..schema.num_columns()).filter(|&i| columns.contains(&schema.column(i).name()));
         let mask = ProjectionMask::leaves(schema, indices);
         for batch in builder
             .with_projection(mask)
             .with_batch_size(64 * 1024)
             .build()?
         {
-            hasher.add_batch(dataset, &batch?, &mut keys)?;
+            f(&batch?)?;
         }
     }
-    Ok(keys)
+    Ok(())
 }
 
 #[cfg(test)]

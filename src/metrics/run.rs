@@ -154,6 +154,13 @@ pub async fn run(
     let mut outcomes: Vec<Outcome> = Vec::new();
     // What failed so far, by metric name: its dependents are skipped with its domain.
     let mut failed: HashMap<String, Error> = HashMap::new();
+    // A dependency is the metric's latest version asked for: when a run computes two versions of
+    // one metric (a golden case checking both), the newer is the table the others read.
+    let mut newest: HashMap<&str, u32> = HashMap::new();
+    for metric in &selected {
+        let version = newest.entry(metric.name()).or_insert(metric.version());
+        *version = (*version).max(metric.version());
+    }
     for level in levels(&selected) {
         let jobs = level.iter().map(|metric| {
             let ctx = ctx.clone();
@@ -188,12 +195,14 @@ pub async fn run(
         for (metric, result) in level.iter().zip(results) {
             let outcome = match result {
                 Ok((period, params, carry, schema, batches)) => {
-                    crate::engine::register_result(
-                        &ctx,
-                        metric.name(),
-                        schema.clone(),
-                        batches.clone(),
-                    )?;
+                    if newest.get(metric.name()) == Some(&metric.version()) {
+                        crate::engine::register_result(
+                            &ctx,
+                            metric.name(),
+                            schema.clone(),
+                            batches.clone(),
+                        )?;
+                    }
                     let carried_from = carry.from;
                     let output = Output {
                         schema,
@@ -342,6 +351,22 @@ impl Params {
             ),
             ("weight_evidence", ScalarValue::Float64(Some(w.evidence))),
             ("weight_silent", ScalarValue::Float64(Some(w.silent))),
+            (
+                "template_similarity",
+                ScalarValue::Float64(Some(rules.templated_notes.similarity)),
+            ),
+            (
+                "template_min_share",
+                ScalarValue::Float64(Some(rules.templated_notes.min_share)),
+            ),
+            (
+                "template_min_notes",
+                ScalarValue::Int64(Some(i64::from(rules.templated_notes.min_notes))),
+            ),
+            (
+                "template_per_action_type",
+                ScalarValue::Boolean(Some(rules.templated_notes.per_action_type)),
+            ),
         ];
         let mut params = Params {
             values: values

@@ -20,6 +20,10 @@ mod hours_remaining;
 mod is_stage_skip;
 mod local_date;
 mod longest_zero_run;
+mod note_commitments;
+mod note_normalize;
+mod note_simhash;
+mod note_similarity;
 mod silent_hours;
 mod stage_path_compliant;
 mod stage_rank;
@@ -42,7 +46,9 @@ use crate::time::Zone;
 pub(crate) const DOC_SECTION: DocSection = DocSection {
     include: true,
     label: "flowhealth process-flow functions",
-    description: Some("Stage rules, silent periods and business calendars from config.yaml."),
+    description: Some(
+        "Stage rules, silent periods, business calendars from config.yaml, and what notes say.",
+    ),
 };
 
 /// Every function of the library, built from `config`.
@@ -60,6 +66,10 @@ pub fn functions(config: &Config) -> (Vec<ScalarUDF>, Vec<AggregateUDF>) {
         ScalarUDF::from(attr::Attr::text()),
         ScalarUDF::from(attr::Attr::timestamp(tz)),
         ScalarUDF::from(local_date::LocalDate::new(tz)),
+        ScalarUDF::from(note_normalize::NoteNormalize::new()),
+        ScalarUDF::from(note_simhash::NoteSimhash::new()),
+        ScalarUDF::from(note_similarity::NoteSimilarity::new()),
+        ScalarUDF::from(note_commitments::NoteCommitments::new(config)),
     ];
     let aggregates = vec![
         AggregateUDF::from(stage_path_compliant::StagePathCompliant::new(stages)),

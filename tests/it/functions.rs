@@ -199,6 +199,10 @@ fn functions_lists_every_function_with_its_documentation() {
         "attr(attrs, key)",
         "attr_timestamp(attrs, key)",
         "local_date(ts)",
+        "note_normalize(note)",
+        "note_simhash(note)",
+        "note_similarity(a, b)",
+        "note_commitments(note, occurred_at)",
     ] {
         assert!(
             stdout.contains(&format!("\n{syntax}\n")),

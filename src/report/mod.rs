@@ -116,7 +116,7 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
 
     let (messages, lake_html, mut card) = match kind {
         Kind::Weekly => {
-            let report = Weekly::load(config, &lake, &catalog, &period).await?;
+            let report = Weekly::load(config, &lake, &catalog, &period, templates.codes()).await?;
             let threshold = report.index.threshold;
             let trend = chart::trend_png(&report.chart_points(), threshold)?;
             let pictures = pictures(&report, &trend)?;
@@ -155,7 +155,7 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
             (messages, lake_html, card)
         }
         Kind::Monthly => {
-            let report = Monthly::load(config, &lake, &catalog, &period).await?;
+            let report = Monthly::load(config, &lake, &catalog, &period, templates.codes()).await?;
             let mut context = serde_json::to_value(&report)?;
             context["language"] = config.report.language.clone().into();
             templates.integrity_advice(&mut context)?;
@@ -310,7 +310,12 @@ fn render_weekly(
     for (industry, facts) in &report.industries {
         if let Some(text) = config.report.industry_advice.get(industry) {
             let origin = format!("{}: report.industry_advice.{industry}", config.source);
-            industry_advice.push(templates.render_text(&origin, text, facts)?);
+            // People read the stage's name, not its code.
+            let mut facts = facts.clone();
+            if let Some(stage) = facts["stage"].as_str() {
+                facts["stage"] = templates.codes().label(stage).into();
+            }
+            industry_advice.push(templates.render_text(&origin, text, &facts)?);
         }
     }
     context["industry_advice"] = industry_advice.into();

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::chart;
 pub use super::heatmap::{HeatCell, HeatRow};
+use super::render::CodeLabels;
 use crate::config::{Config, Threshold};
 use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
@@ -306,11 +307,13 @@ pub struct Weekly {
 }
 
 impl Weekly {
+    /// The report of `period`, codes in its text (the integrity examples) shown by `codes`.
     pub async fn load(
         config: &Config,
         lake: &Lake,
         catalog: &Catalog,
         period: &Period,
+        codes: &CodeLabels,
     ) -> Result<Weekly> {
         let previous = period.previous();
         let index_metric = metric(catalog, "process_health_index")?;
@@ -393,7 +396,8 @@ impl Weekly {
         });
 
         let integrity =
-            super::integrity::weekly(config, lake, catalog, period, heatmap.stores_total).await?;
+            super::integrity::weekly(config, lake, catalog, period, heatmap.stores_total, codes)
+                .await?;
         let focus = focus(&components, &teams);
         let industries = super::integrity::industries(config, &overdue_all);
 
@@ -537,11 +541,13 @@ pub struct Monthly {
 }
 
 impl Monthly {
+    /// The report of `period`, codes in its text shown by `codes`.
     pub async fn load(
         config: &Config,
         lake: &Lake,
         catalog: &Catalog,
         period: &Period,
+        codes: &CodeLabels,
     ) -> Result<Monthly> {
         let rows = required(lake, metric(catalog, "breakpoints_top5")?, period).await?;
         let kind = |k: &str| {
@@ -557,7 +563,7 @@ impl Monthly {
             stages: kind("stage_average"),
             breaches,
             metric_versions: metric_versions(catalog, period),
-            integrity: super::integrity::monthly(lake, catalog, period).await?,
+            integrity: super::integrity::monthly(lake, catalog, period, codes).await?,
         })
     }
 }

@@ -1,7 +1,9 @@
 //! Report templates: minijinja files a data team can edit. `report.templates` names a folder of
 //! overrides; a template not there is the built-in one (the repository's `templates/`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono_tz::Tz;
 use minijinja::value::Value;
@@ -22,9 +24,32 @@ pub struct Templates {
     env: Environment<'static>,
     /// The labels of the configured language (`t` in every template).
     labels: Value,
+    /// Display names of stage and action codes.
+    codes: CodeLabels,
+}
+
+/// Display names of stage and action-type codes (`contract_approval` -> "Contract approval"):
+/// `report.labels` from the config over the built-in ones of the language (labels.yaml `codes`).
+/// People read the names; CSVs and the lake keep the codes.
+#[derive(Debug, Clone, Default)]
+pub struct CodeLabels(Arc<BTreeMap<String, String>>);
+
+impl CodeLabels {
+    /// `code`'s display name; a code without one is shown as it is.
+    pub fn label(&self, code: &str) -> String {
+        self.0
+            .get(code)
+            .cloned()
+            .unwrap_or_else(|| code.to_string())
+    }
 }
 
 impl Templates {
+    /// The display names of codes, for text the model writes (examples, advice contexts).
+    pub fn codes(&self) -> &CodeLabels {
+        &self.codes
+    }
+
     pub fn load(config: &Config) -> Result<Templates> {
         let folder = config.resolve_local(&config.report.templates);
         let source = |name: &str| -> Result<(String, String)> {
@@ -52,11 +77,12 @@ impl Templates {
         })?;
         // Display names of stage and action codes (`label` filter): the built-in ones of the
         // language, then `report.labels` from the config over them.
-        let mut codes: std::collections::BTreeMap<String, String> = labels
+        let mut codes: BTreeMap<String, String> = labels
             .get("codes")
             .and_then(|c| serde_yaml::from_value(c.clone()).ok())
             .unwrap_or_default();
         codes.extend(config.report.labels.clone());
+        let codes = CodeLabels(Arc::new(codes));
         let labels = Value::from_serialize(labels);
 
         let mut env = Environment::new();
@@ -75,13 +101,18 @@ impl Templates {
         env.add_filter("healthy", healthy);
         env.add_filter("local_time", move |v: Value| local_time(tz, v));
         env.add_filter("count", count);
-        env.add_filter("label", move |code: Value| label(&codes, code));
+        let filter_codes = codes.clone();
+        env.add_filter("label", move |code: Value| match code.as_str() {
+            Some(text) => filter_codes.label(text),
+            None if code.is_none() || code.is_undefined() => String::new(),
+            None => code.to_string(),
+        });
         for (name, _) in BUILT_IN.iter().filter(|(n, _)| *n != "labels.yaml") {
             let (text, origin) = source(name)?;
             env.add_template_owned(name.to_string(), text)
                 .map_err(|e| template_error(&origin, &e))?;
         }
-        Ok(Templates { env, labels })
+        Ok(Templates { env, labels, codes })
     }
 
     /// Renders template `name` with `context` (an object) plus `t`, the labels.
@@ -179,16 +210,6 @@ fn pct(value: Value, decimals: Option<usize>) -> String {
 /// A count with its noun: `{{ n | count("breach", "breaches") }}` is `1 breach`, `2 breaches`.
 fn count(n: usize, one: &str, many: &str) -> String {
     crate::metrics::display::count(n, one, many)
-}
-
-/// A stage or action code's display name (`report.labels`, else the language's built-in one in
-/// labels.yaml `codes`); a code without one is shown as it is.
-fn label(codes: &std::collections::BTreeMap<String, String>, code: Value) -> String {
-    match code.as_str() {
-        Some(text) => codes.get(text).cloned().unwrap_or_else(|| text.to_string()),
-        None if code.is_none() || code.is_undefined() => String::new(),
-        None => code.to_string(),
-    }
 }
 
 /// A change of a rate in percentage points: 0.021 -> "+2.1 pts".

@@ -164,6 +164,19 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Run the Ballista scheduler of a flowhealth cluster (`engine: { kind: ballista }`) until
+    /// SIGTERM. It reads only the `lake:` section of the config, and must see the lake at the
+    /// same URL as the clients (a shared mount at the same path, or S3). `GET /readyz` on its
+    /// port answers 200 once an executor has registered.
+    #[command(after_help = "Example:\n  \
+        flowhealth --config cluster.yaml scheduler --bind 0.0.0.0 --port 50050")]
+    Scheduler(crate::engine::cluster::scheduler::SchedulerArgs),
+    /// Run a Ballista executor of a flowhealth cluster until SIGTERM (running tasks finish
+    /// first). It reads only the `lake:` section of the config and must see the lake at the same
+    /// URL as the clients.
+    #[command(after_help = "Example:\n  \
+        flowhealth --config cluster.yaml executor --scheduler df://scheduler:50050 --bind 0.0.0.0 --external-host executor-1")]
+    Executor(crate::engine::cluster::executor::ExecutorArgs),
     /// Push overdue key actions to the chat channels in alerts.webhooks (DingTalk, WeCom,
     /// Feishu/Lark, Slack, JSON): silent-period timeouts (docs/contract.md, section 4.5), broken
     /// promises in notes (4.15) and the deadlines in alerts.deadlines. Each alert goes to its
@@ -236,8 +249,27 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// Loads the configuration and runs the command: one function per command below, each returning
 /// the exit status (after mini-redis's `src/cmd/`, one handler per command).
 async fn execute(cli: Cli) -> Result<i32> {
+    // The cluster's processes read only the lake's location (the functions' configuration comes
+    // with each plan), so a config with nothing but `lake:` will do.
+    match &cli.command {
+        Command::Scheduler(args) => {
+            let lake = open_cluster_lake(cli.config.as_deref())?;
+            return crate::engine::cluster::scheduler::run(&lake, args)
+                .await
+                .map(|()| 0);
+        }
+        Command::Executor(args) => {
+            let lake = open_cluster_lake(cli.config.as_deref())?;
+            return crate::engine::cluster::executor::run(&lake, args)
+                .await
+                .map(|()| 0);
+        }
+        _ => {}
+    }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
+        // Run above, before the configuration is loaded.
+        Command::Scheduler(_) | Command::Executor(_) => Ok(0),
         Command::Validate => validate(&config).await,
         Command::Metrics(command) => metrics(&config, command).await,
         Command::Ingest { datasets } => ingest(&config, &datasets).await,
@@ -473,23 +505,39 @@ async fn query(
             Some(std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("<stdin>", e))?)
         }
     };
-    let lake = crate::lake::Lake::open(config)?;
-    let ctx = crate::engine::session(config, &lake).await?;
-    let catalog = crate::metrics::catalog(config)?;
-    crate::schedule::register_output_tables(&ctx, &lake, &catalog).await?;
-    match sql {
-        Some(sql) => crate::engine::query::run(&ctx, &sql, format, output).await?,
-        None if output.is_some() => {
-            return Err(Error::Usage(
-                "--output needs the SQL as an argument or on standard input".into(),
-            ));
-        }
-        None => {
-            let functions = crate::udf::help(config);
-            crate::engine::query::interactive(&ctx, format, &functions).await?
-        }
+    if sql.is_none() && output.is_some() {
+        return Err(Error::Usage(
+            "--output needs the SQL as an argument or on standard input".into(),
+        ));
     }
-    Ok(0)
+    let lake = crate::lake::Lake::open(config)?;
+    let engine = crate::engine::Engine::open(config, &lake).await?;
+    let catalog = crate::metrics::catalog(config)?;
+    // The outputs as tables too; the session is closed whatever happens (a cluster's scratch).
+    let registered = crate::schedule::register_output_tables(engine.ctx(), &lake, &catalog).await;
+    let ran = match (registered, sql) {
+        (Err(error), _) => Err(error),
+        (Ok(()), Some(sql)) => crate::engine::query::run(&engine, &sql, format, output).await,
+        (Ok(()), None) => {
+            let functions = crate::udf::help(config);
+            crate::engine::query::interactive(&engine, format, &functions).await
+        }
+    };
+    engine.close().await?;
+    ran.map(|()| 0)
+}
+
+/// The lake of a cluster process, from the `lake:` section of the config alone.
+fn open_cluster_lake(path: Option<&std::path::Path>) -> Result<crate::lake::Lake> {
+    let path = match path {
+        Some(path) => Some(path),
+        None if std::path::Path::new("config.yaml").exists() => {
+            Some(std::path::Path::new("config.yaml"))
+        }
+        None => None,
+    };
+    let (store, base_dir) = Config::load_lake(path)?;
+    crate::lake::Lake::open_existing(&store, &base_dir)
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {

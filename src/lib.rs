@@ -25,8 +25,9 @@
 //!      and what notes say: templates and promises), driven by the config.
 //! 5. [`engine`]: the DataFusion session over the lake (every dataset a table, `dt` partitions
 //!    pruned, the configured timezone, the [`udf`] library) and `flowhealth query`.
-//!    [`engine::session`] is the one place a session is built: everything that runs SQL gets it
-//!    there.
+//!    [`engine::Engine`] is the one place a session is built: everything that runs SQL gets it
+//!    there, in this process or on an Apache Ballista cluster ([`engine::cluster`]: the client,
+//!    and the `flowhealth scheduler` and `flowhealth executor` processes).
 //! 6. [`metrics`]: the versioned metric SQL in `queries/` (catalog, lock), the runner, the lake
 //!    layout of their outputs and breaches and their SQL tables ([`metrics::output`]), the
 //!    golden tests, and metric values as people read them ([`metrics::display`]).

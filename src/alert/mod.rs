@@ -25,7 +25,7 @@ use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DeadlineConfig};
-use crate::engine::{json_rows, row_number, row_text};
+use crate::engine::{Engine, json_rows, row_number, row_text};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::lock::LakeLock;
@@ -449,8 +449,15 @@ async fn deliver(
 
 /// Every alert that is overdue at `as_of` (microseconds, UTC).
 pub async fn find(config: &Config, lake: &Lake, as_of: i64) -> Result<Vec<Alert>> {
-    let ctx = crate::engine::session(config, lake).await?;
-    crate::engine::snapshot::register_opportunities(&ctx, lake).await?;
+    let engine = crate::engine::Engine::open(config, lake).await?;
+    let found = find_in(config, lake, &engine, as_of).await;
+    engine.close().await?;
+    found
+}
+
+async fn find_in(config: &Config, lake: &Lake, engine: &Engine, as_of: i64) -> Result<Vec<Alert>> {
+    crate::engine::snapshot::register_opportunities(engine, lake).await?;
+    let ctx = engine.ctx();
     let tz = config.timezone;
     let today = DateTime::from_timestamp_micros(as_of)
         .unwrap_or_default()
@@ -470,10 +477,10 @@ pub async fn find(config: &Config, lake: &Lake, as_of: i64) -> Result<Vec<Alert>
         })?;
         // Last week's output holds the open opportunities as of this week's start.
         let carry =
-            crate::metrics::carry::prepare(&ctx, config, lake, metric, &week, as_of).await?;
+            crate::metrics::carry::prepare(engine, config, lake, metric, &week, as_of).await?;
         params.carry_from(config, carry.as_of);
-        let frame = crate::metrics::run::plan(&ctx, metric, &params).await?;
-        for row in json_rows(&frame.collect().await?)? {
+        let frame = crate::metrics::run::plan(ctx, metric, &params).await?;
+        for row in json_rows(&engine.collect(frame, Error::from).await?)? {
             let text = |c: &str| row_text(&row, c);
             let number = |c: &str| row_number(&row, c);
             if text("status").as_deref() != Some("overdue") {
@@ -505,10 +512,10 @@ pub async fn find(config: &Config, lake: &Lake, as_of: i64) -> Result<Vec<Alert>
     }
 
     if config.alerts.broken_commitments {
-        alerts.extend(broken_commitments(config, &ctx, &params).await?);
+        alerts.extend(broken_commitments(config, engine, &params).await?);
     }
     for rule in &config.alerts.deadlines {
-        alerts.extend(deadline(config, &ctx, rule, as_of).await?);
+        alerts.extend(deadline(config, engine, rule, as_of).await?);
     }
     Ok(alerts)
 }
@@ -518,7 +525,7 @@ pub async fn find(config: &Config, lake: &Lake, as_of: i64) -> Result<Vec<Alert>
 /// within `alerts.lookback_days`. A catalog without the metric has none.
 async fn broken_commitments(
     config: &Config,
-    ctx: &datafusion::prelude::SessionContext,
+    engine: &Engine,
     params: &crate::metrics::run::Params,
 ) -> Result<Vec<Alert>> {
     let catalog = crate::metrics::catalog(config)?;
@@ -526,10 +533,10 @@ async fn broken_commitments(
         tracing::debug!("No `commitments` metric in the catalog: no broken-promise alerts.");
         return Ok(Vec::new());
     };
-    let frame = crate::metrics::run::plan(ctx, metric, params).await?;
+    let frame = crate::metrics::run::plan(engine.ctx(), metric, params).await?;
     let lookback_h = f64::from(config.alerts.lookback_days) * 24.0;
     let mut alerts = Vec::new();
-    for row in json_rows(&frame.collect().await?)? {
+    for row in json_rows(&engine.collect(frame, Error::from).await?)? {
         let text = |c: &str| row_text(&row, c);
         let hours_left = row_number(&row, "hours_left").unwrap_or(0.0);
         if text("status").as_deref() != Some("broken") || hours_left < -lookback_h {
@@ -569,7 +576,7 @@ async fn broken_commitments(
 /// Opportunities whose `after` action had no `expect` action within `within_h`, as of `as_of`.
 async fn deadline(
     config: &Config,
-    ctx: &datafusion::prelude::SessionContext,
+    engine: &Engine,
     rule: &DeadlineConfig,
     as_of: i64,
 ) -> Result<Vec<Alert>> {
@@ -615,9 +622,9 @@ async fn deadline(
             )),
         ),
     ];
-    let frame = ctx.sql(SQL).await?.with_param_values(params)?;
+    let frame = engine.ctx().sql(SQL).await?.with_param_values(params)?;
     let mut alerts = Vec::new();
-    for row in json_rows(&frame.collect().await?)? {
+    for row in json_rows(&engine.collect(frame, Error::from).await?)? {
         let text = |c: &str| row_text(&row, c);
         let (Some(opportunity), Some(action), Some(started)) = (
             text("opportunity_id"),

@@ -19,8 +19,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use chrono_tz::Tz;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -51,6 +51,7 @@ pub struct Config {
     pub thresholds: BTreeMap<String, Threshold>,
     pub index_weights: IndexWeights,
     pub calendar: Option<CalendarConfig>,
+    pub engine: EngineConfig,
     pub report: ReportConfig,
     pub email: EmailConfig,
     pub alerts: AlertsConfig,
@@ -87,7 +88,7 @@ pub struct S3Config {
 }
 
 /// One stage of the opportunity pipeline, in order (`docs/contract.md` section 2).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
     pub name: String,
@@ -266,7 +267,7 @@ const fn default_weight_silent() -> f64 {
 }
 
 /// The optional business calendar for `business_hours`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarConfig {
     /// Working weekdays, as `mon` .. `sun`.
@@ -299,6 +300,64 @@ fn default_workdays() -> Vec<String> {
 
 fn default_hours() -> String {
     "09:00-18:00".into()
+}
+
+/// Where the SQL runs: in this process, or on an Apache Ballista cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `local` (the default): in this process. `ballista`: on a cluster of `flowhealth scheduler`
+    /// and `flowhealth executor` processes that see the same lake.
+    #[serde(default)]
+    pub kind: EngineKind,
+    /// The Ballista scheduler, `df://host:port` (port 50050 when left out); used by `ballista`.
+    #[serde(default = "default_scheduler")]
+    pub scheduler: String,
+    /// Partitions each query stage is split into; DataFusion's default (this machine's cores)
+    /// when left out. On a cluster, about the task slots of all executors together.
+    #[serde(default)]
+    pub target_partitions: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kind: EngineKind::default(),
+            scheduler: default_scheduler(),
+            target_partitions: None,
+        }
+    }
+}
+
+fn default_scheduler() -> String {
+    "df://localhost:50050".into()
+}
+
+impl EngineConfig {
+    /// The scheduler's host and port from `scheduler` (`df://host[:port]`, port 50050 by default);
+    /// the problem otherwise.
+    pub fn scheduler_address(&self) -> std::result::Result<(String, u16), String> {
+        let url = self.scheduler.trim();
+        let wrong = || format!("`{url}` is not a scheduler address like df://host:50050");
+        let rest = url.strip_prefix("df://").ok_or_else(wrong)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().map_err(|_| wrong())?),
+            None => (rest, 50050),
+        };
+        if host.is_empty() || host.contains(['/', '@', '?', '#']) || port == 0 {
+            return Err(wrong());
+        }
+        Ok((host.to_string(), port))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Local,
+    Ballista,
 }
 
 /// What the weekly and monthly reports show and in which language. Used by `report`.
@@ -780,13 +839,14 @@ impl Config {
         let thresholds = sections.take("thresholds", || Some(BTreeMap::new()));
         let index_weights = sections.take("index_weights", || Some(IndexWeights::default()));
         let calendar = sections.take("calendar", || Some(None));
+        let engine = sections.take("engine", || Some(EngineConfig::default()));
         let report = sections.take("report", || Some(ReportConfig::default()));
         let email = sections.take("email", || Some(EmailConfig::default()));
         let alerts = sections.take("alerts", || Some(AlertsConfig::default()));
         for key in root.keys() {
             problems.push(format!(
                 "{}: unknown setting (expected one of timezone, lake, inbox, queries, pipelines, datasets, stages, rules, \
-                 thresholds, index_weights, calendar, report, email, alerts)",
+                 thresholds, index_weights, calendar, engine, report, email, alerts)",
                 serde_yaml::to_string(key).unwrap_or_default().trim()
             ));
         }
@@ -802,6 +862,7 @@ impl Config {
             Some(thresholds),
             Some(index_weights),
             Some(calendar),
+            Some(engine),
             Some(report),
             Some(email),
             Some(alerts),
@@ -817,6 +878,7 @@ impl Config {
             thresholds,
             index_weights,
             calendar,
+            engine,
             report,
             email,
             alerts,
@@ -838,6 +900,7 @@ impl Config {
             thresholds,
             index_weights,
             calendar,
+            engine,
             report,
             email,
             alerts,
@@ -848,6 +911,52 @@ impl Config {
         } else {
             Err(fail(problems))
         }
+    }
+
+    /// The `lake:` section of `path` (the embedded configuration when `None`) alone, and the
+    /// folder its relative paths are taken from: what a cluster process (`flowhealth scheduler`,
+    /// `flowhealth executor`) reads. It needs nothing else, since the functions' configuration
+    /// travels in the plans, and its S3 secrets stay on its own machine.
+    pub fn load_lake(path: Option<&Path>) -> Result<(StoreConfig, PathBuf)> {
+        let (text, source, base) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|e| {
+                    Error::Config(vec![format!("{}: cannot read: {e}", path.display())])
+                })?,
+                path.display().to_string(),
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ),
+            None => (
+                EMBEDDED.to_string(),
+                EMBEDDED_SOURCE.to_string(),
+                ".".into(),
+            ),
+        };
+        let fail = |problems: Vec<String>| {
+            Error::Config(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{source}: {p}"))
+                    .collect(),
+            )
+        };
+        let text = vars::interpolate(&text, |k| std::env::var(k).ok()).map_err(fail)?;
+        let mut root: serde_yaml::Mapping =
+            serde_yaml::from_str(&text).map_err(|e| fail(vec![format!("not valid YAML: {e}")]))?;
+        let mut problems = Vec::new();
+        let lake = Sections {
+            root: &mut root,
+            problems: &mut problems,
+        }
+        .take("lake", || {
+            Some(StoreConfig {
+                url: "./lake".into(),
+                s3: None,
+            })
+        });
+        let lake = lake.ok_or_else(|| fail(problems))?;
+        validation::check_store(&lake).map_err(|p| fail(vec![format!("lake.url: {p}")]))?;
+        Ok((lake, base))
     }
 
     /// Resolves a path or URL from the config file: relative local paths are taken from the
@@ -953,6 +1062,50 @@ mod tests {
             problems[3].starts_with("test.yaml: whatever: unknown setting"),
             "{}",
             problems[3]
+        );
+    }
+
+    #[test]
+    fn the_engine_is_local_unless_a_cluster_is_named_with_an_address_that_parses() {
+        let config = parse("stages: [{ name: a }]\n").unwrap();
+        assert_eq!(config.engine.kind, EngineKind::Local);
+        let config =
+            parse("stages: [{ name: a }]\nengine: { kind: ballista, scheduler: df://sched }\n")
+                .unwrap();
+        assert_eq!(
+            config.engine.scheduler_address(),
+            Ok(("sched".into(), 50050))
+        );
+        let text = "stages: [{ name: a }]\nengine: { kind: ballista, scheduler: \"http://sched:1\", target_partitions: 0 }\n";
+        let Err(Error::Config(problems)) = parse(text) else {
+            panic!("expected config errors")
+        };
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("engine.scheduler: `http://sched:1` is not a scheduler address")
+        );
+        assert!(problems[1].contains("engine.target_partitions: must be at least 1"));
+    }
+
+    #[test]
+    fn a_cluster_process_reads_the_lake_section_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.yaml");
+        // Sections a scheduler does not read may be missing or even wrong.
+        std::fs::write(
+            &path,
+            "lake: { url: ./lake }\nemail: { transport: carrier-pigeon }\n",
+        )
+        .unwrap();
+        let (lake, base) = Config::load_lake(Some(&path)).unwrap();
+        assert_eq!((lake.url.as_str(), base.as_path()), ("./lake", dir.path()));
+        std::fs::write(&path, "lake: { url: \"ftp://x\" }\n").unwrap();
+        let Err(Error::Config(problems)) = Config::load_lake(Some(&path)) else {
+            panic!("expected a config error")
+        };
+        assert!(
+            problems[0].contains("lake.url: `ftp://x` is not"),
+            "{problems:?}"
         );
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{Config, RetryConfig, StoreConfig};
+use super::{Config, EngineKind, RetryConfig, StoreConfig};
 use crate::time::parse::parse_hours;
 
 /// Every problem of `config` that serde cannot see, each `key.path: message`, section by section
@@ -19,6 +19,7 @@ pub fn check(config: &Config) -> Vec<String> {
     thresholds(config, found);
     index_weights(config, found);
     calendar(config, found);
+    engine(config, found);
     report(config, found);
     email(config, found);
     alerts(config, found);
@@ -399,6 +400,19 @@ fn alerts(config: &Config, problems: &mut Problems) {
     }
 }
 
+/// `engine`: a scheduler address that parses (when the SQL runs on a cluster), a partition count.
+fn engine(config: &Config, problems: &mut Problems) {
+    let engine = &config.engine;
+    if engine.kind == EngineKind::Ballista
+        && let Err(message) = engine.scheduler_address()
+    {
+        problems.add("engine.scheduler", message);
+    }
+    if engine.target_partitions == Some(0) {
+        problems.add("engine.target_partitions", "must be at least 1".into());
+    }
+}
+
 fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, retry: &RetryConfig) {
     if retry.attempts == 0 {
         problem(&format!("{key}.attempts"), "must be at least 1".into());
@@ -408,7 +422,7 @@ fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, retry: &RetryC
     }
 }
 
-fn check_store(store: &StoreConfig) -> Result<(), String> {
+pub(crate) fn check_store(store: &StoreConfig) -> Result<(), String> {
     let url = store.url.trim();
     if url.is_empty() {
         return Err("must not be empty".into());

@@ -9,6 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
+use super::Engine;
 use crate::error::{Error, Result, say};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,7 +26,7 @@ pub enum OutputFormat {
 
 /// Runs `sql` and writes the result to `output` (standard output when `None`).
 pub async fn run(
-    ctx: &SessionContext,
+    engine: &Engine,
     sql: &str,
     format: OutputFormat,
     output: Option<&Path>,
@@ -33,10 +34,11 @@ pub async fn run(
     if format == OutputFormat::Parquet && output.is_none() {
         return Err(Error::Usage("--format parquet needs --output PATH".into()));
     }
+    let ctx = engine.ctx();
     let frame = ctx.sql(sql).await.map_err(|e| planning_error(ctx, e))?;
     // The plan's schema, not the first batch's: a query with no rows still has columns.
     let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await?;
+    let batches = engine.collect(frame, Error::from).await?;
     let (schema, batches) = match (format, &ctx.copied_config().options().execution.time_zone) {
         // Text is read by people: instants in the configured timezone, the same in every text
         // format. Parquet keeps the lake's UTC instants for the tools that read it.
@@ -194,11 +196,7 @@ fn tables_help(ctx: &SessionContext) -> String {
 
 /// The interactive prompt of `flowhealth query` on a terminal: statements end with `;`, history
 /// is kept in `~/.flowhealth_history`, and `\d`, `\df`, `\q` list tables, list functions, quit.
-pub async fn interactive(
-    ctx: &SessionContext,
-    format: OutputFormat,
-    functions: &str,
-) -> Result<()> {
+pub async fn interactive(engine: &Engine, format: OutputFormat, functions: &str) -> Result<()> {
     use rustyline::error::ReadlineError;
 
     let mut editor = rustyline::DefaultEditor::new()
@@ -234,7 +232,7 @@ pub async fn interactive(
                 "\\q" | "quit" | "exit" => break,
                 "\\d" => {
                     let _ = editor.add_history_entry(trimmed);
-                    say!("{}", tables_help(ctx))?;
+                    say!("{}", tables_help(engine.ctx()))?;
                     continue;
                 }
                 "\\df" => {
@@ -251,7 +249,7 @@ pub async fn interactive(
             continue;
         }
         let _ = editor.add_history_entry(statement.trim_end());
-        if let Err(error) = run(ctx, &statement, format, None).await {
+        if let Err(error) = run(engine, &statement, format, None).await {
             eprintln!("error: {error}");
         }
         statement.clear();

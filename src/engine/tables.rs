@@ -1,4 +1,4 @@
-//! Folders of the lake as tables, besides the datasets [`super::session`] registers: the outputs
+//! Folders of the lake as tables, besides the datasets [`super::Engine`] registers: the outputs
 //! flowhealth writes (metric outputs, breaches, the run ledger; registered by the modules that
 //! own their layout, through [`register_folder`]) and the `read_parquet('path')` table function
 //! over any folder or file of the lake.

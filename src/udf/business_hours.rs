@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 };
 
 use super::{DOC_SECTION, coerce, hours, instants, timestamp_type};
-use crate::config::Config;
+use crate::config::CalendarConfig;
 use crate::time::parse::parse_hours;
 use crate::time::zone::{Zone, local_to_utc};
 
@@ -29,7 +29,7 @@ pub struct BusinessHours {
 
 /// The configured calendar (validated at load), or Monday to Friday 09:00-18:00 without one.
 /// `note_commitments` counts working days with it too.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct Calendar {
     tz: Tz,
     /// Working days, Monday first.
@@ -41,21 +41,22 @@ pub(super) struct Calendar {
 }
 
 impl BusinessHours {
-    pub fn new(config: &Config) -> BusinessHours {
+    pub fn new(calendar: Calendar) -> BusinessHours {
         BusinessHours {
-            calendar: Calendar::new(config),
+            calendar,
             signature: Signature::user_defined(Volatility::Immutable),
         }
     }
 }
 
 impl Calendar {
-    pub(super) fn new(config: &Config) -> Calendar {
-        let calendar = config.calendar.clone().unwrap_or_default();
+    /// `calendar` (Monday to Friday 09:00-18:00 without one), in `tz`.
+    pub(super) fn new(calendar: Option<&CalendarConfig>, tz: Tz) -> Calendar {
+        let calendar = calendar.cloned().unwrap_or_default();
         const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
         let (open, close) = parse_hours(&calendar.hours).unwrap_or((9 * 60, 18 * 60));
         Calendar {
-            tz: config.timezone,
+            tz,
             workdays: DAYS.map(|day| calendar.workdays.iter().any(|d| d == day)),
             open,
             close,

@@ -38,7 +38,6 @@ use regex::{Captures, Regex};
 use super::business_hours::Calendar;
 use super::note_normalize::{half_width, lower};
 use super::{DOC_SECTION, coerce, instants, text_type, texts, timestamp_type, utc_timestamp_type};
-use crate::config::Config;
 use crate::time::zone::{Zone, local_to_utc};
 
 const SIGNATURE: &str = "note_commitments(note: text, occurred_at: timestamp)";
@@ -50,9 +49,10 @@ pub struct NoteCommitments {
 }
 
 impl NoteCommitments {
-    pub fn new(config: &Config) -> NoteCommitments {
+    /// Deadlines counted in working days of `calendar`.
+    pub fn new(calendar: Calendar) -> NoteCommitments {
         NoteCommitments {
-            calendar: Calendar::new(config),
+            calendar,
             signature: Signature::user_defined(Volatility::Immutable),
         }
     }
@@ -707,6 +707,7 @@ impl ScalarUDFImpl for NoteCommitments {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn chinese_numbers() {
@@ -745,7 +746,7 @@ mod tests {
             |_| None,
         )
         .unwrap();
-        let udf = NoteCommitments::new(&config);
+        let udf = NoteCommitments::new(Calendar::new(config.calendar.as_ref(), config.timezone));
         let tz = config.timezone;
         let zone = Zone::new(tz);
         let at = |day: &str, time: &str| {

@@ -202,10 +202,13 @@ fn a_run_reads_the_kept_snapshot_as_it_was_when_it_began() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let read = runtime.block_on(async {
         let lake = flowhealth::lake::Lake::open(&config).unwrap();
-        let ctx = flowhealth::engine::session(&config, &lake).await.unwrap();
-        flowhealth::engine::snapshot::register_opportunities(&ctx, &lake)
+        let engine = flowhealth::engine::Engine::open(&config, &lake)
             .await
             .unwrap();
+        flowhealth::engine::snapshot::register_opportunities(&engine, &lake)
+            .await
+            .unwrap();
+        let ctx = engine.ctx();
         // Another run replaces the file while this one runs (here with bytes that are not even
         // Parquet): this run's queries still read the snapshot it started with.
         let kept = ws

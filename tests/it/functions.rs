@@ -93,9 +93,11 @@ fn session(slt: &Path, lake_dir: &Path) -> Session {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let ctx = runtime.block_on(async {
         let lake = flowhealth::lake::Lake::open(&config).expect("lake");
-        flowhealth::engine::session(&config, &lake)
+        flowhealth::engine::Engine::local(&config, &lake)
             .await
             .expect("session")
+            .ctx()
+            .clone()
     });
     Session { runtime, ctx }
 }

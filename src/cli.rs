@@ -73,7 +73,7 @@ pub enum Command {
     /// (a local date), and a filter on it reads only those days. The outputs: metrics.<metric>
     /// (its latest version, with a `period` column; metrics.<metric>_v<N> for version N),
     /// breaches, runs, and read_parquet('<path in the lake>') for any Parquet folder. Instants
-    /// are shown in the configured timezone (Parquet output keeps UTC). The process-flow
+    /// are shown in the configured timezone (Parquet output has UTC microseconds). The process-flow
     /// functions (stage_rank, is_stage_skip, silent_hours, business_hours, ...) follow
     /// config.yaml; list them with --functions.
     #[command(after_help = "Examples:\n  \
@@ -211,7 +211,8 @@ pub enum MetricsCommand {
     /// period, owner, healthy range, description.
     List,
     /// Compute metrics for a period and write them to metrics/<metric>/version=<N>/period=<id>/
-    /// in the lake, with threshold breaches in breaches/. Dependencies run first; independent
+    /// in the lake, with threshold breaches in breaches/ (at the period's end; with another
+    /// --as-of they are printed, not written). Dependencies run first; independent
     /// metrics run concurrently; one that fails does not stop the others (exit 1).
     #[command(after_help = "Examples:\n  \
         flowhealth metrics run                              every metric, last complete week / month\n  \
@@ -223,7 +224,9 @@ pub enum MetricsCommand {
         /// A week (2026-W09) or month (2026-03); default: each metric's last complete period.
         #[arg(long)]
         period: Option<String>,
-        /// The instant the metrics look from (ISO 8601); default: the end of the period.
+        /// The instant the metrics look from (ISO 8601); default: the end of the period. At
+        /// another instant the rows are printed and nothing is written: a period's stored
+        /// outputs are the period as of its end.
         #[arg(long)]
         as_of: Option<String>,
     },
@@ -304,11 +307,13 @@ async fn execute(cli: Cli) -> Result<i32> {
 /// plan, and the pipelines; every problem at once.
 async fn validate(config: &Config) -> Result<i32> {
     let catalog = crate::metrics::catalog(config)?;
-    let mut problems = crate::metrics::check_plans(config, &catalog).await?;
+    let (mut problems, planned) = crate::metrics::check_plans(config, &catalog).await?;
     let pipelines = crate::schedule::pipeline::load(config, &catalog).unwrap_or_else(|errors| {
         problems.extend(errors);
         Vec::new()
     });
+    problems
+        .extend(crate::schedule::runner::check_sql(config, &catalog, &planned, &pipelines).await?);
     problems.extend(crate::ingest::check_sources(config).await);
     if !problems.is_empty() {
         return Err(Error::Config(problems));

@@ -39,15 +39,17 @@ pub async fn run(
     // The plan's schema, not the first batch's: a query with no rows still has columns.
     let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
     let batches = engine.collect(frame, Error::from).await?;
-    let (schema, batches) = match (format, &ctx.copied_config().options().execution.time_zone) {
-        // Text is read by people: instants in the configured timezone, the same in every text
-        // format. Parquet keeps the lake's UTC instants for the tools that read it.
-        (OutputFormat::Table | OutputFormat::Csv | OutputFormat::Json, Some(tz)) => {
-            local_times(schema, &batches, tz)?
+    // One convention for instants: text is read by people, so table, CSV and JSON show them in
+    // the configured timezone, alike; Parquet is read by tools, so it keeps UTC microseconds
+    // (`lake::for_readers`, in `encode`), as every Parquet file flowhealth writes.
+    let tz = session_zone(ctx);
+    let (schema, batches) = match format {
+        OutputFormat::Table | OutputFormat::Csv | OutputFormat::Json => {
+            local_times(schema, &batches, tz.name())?
         }
-        _ => (schema, batches),
+        OutputFormat::Parquet => (schema, batches),
     };
-    let bytes = encode(&batches, schema, format)?;
+    let bytes = encode(&batches, schema, format, tz)?;
     match output {
         None => std::io::stdout()
             .write_all(&bytes)
@@ -70,7 +72,8 @@ pub async fn run(
 /// The timestamp columns that are instants (they have a timezone: the lake's UTC, or `now()`'s)
 /// shown in `tz`: the same instants, displayed as local times with their offset
 /// (`2026-03-01T18:00:00+08:00`). Wall-clock timestamps (no timezone) are left as they are.
-fn local_times(
+/// Every text a person reads of rows goes through here (`query`, [`crate::metrics::display`]).
+pub(crate) fn local_times(
     schema: SchemaRef,
     batches: &[RecordBatch],
     tz: &str,
@@ -112,7 +115,12 @@ fn local_times(
     Ok((local_schema, batches))
 }
 
-fn encode(batches: &[RecordBatch], schema: SchemaRef, format: OutputFormat) -> Result<Vec<u8>> {
+fn encode(
+    batches: &[RecordBatch],
+    schema: SchemaRef,
+    format: OutputFormat,
+    tz: chrono_tz::Tz,
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     match format {
         OutputFormat::Table => {
@@ -141,16 +149,25 @@ fn encode(batches: &[RecordBatch], schema: SchemaRef, format: OutputFormat) -> R
             writer.finish()?;
             out.push(b'\n');
         }
+        // As every Parquet file flowhealth writes: microseconds UTC, no views.
         OutputFormat::Parquet => {
-            let mut writer =
-                datafusion::parquet::arrow::ArrowWriter::try_new(&mut out, schema, None)?;
-            for batch in batches {
-                writer.write(batch)?;
-            }
-            writer.close()?;
+            let rows = datafusion::arrow::compute::concat_batches(&schema, batches)?;
+            let rows = crate::lake::for_readers(&rows, tz)?;
+            out = crate::lake::encode_parquet(&rows)?.to_vec();
         }
     }
     Ok(out)
+}
+
+/// The session's timezone (the configured one), UTC when it has none.
+fn session_zone(ctx: &SessionContext) -> chrono_tz::Tz {
+    ctx.state()
+        .config_options()
+        .execution
+        .time_zone
+        .as_deref()
+        .and_then(|name| name.parse().ok())
+        .unwrap_or(chrono_tz::UTC)
 }
 
 /// A query that fails before it runs is the user's to fix (exit 2): say what is there. Only a

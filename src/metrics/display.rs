@@ -42,6 +42,36 @@ pub fn healthy(min: Option<f64>, max: Option<f64>) -> String {
     }
 }
 
+/// Rows as an aligned text table for people (what `metrics run` computed without storing it):
+/// instants in `tz` with their offset, as `query` shows them, and the organisation's row's
+/// `team` as [`ORGANISATION`].
+pub fn table(
+    batch: &datafusion::arrow::array::RecordBatch,
+    tz: chrono_tz::Tz,
+) -> crate::error::Result<String> {
+    use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    let (schema, batches) =
+        crate::engine::query::local_times(batch.schema(), std::slice::from_ref(batch), tz.name())?;
+    let mut batches = batches;
+    if let Some(at) = schema.fields().iter().position(|f| f.name() == "team") {
+        for batch in &mut batches {
+            let text = datafusion::arrow::compute::cast(batch.column(at), &DataType::Utf8)?;
+            let text = text.as_string::<i32>();
+            let shown: StringArray = (0..text.len())
+                .map(|i| Some(team(text.is_valid(i).then(|| text.value(i)))))
+                .collect();
+            let mut columns = batch.columns().to_vec();
+            columns[at] = std::sync::Arc::new(shown);
+            let mut fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields[at] = fields[at].clone().with_data_type(DataType::Utf8);
+            let schema = datafusion::arrow::datatypes::Schema::new(fields);
+            *batch = RecordBatch::try_new(std::sync::Arc::new(schema), columns)?;
+        }
+    }
+    Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +91,32 @@ mod tests {
         assert_eq!(healthy(Some(0.92), None), ">= 92.0%");
         assert_eq!(healthy(None, Some(0.15)), "<= 15.0%");
         assert_eq!(healthy(None, None), "-");
+    }
+
+    #[test]
+    fn rows_shown_to_people_have_local_times_and_the_organisation_named() {
+        use datafusion::arrow::array::{
+            ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray,
+        };
+        use std::sync::Arc;
+        // 2026-03-01T10:00:00Z, shown in Shanghai (UTC+8).
+        let at = 1_772_359_200_000_000;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "team",
+                Arc::new(StringArray::from(vec![None, Some("east")])) as ArrayRef,
+            ),
+            (
+                "last_activity",
+                Arc::new(TimestampMicrosecondArray::from(vec![at, at]).with_timezone("UTC")),
+            ),
+        ])
+        .unwrap();
+        let text = table(&batch, chrono_tz::Asia::Shanghai).unwrap();
+        assert!(
+            text.contains("| (organisation) | 2026-03-01T18:00:00+08:00 |")
+                && text.contains("| east           | 2026-03-01T18:00:00+08:00 |"),
+            "{text}"
+        );
     }
 }

@@ -71,15 +71,24 @@ pub(crate) fn list(config: &Config, catalog: &Catalog) -> String {
     out
 }
 
+/// The columns a metric version's SQL plans to, as `validate` found them.
+pub(crate) type Planned<'c> = Vec<(&'c catalog::Metric, datafusion::arrow::datatypes::SchemaRef)>;
+
 /// Plans every metric version against the lake's schemas with the parameters bound, in
 /// dependency order: `validate` reports each that does not parse or plan, with its file and line.
-pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<String>> {
+/// Also returns the columns of each version that plans (for the pipelines' `sql:` steps, which
+/// read `metrics.<metric>`).
+pub(crate) async fn check_plans<'c>(
+    config: &Config,
+    catalog: &'c Catalog,
+) -> Result<(Vec<String>, Planned<'c>)> {
     let lake = crate::lake::Lake::open(config)?;
     // Planning needs no cluster: `validate` runs nothing, whatever `engine` says.
     let engine = crate::engine::Engine::local(config, &lake).await?;
     let ctx = engine.ctx();
     let all: Vec<&catalog::Metric> = catalog.metrics.iter().collect();
     let mut problems = Vec::new();
+    let mut planned = Vec::new();
     for level in run::levels(&all) {
         for metric in level {
             let period = crate::time::Period::last_complete(
@@ -90,23 +99,37 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
             if !metric.meta.carry.is_empty() {
                 carry::register_empty(&engine, metric).await?;
             }
+            if let Some(looks_back) = &metric.meta.looks_back {
+                run::register_history(&engine, config, &lake, catalog, looks_back, &period).await?;
+            }
             match run::plan(ctx, metric, &params).await {
                 Ok(frame) => {
                     problems.extend(carry::check(metric, frame.schema().as_arrow()));
+                    // What plans but would fail on data (a function returning another type
+                    // than it declares).
+                    let path = metric.path.display();
+                    problems.extend(
+                        crate::engine::probe::functions(ctx, frame.logical_plan())
+                            .into_iter()
+                            .map(|problem| format!("{path}: {problem}")),
+                    );
                     // Dependents plan against this one's columns.
+                    let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
                     if catalog
                         .latest(metric.name())
                         .is_some_and(|m| m.version() == metric.version())
                     {
-                        let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-                        engine.register_rows(metric.name(), schema, vec![]).await?;
+                        engine
+                            .register_rows(metric.name(), schema.clone(), vec![])
+                            .await?;
                     }
+                    planned.push((metric, schema));
                 }
                 Err(e) => problems.push(with_line(&e.to_string(), metric)),
             }
         }
     }
-    Ok(problems)
+    Ok((problems, planned))
 }
 
 /// DataFusion says `at Line: 12, Column: 5` for parse errors; make it `file:12: ...`.

@@ -352,6 +352,35 @@ fn metric_outputs_breaches_runs_and_any_lake_folder_are_tables() {
         "select count(*) from read_parquet('exports/index/**/*.parquet')",
     );
     assert_eq!(exports, exported);
+    // Versions whose columns differ, read as one folder: columns merged by name, NULL where a
+    // version lacks one (README, "Output: the lake").
+    for (version, sql) in [
+        (1, "select 'a' as team, 0.5 as value"),
+        (2, "select 'a' as team, 0.25 as value, 3 as n"),
+    ] {
+        let dir = ws
+            .lake()
+            .join(format!("metrics/mix/version={version}/period=2026-W01"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("part-0.parquet");
+        query_ok(
+            &ws,
+            &[
+                sql,
+                "--format",
+                "parquet",
+                "--output",
+                file.to_str().unwrap(),
+            ],
+        );
+    }
+    assert_eq!(
+        csv_rows(
+            &ws,
+            "select version, team, value, n from read_parquet('metrics/mix') order by 1"
+        ),
+        ["1,a,0.5,", "2,a,0.25,3"]
+    );
 
     // Outside the lake, or a metric without outputs: the user's to fix, saying what is there.
     let outside = query(&ws, &["select * from read_parquet('../secrets')"]);
@@ -483,4 +512,40 @@ fn a_reader_that_stops_early_ends_the_query_quietly() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}
+
+#[test]
+fn validate_plans_a_sql_step_over_the_output_tables_before_they_have_outputs() {
+    // A fresh lake: no metric has outputs yet, so no `metrics.*` table is in the lake; validate
+    // plans the step against the columns each metric's SQL plans to, as the run will see them.
+    let ws = Workspace::new(&format!(
+        "queries: {}/queries\npipelines: ./pipelines\n",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let dir = ws.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("good.yaml"),
+        "name: good\nschedule: \"0 0 8 * * Mon\"\nsteps:\n  - metrics: []\n  - sql: { query: \"select i.team, i.value, e.with_evidence, i.as_of, (select count(*) from breaches) as breaches, (select count(*) from runs) as runs from metrics.process_health_index i left join metrics.evidence_rate_v1 e on i.team = e.team and i.period = e.period where i.period = $period_id\", output: index }\n",
+    )
+    .unwrap();
+    let output = ws.command().arg("validate").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+
+    // A table that no metric has is still the step's error, named.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "name: bad\nschedule: \"0 0 8 * * Mon\"\nsteps:\n  - sql: { query: \"select value from metrics.no_such_metric\", output: bad }\n",
+    )
+    .unwrap();
+    let output = ws.command().arg("validate").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml: steps[0].sql.query")
+            && stderr.contains("no_such_metric")
+            && !stderr.contains("good.yaml"),
+        "{stderr}"
+    );
 }

@@ -205,8 +205,9 @@ fn the_index_metrics_match_the_hand_worked_week_across_dst() {
         "3 rows 2 breaches",
         "{report}"
     );
+    // One row: the singular (health_outcome_correlation v2 has two rows here, teams and owners).
     assert_eq!(
-        line("health_outcome_correlation@"),
+        line("chronic_followup_validity@"),
         "1 row 0 breaches",
         "{report}"
     );

@@ -23,6 +23,12 @@ fn query_ok(ws: &Workspace, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `query SQL --format parquet --output path`, which must succeed.
+fn query_to_parquet(ws: &Workspace, sql: &str, path: &std::path::Path) {
+    let path = path.to_str().unwrap();
+    query_ok(ws, &[sql, "--format", "parquet", "--output", path]);
+}
+
 fn workspace_with_actions() -> Workspace {
     let ws = Workspace::new("");
     let mut csv = format!("{ACTION_HEADER}\n");
@@ -166,15 +172,10 @@ fn parquet_output_is_read_by_duckdb_and_bad_queries_exit_2() {
     assert_eq!(rows[0][0], json!(100));
     // No rows is still a result: an empty file with the query's columns.
     let empty = ws.path().join("empty.parquet");
-    query_ok(
+    query_to_parquet(
         &ws,
-        &[
-            "select action_id, occurred_at from actions where false",
-            "--format",
-            "parquet",
-            "--output",
-            empty.to_str().unwrap(),
-        ],
+        "select action_id, occurred_at from actions where false",
+        &empty,
     );
     let rows = ws.duckdb(&format!("select count(*), (select count(*) from (describe select * from read_parquet('{0}'))) from read_parquet('{0}')", empty.display()));
     assert_eq!(rows[0], vec![json!(0), json!(2)]);
@@ -363,16 +364,7 @@ fn metric_outputs_breaches_runs_and_any_lake_folder_are_tables() {
             .join(format!("metrics/mix/version={version}/period=2026-W01"));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("part-0.parquet");
-        query_ok(
-            &ws,
-            &[
-                sql,
-                "--format",
-                "parquet",
-                "--output",
-                file.to_str().unwrap(),
-            ],
-        );
+        query_to_parquet(&ws, sql, &file);
     }
     assert_eq!(
         csv_rows(
@@ -463,16 +455,7 @@ fn text_formats_show_local_times_and_parquet_keeps_utc_instants() {
     );
     assert_eq!(naive, "t\n2026-03-01T10:00:00\n");
     let out = ws.path().join("q0.parquet");
-    query_ok(
-        &ws,
-        &[
-            sql,
-            "--format",
-            "parquet",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-    );
+    query_to_parquet(&ws, sql, &out);
     let utc = ws.duckdb(&format!(
         "select strftime(occurred_at, '%Y-%m-%dT%H:%M:%S'), typeof(occurred_at) from read_parquet('{}')",
         out.display()
@@ -529,9 +512,13 @@ fn validate_plans_a_sql_step_over_the_output_tables_before_they_have_outputs() {
         "name: good\nschedule: \"0 0 8 * * Mon\"\nsteps:\n  - metrics: []\n  - sql: { query: \"select i.team, i.value, e.with_evidence, i.as_of, (select count(*) from breaches) as breaches, (select count(*) from runs) as runs from metrics.process_health_index i left join metrics.evidence_rate_v1 e on i.team = e.team and i.period = e.period where i.period = $period_id\", output: index }\n",
     )
     .unwrap();
-    let output = ws.command().arg("validate").output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let validate = || {
+        let output = ws.command().arg("validate").output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    let (code, stderr) = validate();
+    assert_eq!(code, Some(0), "{stderr}");
 
     // A table that no metric has is still the step's error, named.
     std::fs::write(
@@ -539,9 +526,8 @@ fn validate_plans_a_sql_step_over_the_output_tables_before_they_have_outputs() {
         "name: bad\nschedule: \"0 0 8 * * Mon\"\nsteps:\n  - sql: { query: \"select value from metrics.no_such_metric\", output: bad }\n",
     )
     .unwrap();
-    let output = ws.command().arg("validate").output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = validate();
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("bad.yaml: steps[0].sql.query")
             && stderr.contains("no_such_metric")

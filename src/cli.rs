@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::demo::DemoArgs;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, say};
 use crate::lake::schema::Dataset;
 use crate::schedule::ledger::RunStatus;
 
@@ -70,12 +70,16 @@ pub enum Command {
     },
     /// Run SQL over the lake. Tables: actions, stage_changes, opportunities (the latest snapshot
     /// of each), opportunity_snapshots, quarantine_<dataset>; each has the `dt` partition column
-    /// (a local date), and a filter on it reads only those days. The process-flow functions
-    /// (stage_rank, is_stage_skip, silent_hours, business_hours, ...) follow config.yaml; list
-    /// them with --functions.
+    /// (a local date), and a filter on it reads only those days. The outputs: metrics.<metric>
+    /// (its latest version, with a `period` column; metrics.<metric>_v<N> for version N),
+    /// breaches, runs, and read_parquet('<path in the lake>') for any Parquet folder. Instants
+    /// are shown in the configured timezone (Parquet output has UTC microseconds). The process-flow
+    /// functions (stage_rank, is_stage_skip, silent_hours, business_hours, ...) follow
+    /// config.yaml; list them with --functions.
     #[command(after_help = "Examples:\n  \
         flowhealth query \"select action_type, count(*) from actions group by 1\" --format csv\n  \
         flowhealth query \"select * from stage_changes where is_stage_skip(from_stage, to_stage)\"\n  \
+        flowhealth query \"select period, team, value from metrics.process_health_index order by 1, 2\"\n  \
         flowhealth query --format parquet --output skips.parquet < skips.sql\n  \
         flowhealth query            (on a terminal: an interactive prompt with history)")]
     Query {
@@ -118,6 +122,7 @@ pub enum Command {
     /// Run a pipeline (pipelines/<name>.yaml) once, now, for the last complete period (or
     /// --period); recorded in the run ledger (lake/runs/). Refused while the same pipeline runs.
     Run {
+        /// The pipeline (pipelines/<name>.yaml).
         pipeline: String,
         /// A week (2026-W09) or month (2026-03), as the pipeline's `period` says.
         #[arg(long)]
@@ -135,13 +140,21 @@ pub enum Command {
     },
     /// Run a pipeline for every period from --from to --to (oldest first, with a progress
     /// bar). Periods that already have a succeeded run are skipped, so it resumes where an
-    /// interrupted backfill stopped.
+    /// interrupted backfill stopped. Reports are rendered into the lake but not sent, alerts are
+    /// not pushed and the outbox is left alone, unless --send.
     Backfill {
+        /// The pipeline (pipelines/<name>.yaml).
         pipeline: String,
+        /// The first period: a week (2026-W09) or month (2026-03), as the pipeline's `period` says.
         #[arg(long)]
         from: String,
+        /// The last period, included.
         #[arg(long)]
         to: String,
+        /// Deliver what the runs make, as a scheduled run would: email the reports, push the
+        /// alerts, flush the outbox.
+        #[arg(long)]
+        send: bool,
     },
     /// The last runs of the pipelines (from the run ledger in lake/runs/), newest first.
     Runs {
@@ -273,7 +286,12 @@ async fn execute(cli: Cli) -> Result<i32> {
             run_pipeline(&config, &pipeline, period.as_deref()).await
         }
         Command::Daemon { grace } => daemon(&config, grace).await,
-        Command::Backfill { pipeline, from, to } => backfill(&config, &pipeline, &from, &to).await,
+        Command::Backfill {
+            pipeline,
+            from,
+            to,
+            send,
+        } => backfill(&config, &pipeline, (&from, &to), send).await,
         Command::Runs { pipeline, limit } => runs(&config, pipeline.as_deref(), limit).await,
         Command::Alerts { as_of, dry_run } => alerts(&config, as_of.as_deref(), dry_run).await,
         Command::Query {
@@ -289,25 +307,27 @@ async fn execute(cli: Cli) -> Result<i32> {
 /// plan, and the pipelines; every problem at once.
 async fn validate(config: &Config) -> Result<i32> {
     let catalog = crate::metrics::catalog(config)?;
-    let mut problems = crate::metrics::check_plans(config, &catalog).await?;
+    let (mut problems, planned) = crate::metrics::check_plans(config, &catalog).await?;
     let pipelines = crate::schedule::pipeline::load(config, &catalog).unwrap_or_else(|errors| {
         problems.extend(errors);
         Vec::new()
     });
-    problems.extend(crate::schedule::runner::check_sql(config, &pipelines).await?);
+    problems
+        .extend(crate::schedule::runner::check_sql(config, &catalog, &planned, &pipelines).await?);
     problems.extend(crate::ingest::check_sources(config).await);
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
-    println!(
-        "{}: ok ({} stages, {} metric versions, {} pipelines, lake {}, inbox {})",
+    use crate::metrics::display::count;
+    say!(
+        "{}: ok ({}, {}, {}, lake {}, inbox {})\n",
         config.source,
-        config.stages.len(),
-        catalog.metrics.len(),
-        pipelines.len(),
+        count(config.stages.len(), "stage", "stages"),
+        count(catalog.metrics.len(), "metric version", "metric versions"),
+        count(pipelines.len(), "pipeline", "pipelines"),
         config.lake.url,
         config.inbox.url
-    );
+    )?;
     Ok(0)
 }
 
@@ -316,7 +336,7 @@ async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
     let mut catalog = crate::metrics::catalog(config)?;
     match command {
         MetricsCommand::List => {
-            print!("{}", crate::metrics::list(config, &catalog));
+            say!("{}", crate::metrics::list(config, &catalog))?;
             Ok(0)
         }
         MetricsCommand::Run {
@@ -331,12 +351,12 @@ async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
                 as_of,
             };
             let report = crate::metrics::run::run(config, &lake, &catalog, &request).await?;
-            print!("{report}");
+            say!("{report}")?;
             Ok(report.exit_code())
         }
         MetricsCommand::Test => {
             let outcome = crate::metrics::golden::run_all(config, &catalog).await?;
-            print!("{}", outcome.report);
+            say!("{}", outcome.report)?;
             Ok(if outcome.passed { 0 } else { 1 })
         }
         MetricsCommand::Release => {
@@ -344,9 +364,9 @@ async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
                 .release_all()
                 .map_err(|e| Error::io(catalog.dir.join(crate::metrics::catalog::LOCK_FILE), e))?;
             if released.is_empty() {
-                println!("nothing to release: every version is in versions.lock");
+                say!("nothing to release: every version is in versions.lock\n")?;
             } else {
-                println!("released: {}", released.join(", "));
+                say!("released: {}\n", released.join(", "))?;
             }
             Ok(0)
         }
@@ -367,7 +387,7 @@ async fn ingest(config: &Config, names: &[String]) -> Result<i32> {
         })
         .collect::<Result<Vec<_>>>()?;
     let report = crate::ingest::ingest(config, &datasets).await?;
-    print!("{report}");
+    say!("{report}")?;
     Ok(report.exit_code())
 }
 
@@ -389,22 +409,22 @@ async fn report(
             }
             let outcome = crate::report::flush(config).await?;
             if outcome.sent.is_empty() && outcome.failed.is_empty() {
-                println!("outbox: nothing pending");
+                say!("outbox: nothing pending\n")?;
             }
-            print!("{outcome}");
+            say!("{outcome}")?;
             return Ok(outcome.exit_code());
         }
     };
     let outcome = crate::report::run(config, kind, period, send).await?;
-    print!("{outcome}");
+    say!("{outcome}")?;
     Ok(outcome.exit_code())
 }
 
 /// `flowhealth run PIPELINE [--period ID]`.
 async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> Result<i32> {
     let record = crate::schedule::runner::run_now(config, pipeline, period).await?;
-    println!(
-        "{} {} ({}): {}{}",
+    say!(
+        "{} {} ({}): {}{}\n",
         record.pipeline,
         record.run_id,
         record.period.as_deref().unwrap_or("-"),
@@ -414,7 +434,7 @@ async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> 
             .as_deref()
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
-    );
+    )?;
     let succeeded = record.status == RunStatus::Succeeded;
     Ok(if succeeded { 0 } else { 1 })
 }
@@ -425,19 +445,29 @@ async fn daemon(config: &Config, grace: f64) -> Result<i32> {
     crate::schedule::daemon::run(config, grace).await
 }
 
-/// `flowhealth backfill PIPELINE --from ID --to ID`.
-async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Result<i32> {
-    let records = crate::schedule::runner::backfill(config, pipeline, from, to).await?;
+/// `flowhealth backfill PIPELINE --from ID --to ID [--send]`.
+async fn backfill(config: &Config, pipeline: &str, range: (&str, &str), send: bool) -> Result<i32> {
+    use crate::schedule::runner::Delivery;
+    let delivery = if send {
+        Delivery::Send
+    } else {
+        say!(
+            "backfill: reports are rendered into the lake, not sent; alerts and the outbox are \
+             left alone (--send delivers them)\n"
+        )?;
+        Delivery::Hold
+    };
+    let records = crate::schedule::runner::backfill(config, pipeline, range, delivery).await?;
     let lake = crate::lake::Lake::open(config)?;
-    print!(
+    say!(
         "{}",
         crate::schedule::ledger::table(&records, records.len(), config.timezone)
-    );
-    println!(
-        "{} runs in {} (periods already done were skipped)",
-        records.len(),
+    )?;
+    say!(
+        "{} in {} (periods already done were skipped)\n",
+        crate::metrics::display::count(records.len(), "run", "runs"),
         lake.display()
-    );
+    )?;
     let succeeded = records.iter().all(|r| r.status == RunStatus::Succeeded);
     Ok(if succeeded { 0 } else { 1 })
 }
@@ -446,17 +476,17 @@ async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Resu
 async fn runs(config: &Config, pipeline: Option<&str>, limit: usize) -> Result<i32> {
     let lake = crate::lake::Lake::open(config)?;
     let records = crate::schedule::ledger::read(&lake, pipeline).await?;
-    print!(
+    say!(
         "{}",
         crate::schedule::ledger::table(&records, limit, config.timezone)
-    );
+    )?;
     Ok(0)
 }
 
 /// `flowhealth alerts [--as-of TS] [--dry-run]`.
 async fn alerts(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<i32> {
     let outcome = crate::alert::run(config, as_of, dry_run).await?;
-    print!("{outcome}");
+    say!("{outcome}")?;
     Ok(outcome.exit_code())
 }
 
@@ -470,7 +500,7 @@ async fn query(
     functions: bool,
 ) -> Result<i32> {
     if functions {
-        print!("{}", crate::udf::help(config));
+        say!("{}", crate::udf::help(config))?;
         return Ok(0);
     }
     let sql = match sql {
@@ -487,9 +517,13 @@ async fn query(
     }
     let lake = crate::lake::Lake::open(config)?;
     let engine = crate::engine::Engine::open(config, &lake).await?;
-    let ran = match sql {
-        Some(sql) => crate::engine::query::run(&engine, &sql, format, output).await,
-        None => {
+    let catalog = crate::metrics::catalog(config)?;
+    // The outputs as tables too; the session is closed whatever happens (a cluster's scratch).
+    let registered = crate::schedule::register_output_tables(engine.ctx(), &lake, &catalog).await;
+    let ran = match (registered, sql) {
+        (Err(error), _) => Err(error),
+        (Ok(()), Some(sql)) => crate::engine::query::run(&engine, &sql, format, output).await,
+        (Ok(()), None) => {
             let functions = crate::udf::help(config);
             crate::engine::query::interactive(&engine, format, &functions).await
         }
@@ -539,4 +573,32 @@ fn init_logging(format: LogFormat) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` describes every command and every argument (flags and positionals alike).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() && command.get_long_about().is_none() {
+                missing.push(format!("{path}: no description"));
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {} has no help", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }

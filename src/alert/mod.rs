@@ -429,7 +429,8 @@ async fn deliver(
             Round::Escalation,
             |n| {
                 format!(
-                    "flowhealth escalation: {n} alerts unresolved after {} h",
+                    "flowhealth escalation: {} unresolved after {} h",
+                    crate::metrics::display::count(n, "alert", "alerts"),
                     escalate.after_h
                 )
             },

@@ -383,6 +383,11 @@ pub struct ReportConfig {
     /// Attach the overdue opportunities as CSV to the weekly report.
     #[serde(default = "default_true")]
     pub attach_overdue_csv: bool,
+    /// Display names of stage and action-type codes in the reports (`contract_approval:
+    /// Contract approval`), over the built-in ones of `language` (labels.yaml `codes`); the CSV
+    /// attachment and the lake keep the codes.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Report (`weekly`, `monthly`) -> webhooks (names in `alerts.webhooks`) that get a short
     /// card of it (index, change, top breaches, the link) when it is sent, once each.
     #[serde(default)]
@@ -409,6 +414,7 @@ impl Default for ReportConfig {
             top_overdue: default_top_overdue(),
             heatmap_stores: default_heatmap_stores(),
             attach_overdue_csv: default_true(),
+            labels: BTreeMap::new(),
             channels: BTreeMap::new(),
             link: None,
             industry_advice: BTreeMap::new(),

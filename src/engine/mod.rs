@@ -5,7 +5,10 @@
 //!
 //! Tables: `actions`, `stage_changes`, `opportunities` (the latest snapshot of each opportunity),
 //! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows; the
-//! configured `stages`, `rules_evidence_required` and `rules_store_actions`.
+//! configured `stages`, `rules_evidence_required` and `rules_store_actions`; the table function
+//! `read_parquet('path')` over any folder of the lake ([`tables`]). The outputs flowhealth
+//! writes (metric outputs, breaches, runs) are registered by the modules that know their layout,
+//! through [`tables::register_folder`].
 //!
 //! The SQL runs in this process (`engine.kind: local`, the default) or on an Apache Ballista
 //! cluster ([`cluster`]). The two differ only in how the session is made and where a computed
@@ -16,6 +19,7 @@ pub mod cluster;
 pub mod probe;
 pub mod query;
 pub mod snapshot;
+pub mod tables;
 
 use std::sync::Arc;
 
@@ -98,6 +102,7 @@ impl Engine {
         }
         // After the session is made: a Ballista session replaces the function list it was given.
         crate::udf::register(&ctx, config);
+        tables::register_read_parquet(&ctx, lake, &config.lake.url);
         for (name, sql) in rules::views(config) {
             ctx.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
         }
@@ -341,14 +346,30 @@ fn register(
     Ok(())
 }
 
-/// Names of the tables and views a query can use, for hints.
+/// Names of the tables and views a query can use, for hints and `\d`: those of the default
+/// schema by name, the others qualified (`metrics.evidence_rate`), `information_schema` left out.
 pub(crate) fn table_names(ctx: &SessionContext) -> Vec<String> {
-    let mut names: Vec<String> = ctx
-        .catalog("datafusion")
-        .and_then(|catalog| catalog.schema("public"))
-        .map(|schema| schema.table_names())
-        .unwrap_or_default();
-    names.sort();
+    let Some(catalog) = ctx.catalog("datafusion") else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut schemas = catalog.schema_names();
+    // The default schema first, then the others by name.
+    schemas.sort_by_key(|s| (s != "public", s.clone()));
+    for schema_name in schemas {
+        if schema_name == "information_schema" {
+            continue;
+        }
+        let Some(schema) = catalog.schema(&schema_name) else {
+            continue;
+        };
+        let mut tables = schema.table_names();
+        tables.sort();
+        names.extend(tables.into_iter().map(|t| match schema_name.as_str() {
+            "public" => t,
+            other => format!("{other}.{t}"),
+        }));
+    }
     names
 }
 

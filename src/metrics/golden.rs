@@ -75,8 +75,9 @@ pub async fn run_all(config: &Config, catalog: &Catalog) -> Result<Outcome> {
     }
     let _ = writeln!(
         report,
-        "{} cases, {checked} expectations, {failed} failed",
-        cases.len()
+        "{}, {}, {failed} failed",
+        super::display::count(cases.len(), "case", "cases"),
+        super::display::count(checked, "expectation", "expectations")
     );
     Ok(Outcome {
         report,

@@ -9,7 +9,8 @@
 //!
 //! A period's output and breaches are replaced in one commit, by one writer at a time (the lake
 //! lock `metrics`). The runner writes them; carried state, the golden tests, the reports, the
-//! alerts and the demo read them through here.
+//! alerts and the demo read them through here, and [`register_tables`] makes them SQL tables
+//! (`metrics.<metric>`, `breaches`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-use super::catalog::Metric;
+use super::catalog::{Catalog, Metric};
 use crate::error::{Error, Result};
 use crate::lake::commit::{self, Transaction};
 use crate::lake::lock::LakeLock;
@@ -285,6 +286,130 @@ fn breach_batch(breaches: &[Breach]) -> Result<RecordBatch> {
         ),
     ];
     Ok(RecordBatch::try_from_iter(columns)?)
+}
+
+/// Registers the metric outputs in the lake as SQL tables (`docs/contract.md` section 5), each
+/// over its folder of Parquet files with the period as a column:
+///
+/// - `metrics.<metric>`: the catalog's latest version of the metric (the one `metrics run` and
+///   the reports use), and `metrics.<metric>_v<N>` for every version, the latest included.
+///   Versions are tables of their own because a version may change the columns. A version with
+///   no output yet has no table. Columns: the metric's own, `run_id`, `as_of`, then `period`.
+/// - `breaches`: every metric's breaches, with `metric`, `version` and `period` columns.
+///
+/// A table's columns are those of its most recently written file; older files are read as
+/// those columns (a column they lack is NULL).
+pub async fn register_tables(
+    ctx: &datafusion::prelude::SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+) -> Result<()> {
+    use datafusion::common::TableReference;
+    // Every output file, by (metric, version): the newest one gives the table's columns.
+    let mut newest: std::collections::BTreeMap<(String, u32), object_store::ObjectMeta> =
+        Default::default();
+    for file in lake.list(&["metrics"]).await? {
+        let parts: Vec<String> = lake
+            .relative(&file.location)
+            .split('/')
+            .map(String::from)
+            .collect();
+        let (Some(name), Some(version)) = (
+            parts.get(1).filter(|_| parts.len() == 5),
+            crate::lake::partition_value(&file, "version").and_then(|v| v.parse::<u32>().ok()),
+        ) else {
+            continue;
+        };
+        if !file.location.as_ref().ends_with(".parquet") {
+            continue;
+        }
+        let key = (name.clone(), version);
+        if newest
+            .get(&key)
+            .is_none_or(|seen| seen.last_modified < file.last_modified)
+        {
+            newest.insert(key, file);
+        }
+    }
+    let period = [("period", DataType::Utf8)];
+    for ((name, version), file) in &newest {
+        let Some(schema) = lake.parquet_schema(&file.location).await? else {
+            continue; // replaced or removed meanwhile: the next session sees it
+        };
+        let folder = ["metrics", name.as_str(), &format!("version={version}")];
+        let mut names = vec![format!("{name}_v{version}")];
+        if catalog
+            .latest(name)
+            .is_some_and(|latest| latest.version() == *version)
+        {
+            names.push(name.clone());
+        }
+        for table in names {
+            crate::engine::tables::register_folder(
+                ctx,
+                lake,
+                TableReference::partial("metrics", table),
+                &folder,
+                &period,
+                &schema,
+            )?;
+        }
+    }
+    let breaches = stamp(&breach_batch(&[])?, "", 0)?;
+    crate::engine::tables::register_folder(
+        ctx,
+        lake,
+        TableReference::bare("breaches"),
+        &["breaches"],
+        &[
+            ("metric", DataType::Utf8),
+            ("version", DataType::Int64),
+            ("period", DataType::Utf8),
+        ],
+        &breaches.schema(),
+    )
+}
+
+/// Registers `metrics.<metric>_v<N>` (and `metrics.<metric>` when `metric` is the catalog's
+/// latest version) with the columns its SQL plans to (`planned`), the stamps and `period`, unless
+/// [`register_tables`] found outputs for it: so `validate` plans a pipeline's `sql:` step that
+/// reads a metric an earlier step computes, on a lake without its outputs yet.
+pub(crate) fn register_planned(
+    ctx: &datafusion::prelude::SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+    metric: &Metric,
+    planned: &Schema,
+) -> Result<()> {
+    use datafusion::common::TableReference;
+    let stamped = stamp(&RecordBatch::new_empty(Arc::new(planned.clone())), "", 0)?;
+    let folder = [
+        "metrics",
+        metric.name(),
+        &format!("version={}", metric.version()),
+    ];
+    let mut names = vec![format!("{}_v{}", metric.name(), metric.version())];
+    if catalog
+        .latest(metric.name())
+        .is_some_and(|latest| latest.version() == metric.version())
+    {
+        names.push(metric.name().to_string());
+    }
+    for name in names {
+        let table = TableReference::partial("metrics", name);
+        // An error here is a schema `metrics` not made yet: no outputs at all.
+        if !ctx.table_exist(table.clone()).unwrap_or(false) {
+            crate::engine::tables::register_folder(
+                ctx,
+                lake,
+                table,
+                &folder,
+                &[("period", DataType::Utf8)],
+                &stamped.schema(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The stored rows of `metric` for `periods` as one batch (period, team, owner_id, value): what

@@ -20,6 +20,17 @@ use crate::lake::lock::LakeLock;
 use crate::lake::{Lake, encode_parquet};
 use crate::time::Period;
 
+/// Whether a run delivers what it makes: report emails, alerts and the outbox's waiting
+/// messages. Scheduled and manual runs send; a backfill holds them unless `--send` (recomputing
+/// old periods must not email last quarter's reports to leadership).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Send,
+    /// Reports are rendered into the lake only; alerts are found and not sent; the outbox step
+    /// is skipped.
+    Hold,
+}
+
 /// A run about to start: its ledger record (status `running`).
 pub fn record(
     spec: &PipelineSpec,
@@ -61,13 +72,14 @@ pub async fn execute(
     spec: &PipelineSpec,
     period: &Period,
     mut record: RunRecord,
+    delivery: Delivery,
 ) -> Result<RunRecord> {
     let lock = LakeLock::acquire(lake, &format!("pipeline-{}", spec.name)).await?;
     record.write(lake).await?;
     tracing::info!(pipeline = %spec.name, run_id = %record.run_id, period = %period.id, trigger = %record.trigger, "Run started.");
     let outcome = tokio::time::timeout(
         Duration::from_secs_f64(spec.timeout_s),
-        steps(config, lake, spec, period, &mut record),
+        steps(config, lake, spec, period, &mut record, delivery),
     )
     .await
     .unwrap_or_else(|_| {
@@ -96,6 +108,7 @@ async fn steps(
     spec: &PipelineSpec,
     period: &Period,
     record: &mut RunRecord,
+    delivery: Delivery,
 ) -> Result<()> {
     let mut outputs = Vec::new();
     for (i, step) in spec.steps.iter().enumerate() {
@@ -103,7 +116,7 @@ async fn steps(
         let done = loop {
             attempt += 1;
             record.attempts += 1;
-            match run_step(config, lake, spec, step, period).await {
+            match run_step(config, lake, spec, step, period, delivery).await {
                 Ok(done) => break done,
                 Err(error) if attempt < spec.retries.attempts && error.retryable() => {
                     let wait = spec.retries.backoff(attempt);
@@ -129,7 +142,9 @@ async fn run_step(
     spec: &PipelineSpec,
     step: &Step,
     period: &Period,
+    delivery: Delivery,
 ) -> Result<(i64, Vec<String>)> {
+    let send = delivery == Delivery::Send;
     match step {
         Step::Ingest(names) => {
             let datasets: Vec<_> = names
@@ -142,7 +157,10 @@ async fn run_step(
             }
             Ok((
                 report.totals().landed as i64,
-                vec![format!("ingest: {} files", report.files.len())],
+                vec![format!(
+                    "ingest: {}",
+                    crate::metrics::display::count(report.files.len(), "file", "files")
+                )],
             ))
         }
         Step::Metrics(names) => {
@@ -182,16 +200,23 @@ async fn run_step(
             Ok((rows as i64, written))
         }
         Step::Report(kind) => {
-            let outcome = crate::report::run(config, *kind, Some(&period.id), true).await?;
+            let outcome = crate::report::run(config, *kind, Some(&period.id), send).await?;
             if !outcome.failed.is_empty() {
                 return Err(Error::Several(outcome.failed));
             }
             let mut written = vec![outcome.html];
+            if !send {
+                written.push(format!("{} report not sent", kind.name()));
+            }
             written.extend(outcome.sent.iter().map(|(key, _)| format!("sent {key}")));
             Ok((outcome.sent.len() as i64, written))
         }
         Step::Alerts(_) => {
-            let outcome = crate::alert::run(config, None, false).await?;
+            let outcome = crate::alert::run(config, None, !send).await?;
+            if !send {
+                let found = outcome.unsent.len();
+                return Ok((0, vec![format!("alerts: {found} found, not sent")]));
+            }
             if !outcome.failed.is_empty() {
                 return Err(Error::Several(outcome.failed));
             }
@@ -200,6 +225,7 @@ async fn run_step(
                 vec![format!("alerts: {} sent", outcome.notified.len())],
             ))
         }
+        Step::Outbox(_) if !send => Ok((0, vec!["outbox: not delivered".into()])),
         Step::Outbox(_) => {
             let outcome = crate::report::flush(config).await?;
             if !outcome.failed.is_empty() {
@@ -210,10 +236,13 @@ async fn run_step(
         }
         Step::Sql(sql) => {
             let engine = crate::engine::Engine::open(config, lake).await?;
+            let catalog = crate::metrics::catalog(config)?;
             let params = crate::metrics::run::Params::new(config, period, None);
             // The query is the user's: one that does not plan is theirs to fix, not retried.
             let user_sql = |e| Error::from_user_sql(e, None);
             let computed = async {
+                // The outputs (metrics.<metric>, breaches, runs) are tables too.
+                super::register_output_tables(engine.ctx(), lake, &catalog).await?;
                 let frame = engine.ctx().sql(&sql.query).await.map_err(user_sql)?;
                 let frame = params.bind(frame).map_err(user_sql)?;
                 let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
@@ -249,13 +278,19 @@ pub async fn run_now(config: &Config, name: &str, period: Option<&str>) -> Resul
         None => super::period_for(&spec, config.timezone, now),
     };
     let record = record(&spec, now, &period, Trigger::Manual);
-    execute(config, &lake, &spec, &period, record).await
+    execute(config, &lake, &spec, &period, record, Delivery::Send).await
 }
 
-/// `flowhealth backfill PIPELINE --from ID --to ID`: a run for every period in the range, oldest
-/// first, with a progress bar. Periods with a succeeded run in the ledger are skipped, so an
-/// interrupted backfill resumes where it stopped. Returns the records of the runs it made.
-pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Result<Vec<RunRecord>> {
+/// `flowhealth backfill PIPELINE --from ID --to ID [--send]`: a run for every period in the
+/// range, oldest first, with a progress bar, delivering as `delivery` says. Periods with a
+/// succeeded run in the ledger are skipped, so an interrupted backfill resumes where it stopped.
+/// Returns the records of the runs it made.
+pub async fn backfill(
+    config: &Config,
+    name: &str,
+    (from, to): (&str, &str),
+    delivery: Delivery,
+) -> Result<Vec<RunRecord>> {
     let spec = find(config, name)?;
     let (first, last) = (parse_period(&spec, from)?, parse_period(&spec, to)?);
     if first.start > last.start {
@@ -292,7 +327,7 @@ pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Resu
             );
             let scheduled_for = DateTime::from_timestamp_micros(at).unwrap_or_default();
             let record = record(&spec, scheduled_for, &period, Trigger::Backfill);
-            records.push(execute(config, &lake, &spec, &period, record).await?);
+            records.push(execute(config, &lake, &spec, &period, record, delivery).await?);
         }
         bar.inc(1);
     }
@@ -337,7 +372,14 @@ pub(crate) fn export_columns_problem(
 /// What `validate` finds in the pipelines' `sql:` steps beyond parsing: each query planned with
 /// the parameters of its pipeline's last complete period, its function calls run once on a
 /// column of NULLs (`engine::probe`), and its columns checked against the export's folder.
-pub async fn check_sql(config: &Config, pipelines: &[PipelineSpec]) -> Result<Vec<String>> {
+/// The output tables are there as at run time (`metrics.<metric>`, `breaches`, `runs`); a metric
+/// version without outputs yet has its table with the columns `validate` planned (`planned`).
+pub(crate) async fn check_sql(
+    config: &Config,
+    catalog: &crate::metrics::catalog::Catalog,
+    planned: &crate::metrics::Planned<'_>,
+    pipelines: &[PipelineSpec],
+) -> Result<Vec<String>> {
     let steps: Vec<(&PipelineSpec, usize, &super::pipeline::SqlStep)> = pipelines
         .iter()
         .flat_map(|spec| {
@@ -357,6 +399,10 @@ pub async fn check_sql(config: &Config, pipelines: &[PipelineSpec]) -> Result<Ve
     // Planning needs no cluster: `validate` runs nothing, whatever `engine` says.
     let engine = crate::engine::Engine::local(config, &lake).await?;
     let ctx = engine.ctx();
+    super::register_output_tables(ctx, &lake, catalog).await?;
+    for (metric, schema) in planned {
+        crate::metrics::output::register_planned(ctx, &lake, catalog, metric, schema)?;
+    }
     let mut problems = Vec::new();
     for (spec, i, sql) in steps {
         let field = format!("{}: steps[{i}].sql.query", spec.path.display());

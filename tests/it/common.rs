@@ -188,3 +188,33 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `flowhealth ARGS` in `workspace` on a pseudo-terminal, driven by `steps` (see
+/// `tests/support/pty_session.py`: expect, send, signal), with `HOME` at `home`; returns what it
+/// printed, ending with `exit N`.
+pub fn on_a_terminal(
+    workspace: &Workspace,
+    home: &Path,
+    steps: serde_json::Value,
+    args: &[&str],
+) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pty_session.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(steps.to_string())
+        .arg(env!("CARGO_BIN_EXE_flowhealth"))
+        .args(args)
+        .current_dir(workspace.path())
+        .env("HOME", home)
+        .env("RUST_LOG", "warn")
+        .env_remove("FLOWHEALTH_CONFIG")
+        .output()
+        .expect("python3 runs");
+    let transcript = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{transcript}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    transcript
+}

@@ -117,7 +117,7 @@ fn every_reader_reads_every_area_of_the_demo_lake_alike() {
         "raw/stage_changes",
         "raw/opportunities",
         "quarantine/actions",
-        "metrics/process_health_index/version=1",
+        "metrics/process_health_index/version=2",
         "metrics/evidence_rate/version=3",
         "breaches",
         "runs",

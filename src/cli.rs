@@ -66,6 +66,15 @@ pub enum Command {
         /// Datasets to ingest (actions, stage_changes, opportunities); all when none is given.
         datasets: Vec<String>,
     },
+    /// Check the lake: every Parquet file's footer reads, and every landed inbox file still has
+    /// all the files it landed. Says what `repair` would do about each problem; changes nothing.
+    /// Exit 1 when something is wrong.
+    Doctor,
+    /// Repair what `doctor` finds: set each unreadable file aside in quarantine/_corrupt/ (kept,
+    /// not deleted) and land its inbox file again when the inbox still has it as it was landed;
+    /// for a metric output, a breach list or an export, say what computes it again. Exit 1 when
+    /// rows are still missing (their inbox file is gone).
+    Repair,
     /// Run SQL over the lake. Tables: actions, stage_changes, opportunities (the latest snapshot
     /// of each), opportunity_snapshots, quarantine_<dataset>; each has the `dt` partition column
     /// (a local date), and a filter on it reads only those days. The process-flow functions
@@ -210,7 +219,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(execute(cli))
+    runtime.block_on(async {
+        let result = execute(cli).await;
+        // A lock whose run was stopped (a timeout, Ctrl-C) is released before the process ends.
+        crate::lake::lock::finish_releases().await;
+        result
+    })
 }
 
 /// Loads the configuration and runs the command: one function per command below, each returning
@@ -221,6 +235,8 @@ async fn execute(cli: Cli) -> Result<i32> {
         Command::Validate => validate(&config).await,
         Command::Metrics(command) => metrics(&config, command).await,
         Command::Ingest { datasets } => ingest(&config, &datasets).await,
+        Command::Doctor => doctor(&config).await,
+        Command::Repair => repair(&config).await,
         Command::Demo(args) => crate::demo::run(&config, &args).await,
         Command::Report {
             target,
@@ -246,8 +262,9 @@ async fn execute(cli: Cli) -> Result<i32> {
 /// `flowhealth validate`: the configuration (already loaded), the catalog with every metric's
 /// plan, and the pipelines; every problem at once.
 async fn validate(config: &Config) -> Result<i32> {
-    let catalog = crate::metrics::catalog(config)?;
-    let mut problems = crate::metrics::check_plans(config, &catalog).await?;
+    let catalog = crate::metrics::load_catalog(config)?;
+    let mut problems = crate::metrics::unknown_metrics(config, &catalog);
+    problems.extend(crate::metrics::check_plans(config, &catalog).await?);
     let pipelines = crate::schedule::pipeline::load(config, &catalog).unwrap_or_else(|errors| {
         problems.extend(errors);
         Vec::new()
@@ -327,6 +344,20 @@ async fn ingest(config: &Config, names: &[String]) -> Result<i32> {
     Ok(report.exit_code())
 }
 
+/// `flowhealth doctor`.
+async fn doctor(config: &Config) -> Result<i32> {
+    let diagnosis = crate::ingest::repair::doctor(config).await?;
+    print!("{diagnosis}");
+    Ok(diagnosis.exit_code())
+}
+
+/// `flowhealth repair`.
+async fn repair(config: &Config) -> Result<i32> {
+    let repaired = crate::ingest::repair::repair(config).await?;
+    print!("{repaired}");
+    Ok(repaired.exit_code())
+}
+
 /// `flowhealth report weekly|monthly [--period ID] [--send]` and `flowhealth report outbox`.
 async fn report(
     config: &Config,
@@ -377,7 +408,12 @@ async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> 
 
 /// `flowhealth daemon [--grace S]`.
 async fn daemon(config: &Config, grace: f64) -> Result<i32> {
-    let grace = std::time::Duration::from_secs_f64(grace.max(0.0));
+    if !(grace.is_finite() && (0.0..=86_400.0).contains(&grace)) {
+        return Err(Error::Usage(format!(
+            "--grace {grace}: must be from 0 to 86400 seconds"
+        )));
+    }
+    let grace = crate::config::seconds(grace);
     crate::schedule::daemon::run(config, grace).await
 }
 
@@ -439,7 +475,11 @@ async fn query(
     let lake = crate::lake::Lake::open(config)?;
     let ctx = crate::engine::session(config, &lake).await?;
     match sql {
-        Some(sql) => crate::engine::query::run(&ctx, &sql, format, output).await?,
+        Some(sql) => {
+            if let Err(error) = crate::engine::query::run(&ctx, &sql, format, output).await {
+                return Err(crate::lake::health::name_unreadable(&lake, error).await);
+            }
+        }
         None if output.is_some() => {
             return Err(Error::Usage(
                 "--output needs the SQL as an argument or on standard input".into(),

@@ -2,14 +2,18 @@
 //! "<timestamp>\n<secret>" keyed by the secret) in the query string; the reply's `errcode` must be
 //! 0) and generic JSON hooks (`{"text": ..., "alerts": [...]}`, which Slack-style incoming hooks
 //! show as a message).
-
-use std::time::Duration;
+//!
+//! Webhook URLs are secrets (the token is in the query or the path) and the signature is one too:
+//! every failure is told through [`mask`], the one masking function, before it reaches a log
+//! line, an error, the alert ledger or the run ledger. Every call has a deadline
+//! (`alerts.timeout_s`), so a receiver that accepts and then stalls cannot hold a run.
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::Alert;
+use crate::config::secret::mask;
 use crate::config::{Config, RetryConfig, WebhookConfig, WebhookKind};
 use crate::error::{Error, Result};
 
@@ -45,8 +49,10 @@ impl Hooks {
         } else {
             by_name(&alerts.notify.iter().collect::<Vec<_>>())
         };
+        let deadline = crate::config::seconds(alerts.timeout_s);
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
+            .timeout(deadline)
+            .connect_timeout(deadline)
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the HTTP client: {e}")))?;
         Ok(Hooks {
@@ -101,7 +107,8 @@ impl Hooks {
                     hook.url.expose().to_string()
                 }
             };
-            match self.post(&url, &body, hook.kind).await {
+            let called = self.post(&url, &body, hook.kind).await;
+            match called.map_err(|message| failed(format!("POST {}: {message}", hook.url))) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(webhook = %hook.name, attempt = attempt + 1, error = %e, "Webhook call failed.");
@@ -112,7 +119,14 @@ impl Hooks {
         Err(error)
     }
 
-    async fn post(&self, url: &str, body: &serde_json::Value, kind: WebhookKind) -> Result<()> {
+    /// One call; the error is already masked (it never holds the URL, its token or the
+    /// signature, even when the receiver echoes them).
+    async fn post(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        kind: WebhookKind,
+    ) -> std::result::Result<(), String> {
         let response = self
             .client
             .post(url)
@@ -120,25 +134,19 @@ impl Hooks {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| failed(describe(&e)))?;
+            .map_err(|e| describe(e))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| failed(describe(&e)))?;
+        let text = response.text().await.map_err(describe)?;
+        let excerpt = || mask(&text.chars().take(200).collect::<String>());
         if !status.is_success() {
-            return Err(failed(format!(
-                "HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
-            )));
+            return Err(format!("HTTP {status}: {}", excerpt()));
         }
         // DingTalk answers 200 with an error code in the body (bad signature, rate limit).
         if kind == WebhookKind::Dingtalk {
-            let reply: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
-                failed(format!(
-                    "not a DingTalk reply: {}",
-                    text.chars().take(200).collect::<String>()
-                ))
-            })?;
+            let reply: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|_| format!("not a DingTalk reply: {}", excerpt()))?;
             if reply["errcode"].as_i64() != Some(0) {
-                return Err(failed(format!(
+                return Err(mask(&format!(
                     "DingTalk errcode {}: {}",
                     reply["errcode"], reply["errmsg"]
                 )));
@@ -202,9 +210,16 @@ fn failed(message: String) -> Error {
     }
 }
 
-/// A reqwest error with its causes ("error sending request: connection refused").
-fn describe(error: &reqwest::Error) -> String {
-    crate::error::with_causes(error.to_string(), error)
+/// A reqwest error with its causes ("error sending request: connection refused"), without the
+/// URL it names (the caller says which webhook, masked) and masked all the same.
+fn describe(error: reqwest::Error) -> String {
+    let timed_out = error.is_timeout();
+    let error = error.without_url();
+    let mut message = crate::error::with_causes(error.to_string(), &error);
+    if timed_out {
+        message.push_str(" (alerts.timeout_s)");
+    }
+    mask(&message)
 }
 
 #[cfg(test)]

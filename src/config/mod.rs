@@ -1,20 +1,25 @@
 //! `config.yaml` -> typed [`Config`].
 //!
-//! Loading is: read the file, interpolate `${VAR}` references ([`vars`]), parse YAML, deserialize
-//! each top-level section on its own (so one mistyped key does not hide the next), then run the
-//! semantic checks of [`validation`]. Every problem is collected and reported together, each
-//! naming the file and the key path.
+//! Loading is: read the file, parse it as YAML with `${VAR}` references interpolated inside its
+//! scalars ([`vars`]: a value from the environment arrives byte for byte and is never shown),
+//! deserialize each top-level section on its own, collecting every problem of the section
+//! ([`load`]: a mistyped key does not hide the next), then run the semantic checks of
+//! [`validation`] on every section that could be read. Every problem is collected and reported
+//! together, each naming the file and the key path.
 
+pub(crate) mod load;
+pub mod secret;
 pub(crate) mod validation;
 pub(crate) mod vars;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono_tz::Tz;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
@@ -59,10 +64,25 @@ pub struct StoreConfig {
     /// S3 settings; anything left out is read from the usual `AWS_*` environment variables.
     #[serde(default)]
     pub s3: Option<S3Config>,
+    /// Inbox only: seconds a file must have been left unchanged before it lands (a file
+    /// modified more recently is still being written and waits for the next run). 0 when absent.
+    #[serde(default)]
+    pub settle_s: Option<f64>,
+}
+
+impl StoreConfig {
+    /// A local folder or URL, with nothing else set.
+    pub fn at(url: impl Into<String>) -> StoreConfig {
+        StoreConfig {
+            url: url.into(),
+            s3: None,
+            settle_s: None,
+        }
+    }
 }
 
 /// Connection settings for an S3-compatible store.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// Endpoint URL for S3-compatible servers (MinIO, moto, ...); AWS when absent.
@@ -78,6 +98,28 @@ pub struct S3Config {
     /// Allow plain `http://` endpoints (test servers on loopback).
     #[serde(default)]
     pub allow_http: bool,
+    /// Seconds one request may take, from connecting to the last byte of the answer; a request
+    /// that fails for a reason a retry can help is tried twice more, so a store that accepts and
+    /// then stalls fails the command after about three times this.
+    #[serde(default = "default_s3_timeout_s")]
+    pub timeout_s: f64,
+}
+
+const fn default_s3_timeout_s() -> f64 {
+    30.0
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            timeout_s: default_s3_timeout_s(),
+        }
+    }
 }
 
 /// How each input dataset's files are read and mapped onto the canonical columns.
@@ -448,10 +490,11 @@ pub struct RetryConfig {
 }
 
 impl RetryConfig {
-    /// The wait after failed attempt `attempt` (1-based): `backoff_s`, then twice that, and so on.
-    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+    /// The wait after failed attempt `attempt` (1-based): `backoff_s`, then twice that, and so on
+    /// (at most a day, whatever the numbers: see [`seconds`]).
+    pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        std::time::Duration::from_secs_f64(self.backoff_s * f64::from(factor))
+        seconds(self.backoff_s * f64::from(factor))
     }
 }
 
@@ -484,7 +527,8 @@ pub struct SmtpConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
-    /// Seconds to wait for the server at each step.
+    /// Seconds one delivery attempt may take in all: connecting, TLS, login and sending. A
+    /// server that accepts and then stalls fails the attempt after this long.
     #[serde(default = "default_smtp_timeout_s")]
     pub timeout_s: f64,
     /// A PEM file of extra root certificates to trust (a private CA), besides the system's.
@@ -528,6 +572,9 @@ pub struct AlertsConfig {
     /// Attempts per webhook call and the backoff between them.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Seconds one webhook call may take, from connecting to the answer.
+    #[serde(default = "default_webhook_timeout_s")]
+    pub timeout_s: f64,
 }
 
 impl Default for AlertsConfig {
@@ -540,12 +587,16 @@ impl Default for AlertsConfig {
             deadlines: Vec::new(),
             lookback_days: default_lookback_days(),
             retry: RetryConfig::default(),
+            timeout_s: default_webhook_timeout_s(),
         }
     }
 }
 
 const fn default_lookback_days() -> u32 {
     7
+}
+const fn default_webhook_timeout_s() -> f64 {
+    15.0
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -576,7 +627,8 @@ pub struct WebhookConfig {
     pub name: String,
     /// `dingtalk` (signed robot) or `json` (generic incoming webhook: Slack, Feishu-style).
     pub kind: WebhookKind,
-    pub url: Secret,
+    /// The webhook URL; it holds the channel's token, so it is shown masked everywhere.
+    pub url: secret::SecretUrl,
     /// DingTalk robot signing secret (the robot's "加签" setting).
     #[serde(default)]
     pub secret: Option<Secret>,
@@ -610,10 +662,44 @@ impl fmt::Display for WebhookKind {
     }
 }
 
-/// A value that must never be printed: `Debug` and `Display` show `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A value that must never be printed: `Debug` and `Display` show `***`, and a value of the
+/// wrong type in the file is refused without being shown.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Secret, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("text")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<Secret, E> {
+                Err(not_text())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<Secret, E> {
+                Err(not_text())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<Secret, E> {
+                Err(not_text())
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<Secret, E> {
+                Err(not_text())
+            }
+        }
+        fn not_text<E: serde::de::Error>() -> E {
+            E::custom("a secret must be text: put it in quotes (its value is not shown)")
+        }
+        deserializer.deserialize_string(Text)
+    }
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -630,6 +716,18 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// `s` seconds as a [`Duration`], never panicking: negative or NaN is zero, more than a day (or
+/// infinite) is a day. `validate` refuses such numbers; this keeps a value that got past it
+/// (a computed backoff, a command-line flag) from stopping the process.
+pub fn seconds(s: f64) -> Duration {
+    const DAY: f64 = 86_400.0;
+    if s.is_nan() || s <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(s.min(DAY))
     }
 }
 
@@ -668,10 +766,9 @@ impl Config {
                     .collect(),
             )
         };
-        let text = vars::interpolate(text, env).map_err(fail)?;
-        let root: serde_yaml::Value =
-            serde_yaml::from_str(&text).map_err(|e| fail(vec![format!("not valid YAML: {e}")]))?;
-        let serde_yaml::Value::Mapping(mut root) = root else {
+        let document = vars::parse(text, env).map_err(fail)?;
+        let expanded = document.expanded;
+        let serde_yaml::Value::Mapping(mut root) = document.value else {
             return Err(fail(vec![
                 "expected a mapping of settings at the top level".into(),
             ]));
@@ -680,6 +777,8 @@ impl Config {
         let mut sections = Sections {
             root: &mut root,
             problems: &mut problems,
+            expanded: &expanded,
+            unread: Vec::new(),
         };
         let timezone = sections.take::<String>("timezone", || Some("Asia/Shanghai".into()));
         let timezone = timezone.and_then(|name| match name.parse::<Tz>() {
@@ -691,18 +790,8 @@ impl Config {
                 None
             }
         });
-        let lake = sections.take("lake", || {
-            Some(StoreConfig {
-                url: "./lake".into(),
-                s3: None,
-            })
-        });
-        let inbox = sections.take("inbox", || {
-            Some(StoreConfig {
-                url: "./inbox".into(),
-                s3: None,
-            })
-        });
+        let lake = sections.take("lake", || Some(StoreConfig::at("./lake")));
+        let inbox = sections.take("inbox", || Some(StoreConfig::at("./inbox")));
         let queries = sections.take("queries", || Some("./queries".to_string()));
         let pipelines = sections.take("pipelines", || Some("./pipelines".to_string()));
         let datasets = sections.take("datasets", || Some(DatasetsConfig::default()));
@@ -714,6 +803,7 @@ impl Config {
         let report = sections.take("report", || Some(ReportConfig::default()));
         let email = sections.take("email", || Some(EmailConfig::default()));
         let alerts = sections.take("alerts", || Some(AlertsConfig::default()));
+        let unread = std::mem::take(&mut sections.unread);
         for key in root.keys() {
             problems.push(format!(
                 "{}: unknown setting (expected one of timezone, lake, inbox, queries, pipelines, datasets, stages, rules, \
@@ -721,59 +811,28 @@ impl Config {
                 serde_yaml::to_string(key).unwrap_or_default().trim()
             ));
         }
-        let (
-            Some(timezone),
-            Some(lake),
-            Some(inbox),
-            Some(queries),
-            Some(pipelines),
-            Some(datasets),
-            Some(stages),
-            Some(rules),
-            Some(thresholds),
-            Some(index_weights),
-            Some(calendar),
-            Some(report),
-            Some(email),
-            Some(alerts),
-        ) = (
-            timezone,
-            lake,
-            inbox,
-            queries,
-            pipelines,
-            datasets,
-            stages,
-            rules,
-            thresholds,
-            index_weights,
-            calendar,
-            report,
-            email,
-            alerts,
-        )
-        else {
-            return Err(fail(problems));
-        };
+        // A section that could not be read stands in with its default, so that the checks of
+        // every other section still run (and that one's are left out).
         let config = Config {
             source: source.to_string(),
             base_dir,
-            timezone,
-            lake,
-            inbox,
-            queries,
-            pipelines,
-            datasets,
-            stages,
-            rules,
-            thresholds,
-            index_weights,
-            calendar,
-            report,
-            email,
-            alerts,
+            timezone: timezone.unwrap_or(Tz::UTC),
+            lake: lake.unwrap_or_else(|| StoreConfig::at("./lake")),
+            inbox: inbox.unwrap_or_else(|| StoreConfig::at("./inbox")),
+            queries: queries.unwrap_or_default(),
+            pipelines: pipelines.unwrap_or_default(),
+            datasets: datasets.unwrap_or_default(),
+            stages: stages.unwrap_or_default(),
+            rules: rules.unwrap_or_default(),
+            thresholds: thresholds.unwrap_or_default(),
+            index_weights: index_weights.unwrap_or_default(),
+            calendar: calendar.unwrap_or_default(),
+            report: report.unwrap_or_default(),
+            email: email.unwrap_or_default(),
+            alerts: alerts.unwrap_or_default(),
         };
-        problems.extend(validation::check(&config));
+        problems.extend(validation::check(&config, &unread));
+        let problems: Vec<String> = problems.iter().map(|p| expanded.hide(p)).collect();
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -805,16 +864,20 @@ impl Config {
     }
 }
 
-/// Takes top-level sections out of the YAML mapping one at a time, collecting problems.
+/// Takes top-level sections out of the YAML mapping one at a time, collecting every problem of
+/// each ([`load::typed`]) and which sections could not be read at all.
 struct Sections<'a> {
     root: &'a mut serde_yaml::Mapping,
     problems: &'a mut Vec<String>,
+    expanded: &'a vars::Expanded,
+    /// Sections left at their default because they could not be read.
+    unread: Vec<&'static str>,
 }
 
 impl Sections<'_> {
     fn take<T: DeserializeOwned>(
         &mut self,
-        key: &str,
+        key: &'static str,
         default: impl FnOnce() -> Option<T>,
     ) -> Option<T> {
         match self.root.remove(key) {
@@ -823,22 +886,19 @@ impl Sections<'_> {
                 if value.is_none() {
                     self.problems
                         .push(format!("{key}: missing (it is required)"));
+                    self.unread.push(key);
                 }
                 value
             }
-            Some(value) => match serde_path_to_error::deserialize::<_, T>(value) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    let path = e.path().to_string();
-                    let at = match path.as_str() {
-                        "." => key.to_string(),
-                        index if index.starts_with('[') => format!("{key}{index}"),
-                        field => format!("{key}.{field}"),
-                    };
-                    self.problems.push(format!("{at}: {}", e.into_inner()));
-                    None
+            Some(value) => {
+                let (typed, problems) =
+                    load::typed::<T>(value, &[load::Seg::Key(key.into())], self.expanded);
+                self.problems.extend(problems);
+                if typed.is_none() {
+                    self.unread.push(key);
                 }
-            },
+                typed
+            }
         }
     }
 }

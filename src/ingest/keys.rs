@@ -144,9 +144,12 @@ impl KeyHasher {
     }
 }
 
-/// The keys of every row of `dataset` already in the lake, reading only the key columns.
-pub async fn load(lake: &Lake, dataset: Dataset) -> Result<KeySet> {
+/// The keys of every row of `dataset` already in the lake, reading only the key columns, and
+/// the files that could not be read (lake-relative path and why): a truncated or foreign Parquet
+/// file is named and passed over, so it does not stop every later ingest of the dataset.
+pub async fn load(lake: &Lake, dataset: Dataset) -> Result<(KeySet, Vec<String>)> {
     let mut keys = KeySet::default();
+    let mut unreadable = Vec::new();
     let mut hasher = KeyHasher::new(dataset);
     for object in lake.list(&["raw", dataset.name()]).await? {
         if !object.location.as_ref().ends_with(".parquet") {
@@ -155,21 +158,36 @@ pub async fn load(lake: &Lake, dataset: Dataset) -> Result<KeySet> {
         let Some(bytes) = lake.get(&object.location).await? else {
             continue;
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-        let schema = builder.parquet_schema();
-        let wanted = dataset.key_columns();
-        let indices =
-            (0..schema.num_columns()).filter(|&i| wanted.contains(&schema.column(i).name()));
-        let mask = ProjectionMask::leaves(schema, indices);
-        for batch in builder
-            .with_projection(mask)
-            .with_batch_size(64 * 1024)
-            .build()?
-        {
-            hasher.add_batch(dataset, &batch?, &mut keys)?;
+        if let Err(e) = add_file(&mut hasher, dataset, bytes, &mut keys) {
+            let file = lake.relative(&object.location);
+            tracing::error!(%file, error = %e, "A Parquet file of the lake cannot be read.");
+            unreadable.push(format!("{file}: cannot be read ({e})"));
         }
     }
-    Ok(keys)
+    Ok((keys, unreadable))
+}
+
+/// Adds the keys of one `raw/` file.
+fn add_file(
+    hasher: &mut KeyHasher,
+    dataset: Dataset,
+    bytes: bytes::Bytes,
+    keys: &mut KeySet,
+) -> Result<()> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let schema = builder.parquet_schema();
+    let wanted = dataset.key_columns();
+    let indices =
+        (0..schema.num_columns()).filter(|&i| wanted.contains(&schema.column(i).name()));
+    let mask = ProjectionMask::leaves(schema, indices);
+    for batch in builder
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()?
+    {
+        hasher.add_batch(dataset, &batch?, keys)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,12 +10,18 @@
 //!   ([`Dataset::key_columns`]) is already in the lake, or earlier in the same file, is counted as
 //!   a duplicate. A file that changed since it was ingested is reported as such.
 //! - One run at a time, enforced by a lock in the lake.
+//! - A file still being written waits, a file that is not text is rejected, and the report says
+//!   what the ledger knows of each file ([`arrival`]).
+//! - A Parquet file of `raw/` that cannot be read is named, the other files still land, and
+//!   `flowhealth doctor` / `repair` ([`repair`]) set it aside and land its input again.
 //!
 //! For every file: landed + quarantined + duplicates = rows read.
 
+pub(crate) mod arrival;
 pub(crate) mod buffer;
 pub(crate) mod keys;
 pub(crate) mod reader;
+pub mod repair;
 pub(crate) mod source;
 pub(crate) mod validate;
 
@@ -57,6 +63,9 @@ pub enum FileStatus {
     Rejected,
     /// Failed for a reason outside the file (storage); nothing of it landed.
     Failed,
+    /// Still being written (modified within `inbox.settle_s`, or its last line has no line end
+    /// yet): nothing of it landed; a later run lands it.
+    Waiting,
 }
 
 impl fmt::Display for FileStatus {
@@ -67,6 +76,7 @@ impl fmt::Display for FileStatus {
             FileStatus::AlreadyIngested => "already ingested",
             FileStatus::Rejected => "rejected",
             FileStatus::Failed => "failed",
+            FileStatus::Waiting => "waiting",
         })
     }
 }
@@ -114,6 +124,10 @@ pub struct IngestReport {
     pub recovered: usize,
     /// Where the files were looked for, for messages.
     pub inbox: String,
+    /// Parquet files of `raw/` that could not be read (lake-relative path: why). Their rows
+    /// are not deduplicated against until `flowhealth repair` sets them aside and lands their
+    /// inputs again.
+    pub corrupt: Vec<String>,
 }
 
 impl IngestReport {
@@ -126,38 +140,57 @@ impl IngestReport {
         })
     }
 
-    /// 0 when every file was ingested (quarantined rows are not a failure: they are accounted
-    /// for), 2 when a file was rejected as bad input, 1 when storage failed.
+    /// 0 when every file was ingested or waits for its writer (quarantined rows are not a
+    /// failure: they are accounted for), 2 when a file was rejected as bad input, 1 when storage
+    /// failed or the lake holds a file that cannot be read.
     pub fn exit_code(&self) -> i32 {
-        if self.files.iter().any(|f| f.status == FileStatus::Failed) {
-            1
-        } else if self.files.iter().any(|f| f.status == FileStatus::Rejected) {
-            2
-        } else {
-            0
-        }
+        self.failure().map_or(0, |e| e.exit_code())
     }
 
-    /// The files that failed at run time, as one error with the whole report (a rejected file
-    /// is the input's to fix and is not a failure of the run); `None` when no file failed.
-    /// Retryable when every failed file is.
+    /// What went wrong, as one error with the whole report, in the domain that sets the exit
+    /// status: a file that failed at run time (external; retryable when every such file is),
+    /// else an unreadable file in the lake (internal), else a rejected file (the user's).
+    /// `None` when nothing did. A pipeline's `ingest` step fails with it, as the command does.
     pub fn failure(&self) -> Option<Error> {
-        let failed: Vec<&FileOutcome> = self
-            .files
-            .iter()
-            .filter(|f| f.status == FileStatus::Failed)
-            .collect();
-        (!failed.is_empty()).then(|| Error::Reported {
+        let of = |status| self.files.iter().filter(move |f| f.status == status);
+        let (domain, retryable) = if of(FileStatus::Failed).next().is_some() {
+            (Domain::External, of(FileStatus::Failed).all(|f| f.retryable))
+        } else if !self.corrupt.is_empty() {
+            (Domain::Internal, false)
+        } else if of(FileStatus::Rejected).next().is_some() {
+            (Domain::User, false)
+        } else {
+            return None;
+        };
+        Some(Error::Reported {
             message: self.to_string(),
-            domain: Domain::External,
-            retryable: failed.iter().all(|f| f.retryable),
+            domain,
+            retryable,
         })
+    }
+
+    /// One line for a run ledger: `ingest: 3 files (2 ingested, 1 waiting)`.
+    pub fn summary(&self) -> String {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for file in &self.files {
+            *counts.entry(file.status.to_string()).or_default() += 1;
+        }
+        let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        format!(
+            "ingest: {} files{}",
+            self.files.len(),
+            if counts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", counts.join(", "))
+            }
+        )
     }
 }
 
 impl fmt::Display for IngestReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.files.is_empty() {
+        if self.files.is_empty() && self.corrupt.is_empty() {
             return writeln!(
                 f,
                 "no files to ingest in {}/<dataset>/ (datasets: actions, stage_changes, opportunities)",
@@ -206,6 +239,18 @@ impl fmt::Display for IngestReport {
                 self.recovered
             )?;
         }
+        for corrupt in &self.corrupt {
+            writeln!(f, "{corrupt}")?;
+        }
+        if !self.corrupt.is_empty() {
+            writeln!(
+                f,
+                "the lake holds {} Parquet file(s) that cannot be read; the other files landed, but rows repeating \
+                 theirs could not be told apart: run `flowhealth doctor` to see what `flowhealth repair` will do \
+                 (set them aside in quarantine/_corrupt/ and land their inbox files again)",
+                self.corrupt.len()
+            )?;
+        }
         Ok(())
     }
 }
@@ -231,6 +276,9 @@ struct Ingest<'c> {
     lake: Lake,
     inbox: Lake,
     ingested_at: DateTime<Utc>,
+    /// Only these inbox files (by name), when set: `repair` lands the inputs of what it set
+    /// aside, and nothing else.
+    only: Option<HashSet<String>>,
 }
 
 impl<'c> Ingest<'c> {
@@ -240,6 +288,7 @@ impl<'c> Ingest<'c> {
             lake,
             inbox,
             ingested_at: Utc::now(),
+            only: None,
         }
     }
 
@@ -253,7 +302,12 @@ impl<'c> Ingest<'c> {
             report.recovered += self.remove_uncommitted(dataset, &ledger).await?;
             let mut keys: Option<KeySet> = None;
             for file in source::list(&self.inbox, dataset).await? {
-                let outcome = self.ingest_file(&file, &mut ledger, &mut keys).await;
+                if self.only.as_ref().is_some_and(|only| !only.contains(&file.name)) {
+                    continue;
+                }
+                let outcome = self
+                    .ingest_file(&file, &mut ledger, &mut keys, &mut report.corrupt)
+                    .await;
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
                     Err(e) => FileOutcome {
@@ -351,6 +405,7 @@ impl<'c> Ingest<'c> {
         file: &InboxFile,
         ledger: &mut BTreeMap<String, LedgerEntry>,
         keys: &mut Option<KeySet>,
+        corrupt: &mut Vec<String>,
     ) -> Result<FileOutcome> {
         let dataset = file.dataset;
         let rejected = |reason: String| Error::InputFile {
@@ -358,7 +413,6 @@ impl<'c> Ingest<'c> {
             reason,
         };
         let format = source::format_of(&file.name).map_err(rejected)?;
-        let prepared = source::prepare(&self.inbox, file).await?;
         let outcome = |status, counts, message| FileOutcome {
             dataset,
             source: file.name.clone(),
@@ -367,6 +421,11 @@ impl<'c> Ingest<'c> {
             message,
             retryable: false,
         };
+        let settle_s = self.config.inbox.settle_s.unwrap_or(0.0);
+        if let Some(why) = arrival::waiting_for_writer(file.modified, self.ingested_at, settle_s) {
+            return Ok(outcome(FileStatus::Waiting, Counts::default(), Some(why)));
+        }
+        let prepared = source::prepare(&self.inbox, file).await?;
         if let Some(entry) = ledger.get(&prepared.content_hash) {
             let message =
                 (entry.source != file.name).then(|| format!("same content as {}", entry.source));
@@ -378,6 +437,17 @@ impl<'c> Ingest<'c> {
         }
         if prepared.size == 0 {
             return Err(rejected("the file is empty: expected a header row".into()));
+        }
+        if format != Format::Xlsx {
+            let head = arrival::head(&prepared.path).map_err(|e| Error::io(&prepared.path, e))?;
+            if let Some(why) = arrival::not_text(&head) {
+                return Err(rejected(why));
+            }
+            let cut = arrival::unterminated(&prepared.path, format, prepared.size)
+                .map_err(|e| Error::io(&prepared.path, e))?;
+            if let Some(why) = cut {
+                return Ok(outcome(FileStatus::Waiting, Counts::default(), Some(why)));
+            }
         }
         let previous = ledger
             .values()
@@ -392,7 +462,9 @@ impl<'c> Ingest<'c> {
             )
         });
         if keys.is_none() {
-            *keys = Some(keys::load(&self.lake, dataset).await?);
+            let (loaded, unreadable) = keys::load(&self.lake, dataset).await?;
+            corrupt.extend(unreadable);
+            *keys = Some(loaded);
         }
         let known = Arc::new(keys.take().expect("loaded above"));
         let result = self.land(file, format, &prepared, known.clone()).await;
@@ -419,7 +491,11 @@ impl<'c> Ingest<'c> {
         } else {
             FileStatus::Ingested
         };
-        Ok(outcome(status, counts, changed))
+        // Changed: the ledger knew the name. Otherwise the name and the content are new to it,
+        // and rows it repeats are worth saying (an edited copy sent under another name).
+        let message =
+            changed.or_else(|| arrival::repeated_rows(counts.duplicates, counts.rows_read));
+        Ok(outcome(status, counts, message))
     }
 
     /// Parses, validates and writes one file. On failure, whatever it wrote is removed again.

@@ -22,6 +22,7 @@ use super::catalog::{Catalog, Metric};
 use super::output::{self, Breach};
 use crate::config::{Config, Threshold};
 use crate::error::{Error, Result};
+use crate::lake::health;
 use crate::lake::Lake;
 use crate::time::Period;
 
@@ -141,8 +142,10 @@ pub async fn run(
     let started = Instant::now();
     let ctx = crate::engine::session(config, lake).await?;
     // The latest opportunity snapshot, from the one the previous run kept (see `snapshot.rs`).
-    if selected.iter().any(|m| m.sql.contains("opportunities")) {
-        crate::engine::snapshot::register_opportunities(&ctx, lake).await?;
+    if selected.iter().any(|m| m.sql.contains("opportunities"))
+        && let Err(error) = crate::engine::snapshot::register_opportunities(&ctx, lake).await
+    {
+        return Err(health::name_unreadable(lake, error).await);
     }
     tracing::debug!("session ready in {:?}", started.elapsed());
     let run_id = format!(
@@ -231,6 +234,24 @@ pub async fn run(
                 failed.insert(metric.name().to_string(), copy);
             }
             outcomes.push(outcome);
+        }
+    }
+    // A metric that failed on a file of the lake that cannot be read says which file, and what
+    // to do (the lake is scanned once, however many failed).
+    if outcomes
+        .iter()
+        .any(|o| o.result.as_ref().is_err_and(health::is_unreadable_file))
+    {
+        let found = health::unreadable(lake).await?;
+        if !found.is_empty() {
+            for outcome in &mut outcomes {
+                if let Err(error) = &outcome.result
+                    && health::is_unreadable_file(error)
+                {
+                    let error = std::mem::replace(&mut outcome.result, Ok(0));
+                    outcome.result = Err(health::named(error.err().expect("checked"), &found));
+                }
+            }
         }
     }
     Ok(Report { run_id, outcomes })

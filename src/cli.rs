@@ -230,9 +230,12 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// Loads the configuration and runs the command: one function per command below, each returning
 /// the exit status (after mini-redis's `src/cmd/`, one handler per command).
 async fn execute(cli: Cli) -> Result<i32> {
+    if let Command::Validate = cli.command {
+        return validate(cli.config.as_deref()).await;
+    }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
-        Command::Validate => validate(&config).await,
+        Command::Validate => unreachable!("validated above"),
         Command::Metrics(command) => metrics(&config, command).await,
         Command::Ingest { datasets } => ingest(&config, &datasets).await,
         Command::Doctor => doctor(&config).await,
@@ -259,12 +262,25 @@ async fn execute(cli: Cli) -> Result<i32> {
     }
 }
 
-/// `flowhealth validate`: the configuration (already loaded), the catalog with every metric's
-/// plan, and the pipelines; every problem at once.
-async fn validate(config: &Config) -> Result<i32> {
-    let catalog = crate::metrics::load_catalog(config)?;
-    let mut problems = crate::metrics::unknown_metrics(config, &catalog);
-    problems.extend(crate::metrics::check_plans(config, &catalog).await?);
+/// `flowhealth validate`: the configuration, the catalog with every metric's plan, and the
+/// pipelines; every problem at once. A configuration with problems is still read as far as it
+/// goes, so the pipelines are checked in the same run (the plans only against a sound one).
+async fn validate(path: Option<&std::path::Path>) -> Result<i32> {
+    let (config, mut problems) = read_config(path)?;
+    let config = &config;
+    let catalog = crate::metrics::load_catalog(config);
+    let catalog = match catalog {
+        Ok(catalog) => catalog,
+        Err(Error::Config(more)) if !problems.is_empty() => {
+            problems.extend(more);
+            return Err(Error::Config(problems));
+        }
+        Err(error) => return Err(error),
+    };
+    problems.extend(crate::metrics::unknown_metrics(config, &catalog));
+    if problems.is_empty() {
+        problems.extend(crate::metrics::check_plans(config, &catalog).await?);
+    }
     let pipelines = crate::schedule::pipeline::load(config, &catalog).unwrap_or_else(|errors| {
         problems.extend(errors);
         Vec::new()
@@ -494,12 +510,23 @@ async fn query(
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    let (config, problems) = read_config(path)?;
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Error::Config(problems))
+    }
+}
+
+/// The configuration `--config` names, else `./config.yaml`, else the embedded one, as far as
+/// it can be read, with its problems.
+fn read_config(path: Option<&std::path::Path>) -> Result<(Config, Vec<String>)> {
     match path {
-        Some(path) => Config::load(Some(path)),
+        Some(path) => Config::read(Some(path)),
         None if std::path::Path::new("config.yaml").exists() => {
-            Config::load(Some(std::path::Path::new("config.yaml")))
+            Config::read(Some(std::path::Path::new("config.yaml")))
         }
-        None => Config::load(None),
+        None => Config::read(None),
     }
 }
 

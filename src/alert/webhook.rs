@@ -107,7 +107,7 @@ impl Hooks {
                     hook.url.expose().to_string()
                 }
             };
-            let called = self.post(&url, &body, hook.kind).await;
+            let called = self.post(&url, &body, hook).await;
             match called.map_err(|message| failed(format!("POST {}: {message}", hook.url))) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -125,7 +125,7 @@ impl Hooks {
         &self,
         url: &str,
         body: &serde_json::Value,
-        kind: WebhookKind,
+        hook: &WebhookConfig,
     ) -> std::result::Result<(), String> {
         let response = self
             .client
@@ -137,19 +137,17 @@ impl Hooks {
             .map_err(|e| describe(e))?;
         let status = response.status();
         let text = response.text().await.map_err(describe)?;
-        let excerpt = || mask(&text.chars().take(200).collect::<String>());
+        let excerpt = || scrub(&text.chars().take(200).collect::<String>(), hook);
         if !status.is_success() {
             return Err(format!("HTTP {status}: {}", excerpt()));
         }
         // DingTalk answers 200 with an error code in the body (bad signature, rate limit).
-        if kind == WebhookKind::Dingtalk {
+        if hook.kind == WebhookKind::Dingtalk {
             let reply: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|_| format!("not a DingTalk reply: {}", excerpt()))?;
             if reply["errcode"].as_i64() != Some(0) {
-                return Err(mask(&format!(
-                    "DingTalk errcode {}: {}",
-                    reply["errcode"], reply["errmsg"]
-                )));
+                let reply = format!("DingTalk errcode {}: {}", reply["errcode"], reply["errmsg"]);
+                return Err(scrub(&reply, hook));
             }
         }
         Ok(())
@@ -208,6 +206,26 @@ fn failed(message: String) -> Error {
         message,
         permanent: false,
     }
+}
+
+/// A receiver's reply (which may repeat the URL it was called with, without its scheme and
+/// host) without this hook's secret pieces: the path after its first segment, the query's
+/// values, the signing secret; then through [`mask`], as every message is.
+fn scrub(text: &str, hook: &WebhookConfig) -> String {
+    let mut out = text.to_string();
+    if let Ok(url) = reqwest::Url::parse(hook.url.expose()) {
+        let path = url.path_segments().into_iter().flatten().skip(1);
+        let query = url.query_pairs().map(|(_, v)| v.into_owned());
+        let mut pieces: Vec<String> = path.map(String::from).chain(query).collect();
+        pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for piece in pieces.iter().filter(|p| p.len() >= 4) {
+            out = out.replace(piece.as_str(), "***");
+        }
+    }
+    if let Some(secret) = hook.secret.as_ref().filter(|s| !s.expose().is_empty()) {
+        out = out.replace(secret.expose(), "***");
+    }
+    mask(&out)
 }
 
 /// A reqwest error with its causes ("error sending request: connection refused"), without the

@@ -38,14 +38,50 @@ pub fn display(path: &[Seg]) -> String {
     out
 }
 
+/// Which elements of each sequence are still there after some were taken out: the file's index
+/// of each, so that a later message about element `i` names the one of the file.
+#[derive(Debug, Default, Clone)]
+pub struct Kept(BTreeMap<String, Vec<usize>>);
+
+impl Kept {
+    /// `message` with each `path[i]` of a sequence that lost elements turned into the file's
+    /// index (`stages[1]` is the file's `stages[2]` when `stages[0]` was taken out).
+    pub fn reindex(&self, message: &str) -> String {
+        let mut out = message.to_string();
+        for (path, kept) in &self.0 {
+            let needle = format!("{path}[");
+            let mut rebuilt = String::with_capacity(out.len());
+            let mut rest = out.as_str();
+            while let Some(at) = rest.find(&needle) {
+                let after = &rest[at + needle.len()..];
+                let digits = after.chars().take_while(char::is_ascii_digit).count();
+                rebuilt.push_str(&rest[..at + needle.len()]);
+                match after[..digits].parse::<usize>().ok().and_then(|i| kept.get(i)) {
+                    Some(original) => rebuilt.push_str(&original.to_string()),
+                    None => rebuilt.push_str(&after[..digits]),
+                }
+                rest = &after[digits..];
+            }
+            rebuilt.push_str(rest);
+            out = rebuilt;
+        }
+        out
+    }
+
+    /// Both lists.
+    pub fn extend(&mut self, other: Kept) {
+        self.0.extend(other.0);
+    }
+}
+
 /// Deserializes `value`, found at `at` in its document, as `T`. Returns `T` (built from what is
-/// left when some values had to be taken out) unless nothing usable was left, and every
-/// problem as `key.path: message`.
+/// left when some values had to be taken out) unless nothing usable was left, every problem as
+/// `key.path: message`, and which sequence elements are left.
 pub fn typed<T: DeserializeOwned>(
     value: Value,
     at: &[Seg],
     expanded: &Expanded,
-) -> (Option<T>, Vec<String>) {
+) -> (Option<T>, Vec<String>, Kept) {
     let mut tree = Tree {
         value,
         shifts: BTreeMap::new(),
@@ -53,15 +89,26 @@ pub fn typed<T: DeserializeOwned>(
     let mut problems = Vec::new();
     let mut removed: BTreeSet<Vec<Seg>> = BTreeSet::new();
     let mut retyped: BTreeSet<Vec<Seg>> = BTreeSet::new();
+    let kept = |tree: &Tree| {
+        Kept(
+            tree.shifts
+                .iter()
+                .map(|(path, kept)| {
+                    let full: Vec<Seg> = at.iter().chain(path).cloned().collect();
+                    (display(&full), kept.clone())
+                })
+                .collect(),
+        )
+    };
     // Each round takes a value out or reads one as YAML, so this ends; the bound is a guard.
     for _ in 0..10_000 {
         let error = match serde_path_to_error::deserialize::<_, T>(tree.value.clone()) {
-            Ok(typed) => return (Some(typed), problems),
+            Ok(typed) => return (Some(typed), problems, kept(&tree)),
             Err(error) => error,
         };
         let Some(current) = segments(error.path()) else {
             problems.push(locate_message(at, &[], &error.inner().to_string(), expanded));
-            return (None, problems);
+            return (None, problems, kept(&tree));
         };
         let original = tree.original(&current);
         let message = error.into_inner().to_string();
@@ -77,36 +124,50 @@ pub fn typed<T: DeserializeOwned>(
             continue;
         }
 
-        let consequence = missing_field(&message).is_some_and(|field| {
-            let mut path = original.clone();
-            path.push(Seg::Key(field.to_string()));
-            removed.contains(&path)
-        });
+        // A problem that follows from a value taken out is not reported again: the field that
+        // is now missing, or a value left with no part that says what it is (a step without
+        // its kind). Another missing field is a problem of its own.
+        let consequence = match missing_field(&message) {
+            Some(field) => {
+                let mut path = original.clone();
+                path.push(Seg::Key(field.to_string()));
+                removed.contains(&path)
+            }
+            None => removed
+                .iter()
+                .any(|path| path.len() == original.len() + 1 && path.starts_with(&original)),
+        };
         if !consequence {
             problems.push(locate_message(at, &original, &message, expanded));
         }
         if current.is_empty() || !tree.remove(&current) {
-            return (None, problems);
+            return (None, problems, kept(&tree));
         }
         removed.insert(original);
     }
     problems.push(format!("{}: too many problems to list", display(at)));
-    (None, problems)
+    (None, problems, kept(&tree))
 }
 
 /// [`typed`] for a whole document, the first problem with its line (serde_yaml says where it
 /// is when it reads the text itself; the later ones name their key path only).
-pub fn typed_document<T: DeserializeOwned>(document: &Document) -> (Option<T>, Vec<String>) {
-    let (typed, mut problems) = self::typed::<T>(document.value.clone(), &[], &document.expanded);
+pub fn typed_document<T: DeserializeOwned>(
+    document: &Document,
+) -> (Option<T>, Vec<String>, Kept) {
+    let (typed, mut problems, kept) =
+        self::typed::<T>(document.value.clone(), &[], &document.expanded);
     if let Some(first) = problems.first_mut()
         && let Err(located) = serde_yaml::from_str::<T>(&document.marked)
     {
+        // serde_yaml names the path its own way (`steps[0]` for an unknown key in it); the
+        // message after the path is the same.
         let located = located.to_string();
-        if located.starts_with(first.as_str()) {
-            *first = located;
+        let message = first.split_once(": ").map_or(first.as_str(), |(_, m)| m);
+        if located.contains(message) {
+            *first = document.expanded.hide(&located);
         }
     }
-    (typed, problems)
+    (typed, problems, kept)
 }
 
 /// `key.path: message`, the message saying which reference a value came from instead of
@@ -277,8 +338,12 @@ mod tests {
             "name: [x]\nservers:\n  - { host: a, port: high }\n  - { port: 1 }\n  - { host: c, tls: maybe, colour: red }\nretries: -1\n",
         )
         .unwrap();
-        let (section, problems) =
+        let (section, problems, kept) =
             typed::<Section>(value, &[Seg::Key("mail".into())], &Expanded::default());
+        assert_eq!(
+            kept.reindex("mail.servers[1].host: a later check"),
+            "mail.servers[2].host: a later check"
+        );
         let section = section.expect("what is left still makes a section");
         assert_eq!(section.servers.len(), 2, "the server without a host is dropped");
         assert_eq!(problems.len(), 6, "{problems:#?}");
@@ -310,7 +375,7 @@ mod tests {
             env,
         )
         .unwrap();
-        let (section, problems) = typed::<Section>(doc.value, &[], &doc.expanded);
+        let (section, problems, _) = typed::<Section>(doc.value, &[], &doc.expanded);
         assert_eq!(section.unwrap().servers[0].port, 2525);
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert_eq!(

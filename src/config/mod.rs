@@ -734,19 +734,29 @@ pub fn seconds(s: f64) -> Duration {
 impl Config {
     /// Loads `path`, or the embedded default configuration when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Config> {
+        let (config, problems) = Config::read(path)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Config(problems))
+        }
+    }
+
+    /// Loads `path` (or the embedded configuration) as far as it can be read, with every
+    /// problem: a setting that could not be read stands in with its default, so that
+    /// `validate` can go on to check what depends on the config (the pipelines) in the same run.
+    /// An error only when there is no configuration to speak of (no file, not YAML).
+    pub fn read(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
+        let env = |k: &str| std::env::var(k).ok();
         match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     Error::Config(vec![format!("{}: cannot read: {e}", path.display())])
                 })?;
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                Config::parse(&text, &path.display().to_string(), base, |k| {
-                    std::env::var(k).ok()
-                })
+                Config::read_text(&text, &path.display().to_string(), base, env)
             }
-            None => Config::parse(EMBEDDED, EMBEDDED_SOURCE, PathBuf::from("."), |k| {
-                std::env::var(k).ok()
-            }),
+            None => Config::read_text(EMBEDDED, EMBEDDED_SOURCE, PathBuf::from("."), env),
         }
     }
 
@@ -758,6 +768,22 @@ impl Config {
         base_dir: PathBuf,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config> {
+        let (config, problems) = Config::read_text(text, source, base_dir, env)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Config(problems))
+        }
+    }
+
+    /// [`Config::parse`], returning the config as far as it could be read with every problem
+    /// (each `source: key: message`).
+    fn read_text(
+        text: &str,
+        source: &str,
+        base_dir: PathBuf,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Config, Vec<String>)> {
         let fail = |problems: Vec<String>| {
             Error::Config(
                 problems
@@ -779,6 +805,7 @@ impl Config {
             problems: &mut problems,
             expanded: &expanded,
             unread: Vec::new(),
+            kept: load::Kept::default(),
         };
         let timezone = sections.take::<String>("timezone", || Some("Asia/Shanghai".into()));
         let timezone = timezone.and_then(|name| match name.parse::<Tz>() {
@@ -804,6 +831,7 @@ impl Config {
         let email = sections.take("email", || Some(EmailConfig::default()));
         let alerts = sections.take("alerts", || Some(AlertsConfig::default()));
         let unread = std::mem::take(&mut sections.unread);
+        let kept = std::mem::take(&mut sections.kept);
         for key in root.keys() {
             problems.push(format!(
                 "{}: unknown setting (expected one of timezone, lake, inbox, queries, pipelines, datasets, stages, rules, \
@@ -831,13 +859,18 @@ impl Config {
             email: email.unwrap_or_default(),
             alerts: alerts.unwrap_or_default(),
         };
-        problems.extend(validation::check(&config, &unread));
-        let problems: Vec<String> = problems.iter().map(|p| expanded.hide(p)).collect();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(fail(problems))
-        }
+        // The checks see lists without the elements that could not be read: their messages
+        // name elements by the file's index.
+        problems.extend(
+            validation::check(&config, &unread)
+                .iter()
+                .map(|p| kept.reindex(p)),
+        );
+        let problems: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{source}: {}", expanded.hide(p)))
+            .collect();
+        Ok((config, problems))
     }
 
     /// Resolves a path or URL from the config file: relative local paths are taken from the
@@ -872,6 +905,8 @@ struct Sections<'a> {
     expanded: &'a vars::Expanded,
     /// Sections left at their default because they could not be read.
     unread: Vec<&'static str>,
+    /// What is left of lists that lost elements.
+    kept: load::Kept,
 }
 
 impl Sections<'_> {
@@ -891,9 +926,10 @@ impl Sections<'_> {
                 value
             }
             Some(value) => {
-                let (typed, problems) =
+                let (typed, problems, kept) =
                     load::typed::<T>(value, &[load::Seg::Key(key.into())], self.expanded);
                 self.problems.extend(problems);
+                self.kept.extend(kept);
                 if typed.is_none() {
                     self.unread.push(key);
                 }

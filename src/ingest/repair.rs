@@ -73,6 +73,9 @@ impl fmt::Display for Diagnosis {
         for finding in &self.findings {
             let what = finding.file.as_deref().unwrap_or("");
             let plan = match &finding.action {
+                Action::Reland { source, .. } if finding.file.is_none() => {
+                    format!("`flowhealth repair` lands {source} again from the inbox")
+                }
                 Action::Reland { source, .. } => format!(
                     "`flowhealth repair` sets it aside in {}/ and lands {source} again from the inbox",
                     SET_ASIDE.join("/")

@@ -45,9 +45,13 @@ pub(crate) fn load_catalog(config: &Config) -> Result<Catalog> {
 }
 
 /// Every key of the config that names a metric the catalog does not have (`thresholds.<metric>`),
-/// as `file: key: message`.
+/// as `file: key: message`. Without a catalog at all there is nothing to check against (and
+/// `metrics run` says the folder is empty).
 pub(crate) fn unknown_metrics(config: &Config, catalog: &Catalog) -> Vec<String> {
     let names: Vec<&str> = catalog.names().collect();
+    if names.is_empty() {
+        return Vec::new();
+    }
     config
         .thresholds
         .keys()

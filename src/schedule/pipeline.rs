@@ -221,14 +221,17 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
                 .collect::<Vec<_>>()
         })?;
     // Every problem of the file at once; the first with its line.
-    let (spec, read) = crate::config::load::typed_document::<PipelineSpec>(&document);
+    let (spec, read, kept) = crate::config::load::typed_document::<PipelineSpec>(&document);
     let mut problems: Vec<String> = read.iter().map(|p| format!("{shown}: {p}")).collect();
     let Some(mut spec) = spec else {
         return Err(problems);
     };
     spec.path = file.to_path_buf();
+    // Steps that could not be read are left out: a later message names a step by its index in
+    // the file.
     let mut problem = |field: &str, message: String| {
-        problems.push(document.expanded.hide(&format!("{shown}: {field}: {message}")))
+        let message = format!("{shown}: {}: {message}", kept.reindex(field));
+        problems.push(document.expanded.hide(&message))
     };
     let stem = file
         .file_stem()

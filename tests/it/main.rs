@@ -8,6 +8,7 @@ mod carry;
 mod common;
 mod config;
 mod demo;
+mod faults;
 mod functions;
 mod ingest;
 mod metrics;

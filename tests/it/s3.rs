@@ -11,9 +11,9 @@ use flowhealth::lake::Lake;
 
 use crate::common::{ACTION_HEADER, STAGES};
 
-struct Moto {
+pub struct Moto {
     child: Child,
-    endpoint: String,
+    pub endpoint: String,
 }
 
 impl Drop for Moto {
@@ -23,7 +23,7 @@ impl Drop for Moto {
     }
 }
 
-fn start_moto() -> Moto {
+pub fn start_moto() -> Moto {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::{Workspace, free_port, scan};
 use crate::metrics::{fixture_with, ok, run};
 
-fn pipeline(ws: &Workspace, name: &str, yaml: &str) {
+pub fn pipeline(ws: &Workspace, name: &str, yaml: &str) {
     let dir = ws.path().join("pipelines");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
@@ -205,10 +205,10 @@ fn a_bad_sql_step_fails_once_while_an_smtp_outage_is_retried() {
 }
 
 /// The daemon as a child process, killed when dropped.
-struct Daemon(Child);
+pub struct Daemon(pub Child);
 
 impl Daemon {
-    fn start(ws: &Workspace) -> Daemon {
+    pub fn start(ws: &Workspace) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_flowhealth"))
             .arg("daemon")
             .current_dir(ws.path())
@@ -242,7 +242,7 @@ fn ledger(ws: &Workspace) -> Vec<(String, String, String)> {
     .collect()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");

@@ -98,6 +98,7 @@ def duck_sql(lake, start, end):
       WITH moved AS (SELECT opportunity_id, bool_and(NOT ({skip})) FILTER (WHERE ({skip}) IS NOT NULL) AS ok
                      FROM {scan('stage_changes')} WHERE dt >= DATE '{start}' AND dt < DATE '{end}'
                        AND changed_at >= TIMESTAMPTZ '{start} 00:00:00+00' AND changed_at < TIMESTAMPTZ '{end} 00:00:00+00'
+                       AND from_stage IS DISTINCT FROM to_stage
                      GROUP BY 1),
            j AS (SELECT m.*, o.team FROM moved m LEFT JOIN opps o USING (opportunity_id) WHERE ok IS NOT NULL)
       SELECT team, count(*) FILTER (WHERE ok) / count(*) AS value FROM j WHERE team IS NOT NULL GROUP BY team
@@ -110,7 +111,8 @@ def duck_sql(lake, start, end):
     CREATE TEMP TABLE warnings AS
       WITH latest AS (SELECT opportunity_id, to_stage AS stage, changed_at AS entered_at FROM
                        (SELECT *, row_number() OVER (PARTITION BY opportunity_id ORDER BY changed_at DESC, ingested_at DESC, source_line DESC) r
-                        FROM {scan('stage_changes')} WHERE dt < DATE '{end}' AND changed_at < TIMESTAMPTZ '{end} 00:00:00+00') WHERE r = 1),
+                        FROM {scan('stage_changes')} WHERE dt < DATE '{end}' AND changed_at < TIMESTAMPTZ '{end} 00:00:00+00'
+                          AND from_stage IS DISTINCT FROM to_stage) WHERE r = 1),
            open AS (SELECT * FROM latest WHERE stage NOT IN ('won', 'lost')),
            act AS (SELECT o.opportunity_id, max(a.occurred_at) AS last FROM open o JOIN {scan('actions')} a USING (opportunity_id)
                    WHERE a.dt < DATE '{end}' AND a.occurred_at >= o.entered_at AND a.occurred_at < TIMESTAMPTZ '{end} 00:00:00+00' GROUP BY 1)

@@ -54,14 +54,16 @@ pub enum Command {
     /// outbox (email.transport: file).
     Demo(DemoArgs),
     /// Check the configuration, the metric catalog (front matter, versions.lock, and that every
-    /// metric's SQL plans) and the pipelines without running anything; every problem is reported
-    /// at once.
+    /// metric's SQL plans), the pipelines, and that no inbox file is claimed by two sources,
+    /// without running anything; every problem is reported at once.
     Validate,
     /// The metric catalog (queries/<metric>/v<N>.sql): list, run, test, release.
     #[command(subcommand)]
     Metrics(MetricsCommand),
     /// Land new inbox files (inbox/<dataset>/*) in the lake: validated, deduplicated, with
-    /// rejected rows in quarantine/. Re-running is a no-op for files already ingested.
+    /// rejected rows in quarantine/. Re-running is a no-op for files already ingested. Prints per
+    /// file the rows read, landed, quarantined, duplicate and blank, and how it was read (format,
+    /// encoding and how it was decided, delimiter).
     Ingest {
         /// Datasets to ingest (actions, stage_changes, opportunities); all when none is given.
         datasets: Vec<String>,
@@ -285,6 +287,7 @@ async fn validate(path: Option<&std::path::Path>) -> Result<i32> {
         problems.extend(errors);
         Vec::new()
     });
+    problems.extend(crate::ingest::check_sources(config).await);
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }

@@ -19,7 +19,7 @@
 //! 3. [`lake`]: the lake on `object_store` (local folder or S3): the partition layout, atomic
 //!    Parquet writes and the lock that keeps two runs apart.
 //! 4. Into the lake, and the functions over it:
-//!    - [`ingest`]: inbox files (CSV in UTF-8 or GBK, NDJSON, XLSX) -> validated Arrow batches
+//!    - [`ingest`]: inbox files (CSV and JSON in any encoding, XLSX) -> validated Arrow batches
 //!      -> `raw/` and `quarantine/`, with a ledger that makes runs idempotent and crash-safe.
 //!    - [`udf`]: the process-flow SQL functions (stage rules, silent hours, business calendar),
 //!      driven by the config.

@@ -56,7 +56,11 @@ impl Kept {
                 let after = &rest[at + needle.len()..];
                 let digits = after.chars().take_while(char::is_ascii_digit).count();
                 rebuilt.push_str(&rest[..at + needle.len()]);
-                match after[..digits].parse::<usize>().ok().and_then(|i| kept.get(i)) {
+                match after[..digits]
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| kept.get(i))
+                {
                     Some(original) => rebuilt.push_str(&original.to_string()),
                     None => rebuilt.push_str(&after[..digits]),
                 }
@@ -107,7 +111,12 @@ pub fn typed<T: DeserializeOwned>(
             Err(error) => error,
         };
         let Some(current) = segments(error.path()) else {
-            problems.push(locate_message(at, &[], &error.inner().to_string(), expanded));
+            problems.push(locate_message(
+                at,
+                &[],
+                &error.inner().to_string(),
+                expanded,
+            ));
             return (None, problems, kept(&tree));
         };
         let original = tree.original(&current);
@@ -151,9 +160,7 @@ pub fn typed<T: DeserializeOwned>(
 
 /// [`typed`] for a whole document, the first problem with its line (serde_yaml says where it
 /// is when it reads the text itself; the later ones name their key path only).
-pub fn typed_document<T: DeserializeOwned>(
-    document: &Document,
-) -> (Option<T>, Vec<String>, Kept) {
+pub fn typed_document<T: DeserializeOwned>(document: &Document) -> (Option<T>, Vec<String>, Kept) {
     let (typed, mut problems, kept) =
         self::typed::<T>(document.value.clone(), &[], &document.expanded);
     if let Some(first) = problems.first_mut()
@@ -345,7 +352,11 @@ mod tests {
             "mail.servers[2].host: a later check"
         );
         let section = section.expect("what is left still makes a section");
-        assert_eq!(section.servers.len(), 2, "the server without a host is dropped");
+        assert_eq!(
+            section.servers.len(),
+            2,
+            "the server without a host is dropped"
+        );
         assert_eq!(problems.len(), 6, "{problems:#?}");
         for start in [
             "mail.name: invalid type: sequence",

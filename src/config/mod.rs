@@ -7,10 +7,15 @@
 //! [`validation`] on every section that could be read. Every problem is collected and reported
 //! together, each naming the file and the key path.
 
+pub mod datasets;
 pub(crate) mod load;
 pub mod secret;
 pub(crate) mod validation;
 pub(crate) mod vars;
+
+pub use datasets::{
+    ColumnRule, DatasetConfig, DatasetsConfig, EncodingSetting, SourceConfig, StageHistoryConfig,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -120,83 +125,6 @@ impl Default for S3Config {
             timeout_s: default_s3_timeout_s(),
         }
     }
-}
-
-/// How each input dataset's files are read and mapped onto the canonical columns.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetsConfig {
-    #[serde(default)]
-    pub actions: DatasetConfig,
-    #[serde(default)]
-    pub stage_changes: DatasetConfig,
-    #[serde(default)]
-    pub opportunities: DatasetConfig,
-}
-
-impl DatasetsConfig {
-    pub fn get(&self, dataset: &str) -> Option<&DatasetConfig> {
-        match dataset {
-            "actions" => Some(&self.actions),
-            "stage_changes" => Some(&self.stage_changes),
-            "opportunities" => Some(&self.opportunities),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetConfig {
-    /// Canonical column -> source column header. A canonical column without an entry is looked
-    /// up under its own name; header matching ignores case and surrounding spaces.
-    #[serde(default)]
-    pub columns: BTreeMap<String, String>,
-    /// Canonical column -> source value -> canonical value, for exports whose codes differ
-    /// (e.g. `status: { Engaging: open, Won: won }`). Values not listed pass through unchanged.
-    #[serde(default)]
-    pub values: BTreeMap<String, BTreeMap<String, String>>,
-    /// chrono `strftime` patterns tried, in order, for timestamps that are not ISO 8601
-    /// (e.g. `"%m/%d/%Y %H:%M"`). ISO 8601 is always accepted.
-    #[serde(default)]
-    pub timestamp_formats: Vec<String>,
-    /// Text encoding of CSV files: `auto` (UTF-8, with or without BOM, else GBK), `utf-8` or `gbk`.
-    #[serde(default)]
-    pub encoding: Encoding,
-    /// CSV field delimiter (one ASCII character).
-    #[serde(default = "default_delimiter")]
-    pub delimiter: char,
-    /// XLSX sheet to read; the first sheet when absent.
-    #[serde(default)]
-    pub sheet: Option<String>,
-}
-
-impl Default for DatasetConfig {
-    fn default() -> Self {
-        DatasetConfig {
-            columns: BTreeMap::new(),
-            values: BTreeMap::new(),
-            timestamp_formats: Vec::new(),
-            encoding: Encoding::default(),
-            delimiter: default_delimiter(),
-            sheet: None,
-        }
-    }
-}
-
-const fn default_delimiter() -> char {
-    ','
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub enum Encoding {
-    #[default]
-    #[serde(rename = "auto")]
-    Auto,
-    #[serde(rename = "utf-8", alias = "utf8")]
-    Utf8,
-    #[serde(rename = "gbk", alias = "gb18030")]
-    Gbk,
 }
 
 /// One stage of the opportunity pipeline, in order (`docs/contract.md` section 2).
@@ -678,7 +606,10 @@ impl<'de> Deserialize<'de> for Secret {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Secret, E> {
                 Ok(Secret(v.to_string()))
             }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Secret, E> {
+            fn visit_string<E: serde::de::Error>(
+                self,
+                v: String,
+            ) -> std::result::Result<Secret, E> {
                 Ok(Secret(v))
             }
             fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<Secret, E> {

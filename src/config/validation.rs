@@ -3,10 +3,7 @@
 
 use std::collections::HashSet;
 
-use chrono::format::{Item, StrftimeItems};
-
 use super::{Config, RetryConfig, StoreConfig};
-use crate::lake::schema::Dataset;
 use crate::time::parse::parse_hours;
 
 /// Every problem of `config` that serde cannot see, each `key.path: message`, section by section
@@ -72,7 +69,12 @@ fn store(key: &str, store: &StoreConfig, problems: &mut Problems) {
         problems.add(&format!("{key}.url"), message);
     }
     if let Some(s3) = &store.s3 {
-        check_positive(problems, &format!("{key}.s3.timeout_s"), s3.timeout_s, HOUR_S);
+        check_positive(
+            problems,
+            &format!("{key}.s3.timeout_s"),
+            s3.timeout_s,
+            HOUR_S,
+        );
     }
 }
 
@@ -90,59 +92,19 @@ fn check_range(problems: &mut Problems, key: &str, value: f64, min: f64, max: f6
 /// `value` must be a number of seconds above 0 and at most `max`.
 fn check_positive(problems: &mut Problems, key: &str, value: f64, max: f64) {
     if !(value.is_finite() && value > 0.0 && value <= max) {
-        problems.add(key, format!("must be more than 0 and at most {max} seconds"));
+        problems.add(
+            key,
+            format!("must be more than 0 and at most {max} seconds"),
+        );
     }
 }
 
-/// `datasets.<dataset>`: mapped columns that exist, strftime patterns that parse, a usable delimiter.
+/// `datasets.<dataset>` and its sources: columns, values and constants of columns that exist,
+/// strftime patterns that parse, usable delimiters and decimal marks, globs that can match, a
+/// stage history that maps onto stages (`super::datasets::check`).
 fn datasets(config: &Config, problems: &mut Problems) {
-    let mut problem = |key: &str, message: String| problems.add(key, message);
-    for dataset in Dataset::ALL {
-        let Some(spec) = config.datasets.get(dataset.name()) else {
-            continue;
-        };
-        let key = format!("datasets.{}", dataset.name());
-        for column in spec.columns.keys().chain(spec.values.keys()) {
-            if dataset.column(column).is_none() {
-                problem(
-                    &format!(
-                        "{key}.{}.{column}",
-                        if spec.columns.contains_key(column) {
-                            "columns"
-                        } else {
-                            "values"
-                        }
-                    ),
-                    format!(
-                        "not a column of {} (expected one of {})",
-                        dataset.name(),
-                        dataset
-                            .columns()
-                            .iter()
-                            .map(|c| c.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-            }
-        }
-        for (i, format) in spec.timestamp_formats.iter().enumerate() {
-            if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
-                problem(
-                    &format!("{key}.timestamp_formats[{i}]"),
-                    format!("`{format}` is not a valid strftime pattern"),
-                );
-            }
-        }
-        if !spec.delimiter.is_ascii() || spec.delimiter == '"' || spec.delimiter == '\n' {
-            problem(
-                &format!("{key}.delimiter"),
-                format!(
-                    "`{}` cannot be a CSV delimiter: use one ASCII character",
-                    spec.delimiter
-                ),
-            );
-        }
+    for (key, message) in super::datasets::check(&config.datasets, &config.stages) {
+        problems.add(&key, message);
     }
 }
 

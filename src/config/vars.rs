@@ -257,7 +257,11 @@ fn substitute(text: &str, references: &[Reference]) -> (String, Vec<String>, boo
         out.push_str(&rest[..start]);
         let after = &rest[start + OPEN.len_utf8()..];
         let end = after.find(CLOSE).unwrap_or(after.len());
-        match after[..end].parse::<usize>().ok().and_then(|i| references.get(i)) {
+        match after[..end]
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| references.get(i))
+        {
             Some(reference) => {
                 out.push_str(&reference.value);
                 used.push(reference.written.clone());
@@ -365,7 +369,10 @@ mod tests {
     }
 
     fn text_at(value: &Value, key: &str) -> String {
-        value[key].as_str().unwrap_or_else(|| panic!("{key}: {value:?}")).to_string()
+        value[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: {value:?}"))
+            .to_string()
     }
 
     #[test]
@@ -420,7 +427,10 @@ mod tests {
         assert!(problems[2].starts_with("line 4: `${` without its closing `}`"));
         assert!(problems[3].starts_with("line 5: `${` starts a variable reference"));
         let all = problems.join("\n");
-        assert!(!all.contains("hunter2") && !all.contains("bad name"), "{all}");
+        assert!(
+            !all.contains("hunter2") && !all.contains("bad name"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -441,7 +451,8 @@ mod tests {
         );
         // A short value is replaced where a message quotes it, not inside other words.
         assert_eq!(
-            doc.expanded.hide("language: `en` is not one of en, zh (then)"),
+            doc.expanded
+                .hide("language: `en` is not one of en, zh (then)"),
             "language: `${SHORT}` is not one of en, zh (then)"
         );
     }

@@ -18,7 +18,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::reader::Format;
+use super::source::Format;
+use crate::lake::schema::Dataset;
 
 /// Why a file is not landed yet (it is still being written), or `None` when it may land.
 /// `modified` is the file's last change as the store reports it, `now` the run's clock.
@@ -36,13 +37,27 @@ pub fn waiting_for_writer(
     })
 }
 
-/// For a line-based file: `Some(reason)` when its last record has no line end, so the writer
-/// may not have finished it. Bytes at the very end that a writer leaves after the last line
-/// (spaces, tabs, NUL padding, a DOS end-of-file mark) do not count; a UTF-16 line end does.
-pub fn unterminated(path: &Path, format: Format, size: u64) -> std::io::Result<Option<String>> {
+/// For a line-based file (CSV, NDJSON): `Some(reason)` when its last record has no line end,
+/// so the writer may not have finished it. Bytes at the very end that a writer leaves after the
+/// last line (spaces, tabs, NUL padding, a DOS end-of-file mark) do not count; a UTF-16 line end
+/// does. A `.json` file holding one array (its `head` starts with `[`) is left to the reader,
+/// which rejects an array that never closes.
+pub fn unterminated(
+    path: &Path,
+    format: Format,
+    size: u64,
+    head: &[u8],
+) -> std::io::Result<Option<String>> {
     if format == Format::Xlsx || size == 0 {
         return Ok(None);
     }
+    // The first character that is not white space, a byte order mark or UTF-16's NUL half.
+    let first = head
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(head)
+        .iter()
+        .find(|b| !b.is_ascii_whitespace() && **b != 0 && **b != 0xFF && **b != 0xFE);
+    let array = format == Format::Json && first == Some(&b'[');
     let mut file = std::fs::File::open(path)?;
     let tail_len = size.min(64);
     file.seek(SeekFrom::End(-(tail_len as i64)))?;
@@ -52,6 +67,9 @@ pub fn unterminated(path: &Path, format: Format, size: u64) -> std::io::Result<O
         .iter()
         .rposition(|b| !matches!(b, b' ' | b'\t' | 0 | 0x1A))
         .map_or(0, |i| i + 1);
+    if array {
+        return Ok(None);
+    }
     // A UTF-16 line end is 00 0A (big-endian) or 0A 00 (little-endian, whose 00 the trim took).
     let ended = matches!(tail[..end].last(), Some(b'\n' | b'\r'));
     Ok((!ended).then(|| {
@@ -65,14 +83,23 @@ pub fn unterminated(path: &Path, format: Format, size: u64) -> std::io::Result<O
 /// bytes (outside UTF-16/32, which announce themselves with a byte order mark) or mostly control
 /// characters. The reason shows the first bytes escaped, not decoded.
 pub fn not_text(head: &[u8]) -> Option<String> {
-    let unicode_bom = [
-        b"\xFF\xFE".as_slice(),
-        b"\xFE\xFF",
-        b"\x00\x00\xFE\xFF",
-    ]
-    .iter()
-    .any(|bom| head.starts_with(bom));
+    let unicode_bom = [b"\xFF\xFE".as_slice(), b"\xFE\xFF", b"\x00\x00\xFE\xFF"]
+        .iter()
+        .any(|bom| head.starts_with(bom));
     if head.is_empty() || unicode_bom {
+        return None;
+    }
+    // UTF-16 without a byte order mark: text whose NULs are every other byte (the decoder and
+    // its hints tell the rest).
+    let nuls_at = |parity: usize| {
+        head.iter()
+            .enumerate()
+            .filter(|(i, b)| **b == 0 && i % 2 == parity)
+            .count()
+    };
+    let (even, odd) = (nuls_at(0), nuls_at(1));
+    let utf16 = (even == 0 || odd == 0) && (even + odd) * 4 >= head.len();
+    if utf16 {
         return None;
     }
     let control = head
@@ -110,9 +137,12 @@ pub fn head(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// What the report says of a file that landed under a name the ledger has not seen, when some
-/// of its rows repeat rows already in the lake.
-pub fn repeated_rows(duplicates: u64, rows_read: u64) -> Option<String> {
-    (duplicates > 0).then(|| {
+/// of its rows repeat keys already landed. Only for a dataset whose key is part of a row (an
+/// action's id): there a repeated key may carry edited values, which do not land. A snapshot's
+/// key is the whole row, so its repeats are the same rows.
+pub fn repeated_rows(dataset: Dataset, duplicates: u64, rows_read: u64) -> Option<String> {
+    let partial_key = dataset.key_columns().len() < dataset.columns().len();
+    (partial_key && duplicates > 0).then(|| {
         format!(
             "a name and content new to the ledger; {duplicates} of its {rows_read} rows repeat keys already landed \
              (by earlier files, or earlier in this one), and those rows keep the values they first landed with: \
@@ -138,10 +168,19 @@ mod tests {
             (b"\xFF\xFEi\x00d\x00", true),
         ] {
             std::fs::write(&path, bytes).unwrap();
-            let found = unterminated(&path, Format::Csv, bytes.len() as u64).unwrap();
+            let found = unterminated(&path, Format::Csv, bytes.len() as u64, bytes).unwrap();
             assert_eq!(found.is_some(), waits, "{bytes:?}");
         }
-        assert_eq!(unterminated(&path, Format::Xlsx, 6).unwrap(), None);
+        assert_eq!(unterminated(&path, Format::Xlsx, 6, b"").unwrap(), None);
+        for (bytes, waits) in [
+            (b"[{\"a\": 1},\n {\"a\": 2}]".as_slice(), false),
+            (b"[{\"a\": 1},\n {\"a\"", false),
+            (b"{\"a\": 1}\n{\"a\": 2}", true),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let found = unterminated(&path, Format::Json, bytes.len() as u64, bytes).unwrap();
+            assert_eq!(found.is_some(), waits, "{bytes:?}");
+        }
     }
 
     #[test]
@@ -149,7 +188,9 @@ mod tests {
         let png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00";
         let reason = not_text(png).unwrap();
         assert!(
-            reason.starts_with(r#"not a text file: it starts with "\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"..."#),
+            reason.starts_with(
+                r#"not a text file: it starts with "\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"..."#
+            ),
             "{reason}"
         );
         assert!(reason.len() < 200);
@@ -157,6 +198,15 @@ mod tests {
         let (gbk, _, _) = encoding_rs::GBK.encode("id,名字\n1,张三\n");
         assert_eq!(not_text(&gbk), None);
         assert_eq!(not_text(b"\xFF\xFEi\x00d\x00"), None, "UTF-16 has NULs");
+        let utf16: Vec<u8> = "id,name\n1,x\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(
+            not_text(&utf16),
+            None,
+            "UTF-16 without a byte order mark too"
+        );
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl KeyHasher {
     }
 
     /// Adds the keys of every row of a `raw/` batch holding (at least) the key columns.
-    fn add_batch(
+    pub fn add_batch(
         &mut self,
         dataset: Dataset,
         batch: &RecordBatch,
@@ -149,8 +149,23 @@ impl KeyHasher {
 /// file is named and passed over, so it does not stop every later ingest of the dataset.
 pub async fn load(lake: &Lake, dataset: Dataset) -> Result<(KeySet, Vec<String>)> {
     let mut keys = KeySet::default();
-    let mut unreadable = Vec::new();
     let mut hasher = KeyHasher::new(dataset);
+    let unreadable = scan_raw(lake, dataset, dataset.key_columns(), |batch| {
+        hasher.add_batch(dataset, batch, &mut keys)
+    })
+    .await?;
+    Ok((keys, unreadable))
+}
+
+/// Calls `f` with every batch of `raw/<dataset>/`, reading only `columns`. Returns the files that
+/// could not be read (`path: cannot be read (why)`), which it passes over.
+pub async fn scan_raw(
+    lake: &Lake,
+    dataset: Dataset,
+    columns: &[&str],
+    mut f: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<Vec<String>> {
+    let mut unreadable = Vec::new();
     for object in lake.list(&["raw", dataset.name()]).await? {
         if !object.location.as_ref().ends_with(".parquet") {
             continue;
@@ -158,36 +173,44 @@ pub async fn load(lake: &Lake, dataset: Dataset) -> Result<(KeySet, Vec<String>)
         let Some(bytes) = lake.get(&object.location).await? else {
             continue;
         };
-        if let Err(e) = add_file(&mut hasher, dataset, bytes, &mut keys) {
-            let file = lake.relative(&object.location);
+        let file = lake.relative(&object.location);
+        let mut unreadable_file = |e: &dyn std::fmt::Display| {
             tracing::error!(%file, error = %e, "A Parquet file of the lake cannot be read.");
             unreadable.push(format!("{file}: cannot be read ({e})"));
+        };
+        let builder = match ParquetRecordBatchReaderBuilder::try_new(bytes) {
+            Ok(builder) => builder,
+            Err(e) => {
+                unreadable_file(&e);
+                continue;
+            }
+        };
+        let schema = builder.parquet_schema();
+        let indices =
+            (0..schema.num_columns()).filter(|&i| columns.contains(&schema.column(i).name()));
+        let mask = ProjectionMask::leaves(schema, indices);
+        let batches = match builder
+            .with_projection(mask)
+            .with_batch_size(64 * 1024)
+            .build()
+        {
+            Ok(batches) => batches,
+            Err(e) => {
+                unreadable_file(&e);
+                continue;
+            }
+        };
+        for batch in batches {
+            match batch {
+                Ok(batch) => f(&batch)?,
+                Err(e) => {
+                    unreadable_file(&e);
+                    break;
+                }
+            }
         }
     }
-    Ok((keys, unreadable))
-}
-
-/// Adds the keys of one `raw/` file.
-fn add_file(
-    hasher: &mut KeyHasher,
-    dataset: Dataset,
-    bytes: bytes::Bytes,
-    keys: &mut KeySet,
-) -> Result<()> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    let schema = builder.parquet_schema();
-    let wanted = dataset.key_columns();
-    let indices =
-        (0..schema.num_columns()).filter(|&i| wanted.contains(&schema.column(i).name()));
-    let mask = ProjectionMask::leaves(schema, indices);
-    for batch in builder
-        .with_projection(mask)
-        .with_batch_size(64 * 1024)
-        .build()?
-    {
-        hasher.add_batch(dataset, &batch?, keys)?;
-    }
-    Ok(())
+    Ok(unreadable)
 }
 
 #[cfg(test)]

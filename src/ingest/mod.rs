@@ -2,10 +2,11 @@
 //! in `quarantine/<dataset>/dt=YYYY-MM-DD/`, with a ledger entry per file.
 //!
 //! How a run stays exact:
-//! - Every Parquet file an input file produces is named `<content hash prefix>-<n>.parquet`, and
-//!   the input file's ledger entry (`_flowhealth/ingest/ledger/<dataset>/<content hash>.json`) is written
-//!   last: it is the commit. A run that dies before it leaves files whose hash has no entry; the
-//!   next run deletes them before it starts, then ingests that input file again from scratch.
+//! - Every Parquet file an input file produces is named `<content hash prefix>-<n>.parquet` (the
+//!   stage changes an opportunities snapshot derives too, in `raw/stage_changes/`), and the input
+//!   file's ledger entry (`_flowhealth/ingest/ledger/<dataset>/<content hash>.json`) is written
+//!   last: it is the commit. A run that dies before it leaves files whose hash no dataset's ledger
+//!   has; the next run deletes them before it starts, then ingests that input file again.
 //! - A file whose hash is in the ledger is skipped (re-running is a no-op). A row whose key
 //!   ([`Dataset::key_columns`]) is already in the lake, or earlier in the same file, is counted as
 //!   a duplicate. A file that changed since it was ingested is reported as such.
@@ -15,14 +16,24 @@
 //! - A Parquet file of `raw/` that cannot be read is named, the other files still land, and
 //!   `flowhealth doctor` / `repair` ([`repair`]) set it aside and land its input again.
 //!
-//! For every file: landed + quarantined + duplicates = rows read.
+//! For every file: landed + quarantined + duplicates + blank = rows read.
+//!
+//! The stages of one file: [`source`] makes its bytes local and hashes them; [`decode`] decides
+//! its encoding; a [`reader`] turns it into records with their physical line, through the
+//! [`columns`] of its [`spec`] (its dataset's settings and its source's); [`validate`] types each
+//! record; [`history`] derives stage changes from snapshots; [`buffer`] groups rows by `dt=`.
 
 pub(crate) mod arrival;
 pub(crate) mod buffer;
+pub(crate) mod cell;
+pub(crate) mod columns;
+pub(crate) mod decode;
+pub(crate) mod history;
 pub(crate) mod keys;
 pub(crate) mod reader;
 pub mod repair;
 pub(crate) mod source;
+pub(crate) mod spec;
 pub(crate) mod validate;
 
 use std::collections::{BTreeMap, HashSet};
@@ -36,9 +47,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use self::buffer::PartitionBuffer;
+use self::history::{Added, Derivation, HistoryState};
 use self::keys::{KeyHasher, KeySet};
-use self::reader::{CsvRecords, Format, NdjsonRecords, Records, XlsxRecords};
-use self::source::{InboxFile, Prepared};
+use self::reader::{CsvRecords, JsonRecords, Records, Step, XlsxRecords};
+use self::source::{Format, InboxFile, Prepared};
+use self::spec::FileSpec;
 use self::validate::{Validator, Value};
 use crate::config::Config;
 use crate::error::{Domain, Error, Result};
@@ -81,13 +94,21 @@ impl fmt::Display for FileStatus {
     }
 }
 
-/// Row counts of one file. `landed + quarantined + duplicates == rows_read`.
+/// Row counts of one file. `landed + quarantined + duplicates + blank == rows_read`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub rows_read: u64,
     pub landed: u64,
     pub quarantined: u64,
     pub duplicates: u64,
+    /// Blank rows skipped: empty lines, lines of bare delimiters, objects without a value, empty
+    /// spreadsheet rows. (Ledger entries written before blank rows were counted lack it: 0.)
+    #[serde(default)]
+    pub blank: u64,
+    /// Stage changes derived from the file's snapshots and landed in `stage_changes` (not rows
+    /// of the file: outside the sum above).
+    #[serde(default)]
+    pub derived: u64,
 }
 
 /// The ledger entry of an ingested file.
@@ -102,6 +123,10 @@ pub struct LedgerEntry {
     pub ingested_at: DateTime<Utc>,
     /// Lake-relative paths of the Parquet files written for it.
     pub outputs: Vec<String>,
+    /// How the file was read: its format, and for text its encoding (with how it was decided)
+    /// and delimiter, e.g. `csv windows-1252 (detected) ';'`. Absent in older entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_as: Option<String>,
 }
 
 /// One line of the ingest report.
@@ -115,6 +140,8 @@ pub struct FileOutcome {
     /// For a [`FileStatus::Failed`] file: whether trying it again later can help (the store was
     /// unreachable), as [`Error::retryable`] says of the failure.
     pub retryable: bool,
+    /// How the file was read (see [`LedgerEntry::read_as`]), when it was.
+    pub read_as: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -137,6 +164,8 @@ impl IngestReport {
             landed: t.landed + f.counts.landed,
             quarantined: t.quarantined + f.counts.quarantined,
             duplicates: t.duplicates + f.counts.duplicates,
+            blank: t.blank + f.counts.blank,
+            derived: t.derived + f.counts.derived,
         })
     }
 
@@ -154,7 +183,10 @@ impl IngestReport {
     pub fn failure(&self) -> Option<Error> {
         let of = |status| self.files.iter().filter(move |f| f.status == status);
         let (domain, retryable) = if of(FileStatus::Failed).next().is_some() {
-            (Domain::External, of(FileStatus::Failed).all(|f| f.retryable))
+            (
+                Domain::External,
+                of(FileStatus::Failed).all(|f| f.retryable),
+            )
         } else if !self.corrupt.is_empty() {
             (Domain::Internal, false)
         } else if of(FileStatus::Rejected).next().is_some() {
@@ -204,11 +236,18 @@ impl fmt::Display for IngestReport {
             .max()
             .unwrap_or(4)
             .max(4);
+        // How each file was read and its blank rows go on an indented line under it, so that
+        // every file line keeps the columns scripts and people expect, the status last.
         writeln!(
             f,
             "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}  status",
             "file", "read", "landed", "quarantined", "duplicates"
         )?;
+        let blank = |n: u64| match n {
+            0 => String::new(),
+            1 => ", 1 blank row".to_string(),
+            n => format!(", {n} blank rows"),
+        };
         for o in &self.files {
             let c = o.counts;
             writeln!(
@@ -216,6 +255,9 @@ impl fmt::Display for IngestReport {
                 "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}  {}",
                 o.source, c.rows_read, c.landed, c.quarantined, c.duplicates, o.status
             )?;
+            if let Some(read_as) = &o.read_as {
+                writeln!(f, "    read as {read_as}{}", blank(c.blank))?;
+            }
         }
         let t = self.totals();
         writeln!(
@@ -223,6 +265,13 @@ impl fmt::Display for IngestReport {
             "{:<width$}  {:>10}  {:>10}  {:>11}  {:>10}",
             "total", t.rows_read, t.landed, t.quarantined, t.duplicates
         )?;
+        if t.blank > 0 {
+            writeln!(
+                f,
+                "    and {} blank row(s) skipped: read = landed + quarantined + duplicates + blank",
+                t.blank
+            )?;
+        }
         for o in self.files.iter().filter(|o| o.message.is_some()) {
             writeln!(
                 f,
@@ -271,6 +320,38 @@ pub async fn ingest(config: &Config, datasets: &[Dataset]) -> Result<IngestRepor
     result
 }
 
+/// Inbox files that more than one source of their dataset claims (`validate` reports them; an
+/// ingest rejects them), as config problems. An inbox that cannot be listed is passed over: it
+/// is not the configuration's problem.
+pub async fn check_sources(config: &Config) -> Vec<String> {
+    let Ok(inbox) = Lake::open_store(config, &config.inbox) else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for dataset in Dataset::ALL {
+        let has_sources = config
+            .datasets
+            .get(dataset.name())
+            .is_some_and(|spec| !spec.sources.is_empty());
+        if !has_sources {
+            continue;
+        }
+        let files = match source::list(&inbox, dataset).await {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(dataset = dataset.name(), error = %e, "Cannot list the inbox to check the sources.");
+                continue;
+            }
+        };
+        for file in files {
+            if let Err(reason) = FileSpec::new(config, dataset, &file.name) {
+                problems.push(format!("{}: {}: {reason}", config.source, file.name));
+            }
+        }
+    }
+    problems
+}
+
 struct Ingest<'c> {
     config: &'c Config,
     lake: Lake,
@@ -297,17 +378,34 @@ impl<'c> Ingest<'c> {
             inbox: self.inbox.display().to_string(),
             ..IngestReport::default()
         };
+        // Every dataset's ledger: an opportunities file commits the stage changes it derives too.
+        let mut ledgers = BTreeMap::new();
+        for dataset in Dataset::ALL {
+            ledgers.insert(dataset, self.load_ledger(dataset).await?);
+        }
+        let committed: HashSet<String> = ledgers
+            .values()
+            .flat_map(BTreeMap::keys)
+            .filter_map(|hash| hash.get(..16))
+            .map(str::to_string)
+            .collect();
         for &dataset in datasets {
-            let mut ledger = self.load_ledger(dataset).await?;
-            report.recovered += self.remove_uncommitted(dataset, &ledger).await?;
-            let mut keys: Option<KeySet> = None;
+            report.recovered += self.remove_uncommitted(dataset, &committed).await?;
+            let mut state = DatasetState {
+                ledger: ledgers.remove(&dataset).unwrap_or_default(),
+                keys: None,
+                history: None,
+                unreadable: Vec::new(),
+            };
             for file in source::list(&self.inbox, dataset).await? {
-                if self.only.as_ref().is_some_and(|only| !only.contains(&file.name)) {
+                if self
+                    .only
+                    .as_ref()
+                    .is_some_and(|only| !only.contains(&file.name))
+                {
                     continue;
                 }
-                let outcome = self
-                    .ingest_file(&file, &mut ledger, &mut keys, &mut report.corrupt)
-                    .await;
+                let outcome = self.ingest_file(&file, &mut state).await;
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
                     Err(e) => FileOutcome {
@@ -325,6 +423,7 @@ impl<'c> Ingest<'c> {
                             Error::InputFile { reason, .. } => reason,
                             other => other.to_string(),
                         }),
+                        read_as: None,
                     },
                 };
                 match outcome.status {
@@ -339,10 +438,17 @@ impl<'c> Ingest<'c> {
                         landed = outcome.counts.landed,
                         quarantined = outcome.counts.quarantined,
                         duplicates = outcome.counts.duplicates,
+                        blank = outcome.counts.blank,
+                        read_as = outcome.read_as.as_deref().unwrap_or_default(),
                         "File done."
                     ),
                 }
                 report.files.push(outcome);
+            }
+            for unreadable in state.unreadable {
+                if !report.corrupt.contains(&unreadable) {
+                    report.corrupt.push(unreadable);
+                }
             }
         }
         Ok(report)
@@ -370,14 +476,14 @@ impl<'c> Ingest<'c> {
         Ok(ledger)
     }
 
-    /// Deletes data files of `dataset` that no ledger entry commits: what a run that was killed
-    /// mid-file left behind. Returns how many were removed.
+    /// Deletes data files of `dataset` that no ledger entry commits (`committed`: the content
+    /// hash prefixes of every dataset's entries): what a run that was killed mid-file left behind.
+    /// Returns how many were removed.
     async fn remove_uncommitted(
         &self,
         dataset: Dataset,
-        ledger: &BTreeMap<String, LedgerEntry>,
+        committed: &HashSet<String>,
     ) -> Result<usize> {
-        let committed: HashSet<&str> = ledger.keys().filter_map(|hash| hash.get(..16)).collect();
         let mut removed = 0;
         for area in ["raw", "quarantine"] {
             for object in self.lake.list(&[area, dataset.name()]).await? {
@@ -400,30 +506,32 @@ impl<'c> Ingest<'c> {
         Ok(removed)
     }
 
-    async fn ingest_file(
-        &self,
-        file: &InboxFile,
-        ledger: &mut BTreeMap<String, LedgerEntry>,
-        keys: &mut Option<KeySet>,
-        corrupt: &mut Vec<String>,
-    ) -> Result<FileOutcome> {
+    async fn ingest_file(&self, file: &InboxFile, state: &mut DatasetState) -> Result<FileOutcome> {
         let dataset = file.dataset;
+        let ledger = &mut state.ledger;
         let rejected = |reason: String| Error::InputFile {
             file: file.name.clone(),
             reason,
         };
         let format = source::format_of(&file.name).map_err(rejected)?;
-        let outcome = |status, counts, message| FileOutcome {
+        let spec = FileSpec::new(self.config, dataset, &file.name).map_err(rejected)?;
+        let outcome = |status, counts, message, read_as| FileOutcome {
             dataset,
             source: file.name.clone(),
             status,
             counts,
             message,
             retryable: false,
+            read_as,
         };
         let settle_s = self.config.inbox.settle_s.unwrap_or(0.0);
         if let Some(why) = arrival::waiting_for_writer(file.modified, self.ingested_at, settle_s) {
-            return Ok(outcome(FileStatus::Waiting, Counts::default(), Some(why)));
+            return Ok(outcome(
+                FileStatus::Waiting,
+                Counts::default(),
+                Some(why),
+                None,
+            ));
         }
         let prepared = source::prepare(&self.inbox, file).await?;
         if let Some(entry) = ledger.get(&prepared.content_hash) {
@@ -433,6 +541,7 @@ impl<'c> Ingest<'c> {
                 FileStatus::AlreadyIngested,
                 Counts::default(),
                 message,
+                entry.read_as.clone(),
             ));
         }
         if prepared.size == 0 {
@@ -440,13 +549,21 @@ impl<'c> Ingest<'c> {
         }
         if format != Format::Xlsx {
             let head = arrival::head(&prepared.path).map_err(|e| Error::io(&prepared.path, e))?;
-            if let Some(why) = arrival::not_text(&head) {
+            // UTF-16 has NUL bytes: declared so, it is text even without a byte order mark.
+            let utf16 = matches!(spec.encoding, crate::config::EncodingSetting::Declared(e)
+                if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE);
+            if let Some(why) = arrival::not_text(&head).filter(|_| !utf16) {
                 return Err(rejected(why));
             }
-            let cut = arrival::unterminated(&prepared.path, format, prepared.size)
+            let cut = arrival::unterminated(&prepared.path, format, prepared.size, &head)
                 .map_err(|e| Error::io(&prepared.path, e))?;
             if let Some(why) = cut {
-                return Ok(outcome(FileStatus::Waiting, Counts::default(), Some(why)));
+                return Ok(outcome(
+                    FileStatus::Waiting,
+                    Counts::default(),
+                    Some(why),
+                    None,
+                ));
             }
         }
         let previous = ledger
@@ -461,15 +578,38 @@ impl<'c> Ingest<'c> {
                 &prepared.content_hash[..12]
             )
         });
-        if keys.is_none() {
+        if state.keys.is_none() {
             let (loaded, unreadable) = keys::load(&self.lake, dataset).await?;
-            corrupt.extend(unreadable);
-            *keys = Some(loaded);
+            state.unreadable.extend(unreadable);
+            state.keys = Some(loaded);
         }
-        let known = Arc::new(keys.take().expect("loaded above"));
-        let result = self.land(file, format, &prepared, known.clone()).await;
-        *keys = Some(Arc::try_unwrap(known).unwrap_or_else(|shared| (*shared).clone()));
-        let (counts, outputs, new_keys) = result?;
+        if spec.history.is_some() && state.history.is_none() {
+            let (history, unreadable) = HistoryState::load(&self.lake).await?;
+            state.unreadable.extend(unreadable);
+            state.history = Some(history);
+        }
+        let known = Arc::new(state.keys.take().expect("loaded above"));
+        let history = state.history.take().map(Arc::new);
+        let result = self
+            .land(
+                file,
+                format,
+                &spec,
+                &prepared,
+                known.clone(),
+                history.clone(),
+            )
+            .await;
+        state.keys = Some(Arc::try_unwrap(known).unwrap_or_else(|shared| (*shared).clone()));
+        state.history =
+            history.map(|h| Arc::try_unwrap(h).unwrap_or_else(|shared| (*shared).clone()));
+        let Landed {
+            counts,
+            outputs,
+            new_keys,
+            read_as,
+            history: added,
+        } = result?;
         let entry = LedgerEntry {
             dataset: dataset.name().into(),
             source: file.name.clone(),
@@ -478,6 +618,7 @@ impl<'c> Ingest<'c> {
             counts,
             ingested_at: self.ingested_at,
             outputs,
+            read_as: Some(read_as.clone()),
         };
         let entry_name = format!("{}.json", prepared.content_hash);
         let mut entry_parts = Self::ledger_dir(dataset).to_vec();
@@ -485,7 +626,14 @@ impl<'c> Ingest<'c> {
         let entry_path = self.lake.path(&entry_parts);
         self.lake.put_json(&entry_path, &entry).await?;
         ledger.insert(entry.content_hash.clone(), entry);
-        keys.as_mut().expect("restored above").extend(new_keys);
+        state
+            .keys
+            .as_mut()
+            .expect("restored above")
+            .extend(new_keys);
+        if let (Some(history), Some(added)) = (state.history.as_mut(), added) {
+            history.merge(added);
+        }
         let status = if changed.is_some() {
             FileStatus::Changed
         } else {
@@ -493,9 +641,16 @@ impl<'c> Ingest<'c> {
         };
         // Changed: the ledger knew the name. Otherwise the name and the content are new to it,
         // and rows it repeats are worth saying (an edited copy sent under another name).
-        let message =
-            changed.or_else(|| arrival::repeated_rows(counts.duplicates, counts.rows_read));
-        Ok(outcome(status, counts, message))
+        let known = changed
+            .or_else(|| arrival::repeated_rows(dataset, counts.duplicates, counts.rows_read));
+        let message = match (known, counts.derived) {
+            (known, 0) => known,
+            (None, n) => Some(format!("{n} stage change(s) derived from the snapshots")),
+            (Some(known), n) => Some(format!(
+                "{known}; {n} stage change(s) derived from the snapshots"
+            )),
+        };
+        Ok(outcome(status, counts, message, Some(read_as)))
     }
 
     /// Parses, validates and writes one file. On failure, whatever it wrote is removed again.
@@ -503,49 +658,53 @@ impl<'c> Ingest<'c> {
         &self,
         file: &InboxFile,
         format: Format,
+        spec: &FileSpec,
         prepared: &Prepared,
         known: Arc<KeySet>,
-    ) -> Result<(Counts, Vec<String>, KeySet)> {
+        history: Option<Arc<HistoryState>>,
+    ) -> Result<Landed> {
         let dataset = file.dataset;
-        let spec = self
-            .config
-            .datasets
-            .get(dataset.name())
-            .cloned()
-            .unwrap_or_default();
-        let records: Box<dyn Records> = match format {
+        let rejected = |reason: String| Error::InputFile {
+            file: file.name.clone(),
+            reason,
+        };
+        let all_utf8 = prepared.first_non_utf8.is_none();
+        let region = decode::region_of(spec.timezone.unwrap_or(self.config.timezone));
+        let (records, read_as): (Box<dyn Records>, String) = match format {
             Format::Csv => {
-                let (text, decoded) =
-                    source::open_text(prepared, spec.encoding, dataset).map_err(|reason| {
-                        Error::InputFile {
-                            file: file.name.clone(),
-                            reason,
-                        }
-                    })?;
-                Box::new(
-                    CsvRecords::new(text, decoded, dataset, &spec).map_err(|reason| {
-                        Error::InputFile {
-                            file: file.name.clone(),
-                            reason,
-                        }
-                    })?,
-                )
+                let text = source::open_text(prepared, spec.encoding, region, &spec.key)
+                    .map_err(rejected)?;
+                let delimiter = spec.delimiter_for(&file.name, &text.prefix);
+                let read_as = format!(
+                    "csv {} {}",
+                    text.decision,
+                    match delimiter {
+                        b'\t' => "tab".to_string(),
+                        other => format!("'{}'", other as char),
+                    }
+                );
+                let records = CsvRecords::new(text, all_utf8, spec, delimiter).map_err(rejected)?;
+                (Box::new(records), read_as)
             }
-            Format::Ndjson => {
-                let input = std::fs::File::open(&prepared.path)
-                    .map_err(|e| Error::io(&prepared.path, e))?;
-                Box::new(NdjsonRecords::new(Box::new(input), dataset, &spec))
+            Format::Json => {
+                let text = source::open_text(prepared, spec.encoding, region, &spec.key)
+                    .map_err(rejected)?;
+                let shape = if text.prefix.trim_start().starts_with('[') {
+                    "array"
+                } else {
+                    "lines"
+                };
+                let read_as = format!("json {shape} {}", text.decision);
+                (Box::new(JsonRecords::new(text, all_utf8, spec)), read_as)
             }
             Format::Xlsx => {
                 let path = prepared.path.clone();
-                let spec = spec.clone();
+                let xlsx_spec = spec.clone();
                 let opened =
-                    tokio::task::spawn_blocking(move || XlsxRecords::open(&path, dataset, &spec))
+                    tokio::task::spawn_blocking(move || XlsxRecords::open(&path, &xlsx_spec))
                         .await?;
-                Box::new(opened.map_err(|reason| Error::InputFile {
-                    file: file.name.clone(),
-                    reason,
-                })?)
+                let sheet = spec.sheet.as_deref().unwrap_or("first sheet");
+                (Box::new(opened.map_err(rejected)?), format!("xlsx {sheet}"))
             }
         };
         let progress = progress_bar(
@@ -560,7 +719,13 @@ impl<'c> Ingest<'c> {
             tokio::sync::mpsc::channel::<(object_store::path::Path, RecordBatch)>(2);
         let parse = FileParse {
             records,
-            validator: Validator::new(self.config, dataset),
+            validator: Validator::new(self.config, spec),
+            history: match (&spec.history, history) {
+                (Some(history_spec), Some(state)) => {
+                    Some(Derivation::new(history_spec.clone(), state))
+                }
+                _ => None,
+            },
             dataset,
             source: file.name.clone(),
             prefix: prepared.content_hash[..16].to_string(),
@@ -599,11 +764,13 @@ impl<'c> Ingest<'c> {
             (_, Some(e)) => Err(e),
         };
         match result {
-            Ok((counts, new_keys)) => Ok((
+            Ok((counts, new_keys, history)) => Ok(Landed {
                 counts,
-                outputs.iter().map(|p| self.lake.relative(p)).collect(),
+                outputs: outputs.iter().map(|p| self.lake.relative(p)).collect(),
                 new_keys,
-            )),
+                read_as,
+                history,
+            }),
             Err(e) => {
                 for path in &outputs {
                     self.lake.delete(path).await?;
@@ -612,6 +779,31 @@ impl<'c> Ingest<'c> {
             }
         }
     }
+}
+
+/// What landing one file produced.
+struct Landed {
+    counts: Counts,
+    /// Lake-relative paths of the Parquet files written.
+    outputs: Vec<String>,
+    /// The keys of the rows it landed.
+    new_keys: KeySet,
+    /// How it was read, for the report and the ledger.
+    read_as: String,
+    /// What it added to the stage history (snapshots with `stage_history`).
+    history: Option<Added>,
+}
+
+/// One dataset's state during a run.
+struct DatasetState {
+    /// Its ledger, by content hash.
+    ledger: BTreeMap<String, LedgerEntry>,
+    /// The keys of its rows in the lake, loaded at its first new file.
+    keys: Option<KeySet>,
+    /// The stage history, loaded at the first snapshot file that derives from it.
+    history: Option<HistoryState>,
+    /// Files of `raw/` that could not be read while loading the keys or the history.
+    unreadable: Vec<String>,
 }
 
 /// The blocking half of landing a file: records in, batches out.
@@ -624,16 +816,27 @@ struct FileParse {
     ingested_at: i64,
     lake: Lake,
     known: Arc<KeySet>,
+    /// Stage changes derived from snapshots, when the file's dataset derives them.
+    history: Option<Derivation>,
     progress: ProgressBar,
 }
 
 type Sink = tokio::sync::mpsc::Sender<(object_store::path::Path, RecordBatch)>;
 
+/// What parsing one file gave: its counts, the keys it added, what it added to the stage history.
+type Parsed = (Counts, KeySet, Option<Added>);
+
+fn line_number(records: &dyn Records) -> i64 {
+    records.line() as i64
+}
+
 impl FileParse {
-    /// Returns the counts and the keys this file added, or why the file as a whole failed.
-    fn run(mut self, sink: Sink) -> std::result::Result<(Counts, KeySet), String> {
+    /// Returns the counts, the keys this file added and what it added to the stage history, or
+    /// why the file as a whole failed.
+    fn run(mut self, sink: Sink) -> std::result::Result<Parsed, String> {
         let dataset = self.dataset;
         let mut raw = PartitionBuffer::new(dataset.raw_schema());
+        let mut derived = PartitionBuffer::new(Dataset::StageChanges.raw_schema());
         let mut quarantine = PartitionBuffer::new(dataset.quarantine_schema());
         let mut hasher = KeyHasher::new(dataset);
         let mut new_keys = KeySet::default();
@@ -645,16 +848,43 @@ impl FileParse {
         let ingested_at = Value::Timestamp(self.ingested_at);
         let started = Instant::now();
         let width = dataset.columns().len();
-        while self.records.advance()? {
-            counts.rows_read += 1;
+        loop {
+            match self.records.advance()? {
+                Step::End => break,
+                Step::Blank => {
+                    counts.rows_read += 1;
+                    counts.blank += 1;
+                    continue;
+                }
+                Step::Record => counts.rows_read += 1,
+            }
             let line = Value::Int(self.records.line() as i64);
             let records = &*self.records;
             let verdict = match records.problem() {
                 Some(problem) => Err(problem),
                 None => self.validator.validate(|i| records.cell(i)),
             };
+            // A snapshot whose stage change cannot be derived goes to quarantine whole.
+            let verdict = match (verdict, self.history.as_mut()) {
+                (Ok(values), Some(history)) => history
+                    .derive(
+                        &values,
+                        |i| records.cell(i),
+                        &self.validator,
+                        (self.ingested_at, line_number(records)),
+                    )
+                    .map(|change| (values, change)),
+                (verdict, _) => verdict.map(|values| (values, None)),
+            };
             match verdict {
-                Ok(values) => {
+                Ok((values, change)) => {
+                    if let Some(change) = change {
+                        let dt = match change[3] {
+                            Value::Timestamp(at) => self.validator.local_date(at),
+                            _ => ingest_date,
+                        };
+                        derived.push(dt, change.iter().chain([&source, &line, &ingested_at]));
+                    }
                     let key = hasher.key(&values);
                     if self.known.contains(&key) || !new_keys.insert(key) {
                         counts.duplicates += 1;
@@ -688,10 +918,14 @@ impl FileParse {
                 }
             }
             if raw.rows() >= MAX_BUFFERED_ROWS {
-                self.flush(&mut raw, "raw", &mut sequence, &sink)?;
+                self.flush(&mut raw, "raw", dataset, &mut sequence, &sink)?;
             }
             if quarantine.rows() >= MAX_BUFFERED_ROWS {
-                self.flush(&mut quarantine, "quarantine", &mut sequence, &sink)?;
+                self.flush(&mut quarantine, "quarantine", dataset, &mut sequence, &sink)?;
+            }
+            if derived.rows() >= MAX_BUFFERED_ROWS {
+                let to = Dataset::StageChanges;
+                self.flush(&mut derived, "raw", to, &mut sequence, &sink)?;
             }
             if counts.rows_read % 16384 == 0 {
                 self.progress.set_position(self.records.position());
@@ -700,15 +934,21 @@ impl FileParse {
                     .set_message(format!("{} rows, {:.0} rows/s", counts.rows_read, rate));
             }
         }
-        self.flush(&mut raw, "raw", &mut sequence, &sink)?;
-        self.flush(&mut quarantine, "quarantine", &mut sequence, &sink)?;
-        Ok((counts, new_keys))
+        self.flush(&mut raw, "raw", dataset, &mut sequence, &sink)?;
+        self.flush(&mut quarantine, "quarantine", dataset, &mut sequence, &sink)?;
+        let to = Dataset::StageChanges;
+        self.flush(&mut derived, "raw", to, &mut sequence, &sink)?;
+        let history = self.history.map(|h| h.added);
+        counts.derived = history.as_ref().map_or(0, |h| h.derived);
+        Ok((counts, new_keys, history))
     }
 
+    /// Sends what `buffer` holds to `<area>/<dataset>/dt=.../<prefix>-<n>.parquet`.
     fn flush(
         &self,
         buffer: &mut PartitionBuffer,
         area: &str,
+        dataset: Dataset,
         sequence: &mut usize,
         sink: &Sink,
     ) -> std::result::Result<(), String> {
@@ -716,7 +956,7 @@ impl FileParse {
             *sequence += 1;
             let path = self.lake.path(&[
                 area,
-                self.dataset.name(),
+                dataset.name(),
                 &format!("dt={}", dt.format("%Y-%m-%d")),
                 &format!("{}-{:05}.parquet", self.prefix, sequence),
             ]);

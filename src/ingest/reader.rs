@@ -1,133 +1,53 @@
-//! Inbox files -> records, one at a time, whatever the format: CSV (UTF-8, UTF-8 with BOM or GBK;
-//! quoted fields may hold newlines), NDJSON, and XLSX (streamed cell by cell). Each reader maps
-//! the source columns onto the dataset's canonical columns once, from the header.
+//! Inbox files -> records, one at a time, each with the physical line (or spreadsheet row) it
+//! starts on: CSV (any encoding, see [`super::decode`]; quoted fields may hold delimiters and
+//! newlines; CRLF, LF or CR line ends), JSON (one object per line, or one array of objects), and
+//! XLSX (streamed cell by cell).
+//!
+//! Blank rows (empty lines, lines of bare delimiters, objects without a value, empty spreadsheet
+//! rows) are reported as such, the same way in every format, so that they are counted and not
+//! landed. The readers know nothing of validation: [`super::columns::Columns`] turns a record's
+//! fields into the canonical cells the validator asks for.
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use calamine::{DataRef, Reader as _, Xlsx};
-use chrono::NaiveDateTime;
 
-use crate::config::DatasetConfig;
-use crate::lake::schema::Dataset;
+use super::cell::Cell;
+use super::columns::{Columns, HeaderContext};
+use super::decode::TextEncoding;
+use super::source::Text;
+use super::spec::FileSpec;
 
-/// One value of a source record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
-    Null,
-    Text(Cow<'a, str>),
-    /// A date cell from a spreadsheet (a local wall-clock time).
-    DateTime(NaiveDateTime),
-    /// A spreadsheet error cell such as `#N/A`.
-    Error(Cow<'a, str>),
-}
-
-impl Cell<'_> {
-    fn borrowed(&self) -> Cell<'_> {
-        match self {
-            Cell::Null => Cell::Null,
-            Cell::Text(t) => Cell::Text(Cow::Borrowed(t)),
-            Cell::DateTime(d) => Cell::DateTime(*d),
-            Cell::Error(e) => Cell::Error(Cow::Borrowed(e)),
-        }
-    }
-
-    /// The cell as text, as it is kept in quarantine.
-    pub fn to_text(&self) -> Option<String> {
-        match self {
-            Cell::Null => None,
-            Cell::Text(t) => Some(t.to_string()),
-            Cell::DateTime(d) => Some(d.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
-            Cell::Error(e) => Some(e.to_string()),
-        }
-    }
-}
-
-/// The input formats, chosen by file extension.
+/// What [`Records::advance`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    Ndjson,
-    Xlsx,
-}
-
-impl Format {
-    pub fn from_name(name: &str) -> Option<Format> {
-        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
-        match ext.as_str() {
-            "csv" | "txt" | "tsv" => Some(Format::Csv),
-            "ndjson" | "jsonl" | "json" => Some(Format::Ndjson),
-            "xlsx" | "xlsm" => Some(Format::Xlsx),
-            _ => None,
-        }
-    }
+pub enum Step {
+    /// A record: its cells, line and problem are available.
+    Record,
+    /// A blank row (counted, not landed).
+    Blank,
+    End,
 }
 
 /// A file's records, read one at a time.
 pub trait Records: Send {
-    /// Moves to the next record; `Ok(false)` at the end of the file. An `Err` is a problem with
-    /// the file as a whole (I/O, a broken archive), not with one record.
-    fn advance(&mut self) -> Result<bool, String>;
-    /// Source line (or spreadsheet row) where the current record starts, 1-based.
+    /// Moves to the next record or blank row. An `Err` is a problem with the file as a whole
+    /// (I/O, a broken archive, a JSON array that never closes), not with one record.
+    fn advance(&mut self) -> Result<Step, String>;
+    /// Physical line (or spreadsheet row) where the current record starts, 1-based.
     fn line(&self) -> u64;
-    /// The current record's value of canonical column `column` (index into the dataset's columns).
+    /// The current record's value of wanted column `column` (see [`FileSpec::wanted`]).
     fn cell(&self, column: usize) -> Cell<'_>;
-    /// A problem with the current record as a whole (wrong field count, not JSON), if any.
+    /// A problem with the current record as a whole (wrong field count, not JSON, bytes that are
+    /// not in the file's encoding), if any.
     fn problem(&self) -> Option<String>;
     /// The current record exactly as read, as a JSON object of source column -> text.
     fn raw_json(&self) -> String;
     /// Bytes of input consumed so far, for progress.
     fn position(&self) -> u64;
-}
-
-/// For each canonical column, the index of its source column in `header`. Required columns that
-/// are missing make the whole file unreadable.
-fn map_header(
-    dataset: Dataset,
-    spec: &DatasetConfig,
-    header: &[String],
-) -> Result<Vec<Option<usize>>, String> {
-    let find = |name: &str| {
-        header.iter().position(|h| h == name).or_else(|| {
-            header
-                .iter()
-                .position(|h| h.trim().eq_ignore_ascii_case(name.trim()))
-        })
-    };
-    let mut missing = Vec::new();
-    let map = dataset
-        .columns()
-        .iter()
-        .map(|column| {
-            let source = spec
-                .columns
-                .get(column.name)
-                .map(String::as_str)
-                .unwrap_or(column.name);
-            let index = find(source).or_else(|| find(column.name));
-            if index.is_none() && column.required {
-                missing.push(if source == column.name {
-                    column.name.to_string()
-                } else {
-                    format!("{source} (for {})", column.name)
-                });
-            }
-            index
-        })
-        .collect();
-    if missing.is_empty() {
-        Ok(map)
-    } else {
-        Err(format!(
-            "the header lacks required column(s) {}; it has: {} (map source columns in datasets.{}.columns)",
-            missing.join(", "),
-            header.join(", "),
-            dataset.name()
-        ))
-    }
 }
 
 fn raw_object<'a>(pairs: impl Iterator<Item = (&'a str, Option<String>)>) -> String {
@@ -142,187 +62,302 @@ fn raw_object<'a>(pairs: impl Iterator<Item = (&'a str, Option<String>)>) -> Str
     serde_json::Value::Object(object).to_string()
 }
 
+/// How a text record's bytes are checked: read as UTF-8 (each record is checked, a record that
+/// is not is a problem), or decoded (U+FFFD marks bytes the decoder could not map).
+#[derive(Debug, Clone)]
+struct TextCheck {
+    /// The file's bytes are UTF-8 as read (not decoded).
+    raw_utf8: bool,
+    /// Every byte of the file is UTF-8: nothing to check.
+    all_valid: bool,
+    /// The encoding's name for messages (`UTF-8`, `GBK`).
+    name: &'static str,
+    /// For a UTF-8 file with stray rows: what they look like.
+    strays: Option<&'static str>,
+}
+
+impl TextCheck {
+    fn new(text: &Text, all_utf8: bool) -> TextCheck {
+        let decision = text.decision;
+        TextCheck {
+            raw_utf8: decision.encoding == TextEncoding::Utf8,
+            all_valid: decision.encoding == TextEncoding::Utf8 && all_utf8,
+            name: match decision.encoding {
+                TextEncoding::Utf8 => "UTF-8",
+                TextEncoding::Decoded(encoding) => encoding.name(),
+                TextEncoding::Utf32 { big_endian: false } => "UTF-32LE",
+                TextEncoding::Utf32 { big_endian: true } => "UTF-32BE",
+            },
+            strays: decision.strays_look_like.map(|e| e.name()),
+        }
+    }
+
+    /// Why `bytes` cannot be read as text of this file, if they cannot.
+    fn problem(&self, bytes: &[u8]) -> Option<String> {
+        if self.all_valid {
+            return None;
+        }
+        if self.raw_utf8 {
+            let error = std::str::from_utf8(bytes).err()?;
+            let at = error.valid_up_to();
+            let bad: Vec<String> = bytes[at..bytes.len().min(at + 4)]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Some(match self.strays {
+                Some(other) => format!(
+                    "not valid UTF-8 (bytes {} at byte {} of the record); the rest of the file is \
+                     UTF-8 and this row looks like {other}: fix the row at its source and export it again",
+                    bad.join(" "),
+                    at + 1
+                ),
+                None => format!(
+                    "not valid UTF-8 (bytes {} at byte {} of the record)",
+                    bad.join(" "),
+                    at + 1
+                ),
+            })
+        } else {
+            memchr::memmem::find(bytes, "\u{FFFD}".as_bytes()).map(|_| {
+                format!(
+                    "not valid {}: bytes the decoder could not map (shown as \u{FFFD}); check the file's encoding",
+                    self.name
+                )
+            })
+        }
+    }
+}
+
+/// Blank rows found before a record (or blank row) that was read ahead: they are reported
+/// first, one per `advance`, then what was read.
+#[derive(Debug, Default)]
+struct Ahead {
+    blank: u64,
+    record: bool,
+}
+
+impl Ahead {
+    /// What to report before reading more, if anything is queued.
+    fn next(&mut self) -> Option<Step> {
+        if self.blank > 0 {
+            self.blank -= 1;
+            Some(Step::Blank)
+        } else if self.record {
+            self.record = false;
+            Some(Step::Record)
+        } else {
+            None
+        }
+    }
+
+    /// `step` was read after `blank` blank rows: the step to report now (the rest is queued).
+    fn after(&mut self, blank: u64, step: Step) -> Step {
+        if blank == 0 {
+            return step;
+        }
+        self.blank = blank - 1 + u64::from(step == Step::Blank);
+        self.record = step == Step::Record;
+        Step::Blank
+    }
+}
+
 // ---------------------------------------------------------------- CSV
 
+/// CSV records, parsed by `csv_core` with the line accounting done here: the line a record
+/// starts on is the physical line of its first byte, after blank lines, CRLF line ends and quoted
+/// fields holding newlines.
 pub struct CsvRecords {
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    input: Box<dyn BufRead + Send>,
+    core: csv_core::Reader,
     header: Vec<String>,
-    map: Vec<Option<usize>>,
-    record: csv::StringRecord,
+    columns: Columns<usize>,
+    check: TextCheck,
+    /// The current record's field bytes (the buffer is larger; `len` bytes are used) and the end
+    /// of each field.
+    bytes: Vec<u8>,
+    len: usize,
+    ends: Vec<usize>,
+    fields: usize,
     problem: Option<String>,
-    /// Text came through a GBK decoder: U+FFFD marks bytes that were not GBK.
-    decoded: bool,
+    /// Line where the current record starts.
+    line: u64,
+    /// Physical line at the read position.
+    next_line: u64,
+    /// The last byte consumed was a CR that ended a line: an LF right after it is the same line end.
+    after_cr: bool,
+    position: u64,
+    ahead: Ahead,
+}
+
+/// What one raw read found.
+enum Raw {
+    /// A record, after this many blank lines.
+    Record {
+        blank: u64,
+    },
+    End {
+        blank: u64,
+    },
 }
 
 impl CsvRecords {
-    /// `input` must already be UTF-8 (decoded when the file is GBK; BOM removed).
+    /// Reads the header of `text` (a CSV file named `name`) and maps it onto the wanted columns.
     pub fn new(
-        input: Box<dyn Read + Send>,
-        decoded: bool,
-        dataset: Dataset,
-        spec: &DatasetConfig,
+        text: Text,
+        all_utf8: bool,
+        spec: &FileSpec,
+        delimiter: u8,
     ) -> Result<CsvRecords, String> {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(spec.delimiter as u8)
-            .buffer_capacity(1 << 20)
-            .from_reader(input);
-        let mut header = csv::StringRecord::new();
-        match reader.read_record(&mut header) {
-            Ok(true) => {}
-            Ok(false) => return Err("the file is empty: expected a header row".into()),
-            Err(e) => return Err(format!("cannot read the header: {e}")),
-        }
-        let header: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
-        let map = map_header(dataset, spec, &header)?;
-        Ok(CsvRecords {
-            reader,
-            header,
-            map,
-            record: csv::StringRecord::new(),
+        let check = TextCheck::new(&text, all_utf8);
+        let encoding = text.decision.to_string();
+        let mut records = CsvRecords {
+            input: text.input,
+            core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            header: Vec::new(),
+            columns: Columns::empty(),
+            check,
+            bytes: vec![0; 4096],
+            len: 0,
+            ends: vec![0; 64],
+            fields: 0,
             problem: None,
-            decoded,
-        })
+            line: 0,
+            next_line: 1,
+            after_cr: false,
+            position: 0,
+            ahead: Ahead::default(),
+        };
+        // The header is the first record with a value; blank lines before it are not rows.
+        loop {
+            match records
+                .read_raw()
+                .map_err(|e| format!("cannot read the header: {e}"))?
+            {
+                Raw::End { .. } => return Err("the file is empty: expected a header row".into()),
+                Raw::Record { .. } if records.is_blank_record() => continue,
+                Raw::Record { .. } => break,
+            }
+        }
+        if let Some(problem) = records.check.problem(&records.bytes[..records.len]) {
+            return Err(format!(
+                "wrong encoding: the header is {problem}; set {}.encoding to the file's encoding",
+                spec.key
+            ));
+        }
+        records.header = (0..records.fields)
+            .map(|i| records.field(i).trim().to_string())
+            .collect();
+        records.columns = Columns::from_header(
+            spec,
+            &records.header,
+            &HeaderContext {
+                delimiter: Some(delimiter),
+                encoding: &encoding,
+            },
+        )?;
+        Ok(records)
+    }
+
+    /// Reads the next record's fields into `bytes`/`ends`, skipping (and counting) the empty
+    /// lines before it.
+    fn read_raw(&mut self) -> std::io::Result<Raw> {
+        let mut blank = 0;
+        loop {
+            let buffer = self.input.fill_buf()?;
+            let Some(&first) = buffer.first() else {
+                break;
+            };
+            match first {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' => {
+                    self.next_line += 1;
+                    blank += 1;
+                }
+                b'\r' => {
+                    self.next_line += 1;
+                    blank += 1;
+                    self.after_cr = true;
+                }
+                _ => {
+                    self.after_cr = false;
+                    break;
+                }
+            }
+            self.input.consume(1);
+            self.position += 1;
+        }
+        self.line = self.next_line;
+        let (mut len, mut fields) = (0, 0);
+        loop {
+            let input = self.input.fill_buf()?;
+            let (result, read, written, ended) =
+                self.core
+                    .read_record(input, &mut self.bytes[len..], &mut self.ends[fields..]);
+            count_lines(&input[..read], &mut self.next_line, &mut self.after_cr);
+            self.input.consume(read);
+            self.position += read as u64;
+            len += written;
+            fields += ended;
+            match result {
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::OutputFull => {
+                    let size = self.bytes.len() * 2;
+                    self.bytes.resize(size, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let size = self.ends.len() * 2;
+                    self.ends.resize(size, 0);
+                }
+                csv_core::ReadRecordResult::Record => {
+                    self.len = len;
+                    self.fields = fields;
+                    return Ok(Raw::Record { blank });
+                }
+                csv_core::ReadRecordResult::End => {
+                    self.len = 0;
+                    self.fields = 0;
+                    return Ok(Raw::End { blank });
+                }
+            }
+        }
+    }
+
+    fn field(&self, i: usize) -> Cow<'_, str> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        String::from_utf8_lossy(&self.bytes[start..self.ends[i]])
+    }
+
+    fn is_blank_record(&self) -> bool {
+        self.bytes[..self.len].iter().all(u8::is_ascii_whitespace)
     }
 }
 
 impl Records for CsvRecords {
-    fn advance(&mut self) -> Result<bool, String> {
+    fn advance(&mut self) -> Result<Step, String> {
+        if let Some(step) = self.ahead.next() {
+            return Ok(step);
+        }
         self.problem = None;
-        match self.reader.read_record(&mut self.record) {
-            Ok(more) => {
-                if more && self.record.len() != self.header.len() {
-                    self.problem = Some(format!(
-                        "the row has {} fields, the header has {}",
-                        self.record.len(),
-                        self.header.len()
-                    ));
-                }
-                Ok(more)
+        match self.read_raw().map_err(|e| format!("read failed: {e}"))? {
+            Raw::End { blank: 0 } => Ok(Step::End),
+            // The blank lines at the end, then (at a later call) the end.
+            Raw::End { blank } => Ok(self.ahead.after(blank - 1, Step::Blank)),
+            Raw::Record { blank } => {
+                let step = if self.is_blank_record() {
+                    Step::Blank
+                } else {
+                    self.problem = self.check.problem(&self.bytes[..self.len]);
+                    if self.problem.is_none() && self.fields != self.header.len() {
+                        self.problem = Some(format!(
+                            "the row has {} fields, the header has {}",
+                            self.fields,
+                            self.header.len()
+                        ));
+                    }
+                    Step::Record
+                };
+                Ok(self.ahead.after(blank, step))
             }
-            Err(e) => match e.kind() {
-                csv::ErrorKind::Io(_) => Err(format!("read failed: {e}")),
-                _ => {
-                    // A record the CSV parser rejects (e.g. bytes that are not UTF-8) is one bad
-                    // row: keep it in quarantine and carry on.
-                    self.record.clear();
-                    self.problem = Some(format!("unreadable row: {e}"));
-                    Ok(true)
-                }
-            },
-        }
-    }
-
-    fn line(&self) -> u64 {
-        self.record.position().map_or(0, |p| p.line())
-    }
-
-    fn cell(&self, column: usize) -> Cell<'_> {
-        match self.map[column].and_then(|i| self.record.get(i)) {
-            None => Cell::Null,
-            Some(text) if self.decoded && text.contains('\u{FFFD}') => {
-                Cell::Error(Cow::Borrowed("bytes that are not valid GBK"))
-            }
-            Some(text) => Cell::Text(Cow::Borrowed(text)),
-        }
-    }
-
-    fn problem(&self) -> Option<String> {
-        self.problem.clone()
-    }
-
-    fn raw_json(&self) -> String {
-        let extra = (self.header.len()..self.record.len())
-            .map(|i| format!("_extra_{}", i + 1))
-            .collect::<Vec<_>>();
-        let names = self
-            .header
-            .iter()
-            .map(String::as_str)
-            .chain(extra.iter().map(String::as_str));
-        raw_object(names.zip(self.record.iter().map(|v| Some(v.to_string()))))
-    }
-
-    fn position(&self) -> u64 {
-        self.reader.position().byte()
-    }
-}
-
-// ---------------------------------------------------------------- NDJSON
-
-pub struct NdjsonRecords {
-    reader: BufReader<Box<dyn Read + Send>>,
-    /// Source key of each canonical column.
-    keys: Vec<String>,
-    buffer: Vec<u8>,
-    line: u64,
-    next_line: u64,
-    position: u64,
-    object: serde_json::Map<String, serde_json::Value>,
-    problem: Option<String>,
-}
-
-impl NdjsonRecords {
-    pub fn new(
-        input: Box<dyn Read + Send>,
-        dataset: Dataset,
-        spec: &DatasetConfig,
-    ) -> NdjsonRecords {
-        let keys = dataset
-            .columns()
-            .iter()
-            .map(|c| {
-                spec.columns
-                    .get(c.name)
-                    .cloned()
-                    .unwrap_or_else(|| c.name.to_string())
-            })
-            .collect();
-        NdjsonRecords {
-            reader: BufReader::with_capacity(1 << 20, input),
-            keys,
-            buffer: Vec::new(),
-            line: 0,
-            next_line: 1,
-            position: 0,
-            object: serde_json::Map::new(),
-            problem: None,
-        }
-    }
-}
-
-impl Records for NdjsonRecords {
-    fn advance(&mut self) -> Result<bool, String> {
-        loop {
-            self.buffer.clear();
-            let read = self
-                .reader
-                .read_until(b'\n', &mut self.buffer)
-                .map_err(|e| format!("read failed: {e}"))?;
-            if read == 0 {
-                return Ok(false);
-            }
-            self.position += read as u64;
-            self.line = self.next_line;
-            self.next_line += 1;
-            let mut text: &[u8] = &self.buffer;
-            if self.line == 1 {
-                text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
-            }
-            if text.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            self.object.clear();
-            self.problem = match serde_json::from_slice::<serde_json::Value>(text) {
-                Ok(serde_json::Value::Object(object)) => {
-                    self.object = object;
-                    None
-                }
-                Ok(other) => Some(format!("not a JSON object but {}", json_kind(&other))),
-                Err(e) => Some(format!("not valid JSON: {e}")),
-            };
-            return Ok(true);
         }
     }
 
@@ -331,18 +366,280 @@ impl Records for NdjsonRecords {
     }
 
     fn cell(&self, column: usize) -> Cell<'_> {
-        let key = &self.keys[column];
-        let value = self.object.get(key).or_else(|| {
-            self.object
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v)
-        });
-        match value {
-            None | Some(serde_json::Value::Null) => Cell::Null,
-            Some(serde_json::Value::String(s)) => Cell::Text(Cow::Borrowed(s)),
-            Some(other) => Cell::Text(Cow::Owned(other.to_string())),
+        self.columns.cell(column, |&i| {
+            if i < self.fields {
+                Cell::Text(self.field(i))
+            } else {
+                Cell::Null
+            }
+        })
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.problem.clone()
+    }
+
+    fn raw_json(&self) -> String {
+        let extra = (self.header.len()..self.fields)
+            .map(|i| format!("_extra_{}", i + 1))
+            .collect::<Vec<_>>();
+        let names = self
+            .header
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().map(String::as_str));
+        raw_object(names.zip((0..self.fields).map(|i| Some(self.field(i).into_owned()))))
+    }
+
+    fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+/// Advances `line` over `bytes`: LF, CRLF and a lone CR each end a line. `after_cr` carries a
+/// CR at the end of one slice over to an LF at the start of the next.
+fn count_lines(bytes: &[u8], line: &mut u64, after_cr: &mut bool) {
+    let mut next = 0;
+    for i in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+        if i > next {
+            *after_cr = false;
         }
+        if bytes[i] == b'\n' {
+            if !*after_cr {
+                *line += 1;
+            }
+            *after_cr = false;
+        } else {
+            *line += 1;
+            *after_cr = true;
+        }
+        next = i + 1;
+    }
+    if next < bytes.len() {
+        *after_cr = false;
+    }
+}
+
+// ---------------------------------------------------------------- JSON
+
+/// JSON records: one object per line (NDJSON), or the objects of one top-level array.
+pub struct JsonRecords {
+    input: Box<dyn BufRead + Send>,
+    columns: Columns<String>,
+    check: TextCheck,
+    /// The top-level array mode: `None` for NDJSON; the array reader's state otherwise.
+    array: Option<ArrayState>,
+    buffer: Vec<u8>,
+    line: u64,
+    next_line: u64,
+    position: u64,
+    object: serde_json::Map<String, serde_json::Value>,
+    problem: Option<String>,
+}
+
+/// Where the array reader is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArrayState {
+    /// Before the opening `[`.
+    Start,
+    /// Inside the array, before an element or a `,`.
+    Between,
+    /// After the closing `]`.
+    Done,
+}
+
+impl JsonRecords {
+    pub fn new(text: Text, all_utf8: bool, spec: &FileSpec) -> JsonRecords {
+        let check = TextCheck::new(&text, all_utf8);
+        let array = text
+            .prefix
+            .trim_start()
+            .starts_with('[')
+            .then_some(ArrayState::Start);
+        JsonRecords {
+            input: text.input,
+            columns: Columns::by_key(spec),
+            check,
+            array,
+            buffer: Vec::new(),
+            line: 0,
+            next_line: 1,
+            position: 0,
+            object: serde_json::Map::new(),
+            problem: None,
+        }
+    }
+
+    /// Reads the next line into `buffer`; `false` at the end.
+    fn next_line(&mut self) -> Result<bool, String> {
+        self.buffer.clear();
+        let read = self
+            .input
+            .read_until(b'\n', &mut self.buffer)
+            .map_err(|e| format!("read failed: {e}"))?;
+        self.position += read as u64;
+        self.line = self.next_line;
+        self.next_line += 1;
+        Ok(read > 0)
+    }
+
+    /// Reads the next element of the top-level array into `buffer`; `false` after the `]`.
+    fn next_element(&mut self) -> Result<bool, String> {
+        self.buffer.clear();
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        loop {
+            let input = self
+                .input
+                .fill_buf()
+                .map_err(|e| format!("read failed: {e}"))?;
+            if input.is_empty() {
+                return match self.array {
+                    Some(ArrayState::Done) => Ok(false),
+                    Some(ArrayState::Start) => {
+                        Err("expected a JSON array: the file is empty".into())
+                    }
+                    _ if self.buffer.is_empty() => {
+                        Err("the JSON array is not closed: the file ends before its `]`".into())
+                    }
+                    _ => {
+                        Err("the JSON array is not closed: the file ends inside an element".into())
+                    }
+                };
+            }
+            let mut used = 0;
+            let mut complete = false;
+            for &b in input {
+                used += 1;
+                if b == b'\n' {
+                    self.next_line += 1;
+                }
+                if self.buffer.is_empty() && depth == 0 && !in_string {
+                    // Between elements.
+                    match (self.array, b) {
+                        (_, b' ' | b'\t' | b'\r' | b'\n') => continue,
+                        (Some(ArrayState::Start), b'[') => {
+                            self.array = Some(ArrayState::Between);
+                            continue;
+                        }
+                        (Some(ArrayState::Start), _) => {
+                            return Err("expected a JSON array starting with `[`".into());
+                        }
+                        (Some(ArrayState::Between), b',') => continue,
+                        (Some(ArrayState::Between), b']') => {
+                            self.array = Some(ArrayState::Done);
+                            continue;
+                        }
+                        (Some(ArrayState::Done), _) => {
+                            return Err("text after the end of the JSON array".into());
+                        }
+                        _ => self.line = self.next_line,
+                    }
+                }
+                if in_string {
+                    self.buffer.push(b);
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_string = false;
+                        if depth == 0 {
+                            complete = true;
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_string = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth > 0 => depth -= 1,
+                    // A scalar element ends at the next `,` or `]`, which stay unread.
+                    b',' | b']' if depth == 0 => {
+                        used -= 1;
+                        complete = true;
+                        break;
+                    }
+                    _ => {}
+                }
+                self.buffer.push(b);
+                if depth == 0 && matches!(b, b'}' | b']') {
+                    complete = true;
+                    break;
+                }
+            }
+            self.input.consume(used);
+            self.position += used as u64;
+            if complete {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn parse(&mut self) -> Step {
+        let text: &[u8] = &self.buffer;
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Step::Blank;
+        }
+        self.object.clear();
+        if let Some(problem) = self.check.problem(text) {
+            self.problem = Some(problem);
+            return Step::Record;
+        }
+        self.problem = match serde_json::from_slice::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(object)) => {
+                let blank = object.values().all(|v| match v {
+                    serde_json::Value::Null => true,
+                    serde_json::Value::String(s) => s.trim().is_empty(),
+                    _ => false,
+                });
+                if blank {
+                    return Step::Blank;
+                }
+                self.object = object;
+                None
+            }
+            Ok(other) => Some(format!("not a JSON object but {}", json_kind(&other))),
+            Err(e) => Some(format!("not valid JSON: {e}")),
+        };
+        Step::Record
+    }
+}
+
+impl Records for JsonRecords {
+    fn advance(&mut self) -> Result<Step, String> {
+        self.problem = None;
+        let more = if self.array.is_some() {
+            self.next_element()?
+        } else {
+            self.next_line()?
+        };
+        if !more {
+            return Ok(Step::End);
+        }
+        Ok(self.parse())
+    }
+
+    fn line(&self) -> u64 {
+        self.line
+    }
+
+    fn cell(&self, column: usize) -> Cell<'_> {
+        self.columns.cell(column, |key| {
+            let value = self.object.get(key).or_else(|| {
+                self.object
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v)
+            });
+            match value {
+                None | Some(serde_json::Value::Null) => Cell::Null,
+                Some(serde_json::Value::String(s)) => Cell::Text(Cow::Borrowed(s)),
+                Some(other) => Cell::Text(Cow::Owned(other.to_string())),
+            }
+        })
     }
 
     fn problem(&self) -> Option<String> {
@@ -387,17 +684,16 @@ type XlsxRow = (u32, Vec<Cell<'static>>);
 pub struct XlsxRecords {
     rows: Receiver<Result<XlsxRow, String>>,
     header: Vec<String>,
-    map: Vec<Option<usize>>,
+    columns: Columns<usize>,
     current: XlsxRow,
+    /// Row index of the last row delivered (the header's at first).
+    last_row: u32,
+    ahead: Ahead,
     rows_seen: u64,
 }
 
 impl XlsxRecords {
-    pub fn open(
-        path: &Path,
-        dataset: Dataset,
-        spec: &DatasetConfig,
-    ) -> Result<XlsxRecords, String> {
+    pub fn open(path: &Path, spec: &FileSpec) -> Result<XlsxRecords, String> {
         let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
         let mut workbook = Xlsx::new(BufReader::new(file))
             .map_err(|e| format!("not a readable XLSX workbook: {e}"))?;
@@ -455,13 +751,16 @@ impl XlsxRecords {
             }
         });
         // The header is the first row that has any value.
-        let header = loop {
+        let (header_row, header) = loop {
             match rows.recv() {
-                Ok(Ok((_, cells))) if cells.iter().any(|c| *c != Cell::Null) => {
-                    break cells
-                        .iter()
-                        .map(|c| c.to_text().unwrap_or_default().trim().to_string())
-                        .collect::<Vec<_>>();
+                Ok(Ok((r, cells))) if cells.iter().any(|c| !c.is_empty()) => {
+                    break (
+                        r,
+                        cells
+                            .iter()
+                            .map(|c| c.to_text().unwrap_or_default().trim().to_string())
+                            .collect::<Vec<_>>(),
+                    );
                 }
                 Ok(Ok(_)) => continue,
                 Ok(Err(e)) => return Err(e),
@@ -473,12 +772,21 @@ impl XlsxRecords {
                 }
             }
         };
-        let map = map_header(dataset, spec, &header)?;
+        let columns = Columns::from_header(
+            spec,
+            &header,
+            &HeaderContext {
+                delimiter: None,
+                encoding: "xlsx",
+            },
+        )?;
         Ok(XlsxRecords {
             rows,
             header,
-            map,
-            current: (0, Vec::new()),
+            columns,
+            current: (header_row, Vec::new()),
+            last_row: header_row,
+            ahead: Ahead::default(),
             rows_seen: 0,
         })
     }
@@ -509,18 +817,25 @@ fn xlsx_cell(value: &DataRef<'_>) -> Cell<'static> {
 }
 
 impl Records for XlsxRecords {
-    fn advance(&mut self) -> Result<bool, String> {
-        loop {
-            match self.rows.recv() {
-                Ok(Ok(row)) if row.1.iter().all(|c| *c == Cell::Null) => continue,
-                Ok(Ok(row)) => {
-                    self.current = row;
+    fn advance(&mut self) -> Result<Step, String> {
+        if let Some(step) = self.ahead.next() {
+            return Ok(step);
+        }
+        match self.rows.recv() {
+            Ok(Ok(row)) => {
+                // Rows the sheet does not store at all are blank rows too.
+                let skipped = u64::from(row.0.saturating_sub(self.last_row + 1));
+                self.last_row = row.0;
+                let blank = row.1.iter().all(Cell::is_empty);
+                self.current = row;
+                if !blank {
                     self.rows_seen += 1;
-                    return Ok(true);
                 }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(false),
+                let step = if blank { Step::Blank } else { Step::Record };
+                Ok(self.ahead.after(skipped, step))
             }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(Step::End),
         }
     }
 
@@ -529,10 +844,10 @@ impl Records for XlsxRecords {
     }
 
     fn cell(&self, column: usize) -> Cell<'_> {
-        match self.map[column].and_then(|i| self.current.1.get(i)) {
+        self.columns.cell(column, |&i| match self.current.1.get(i) {
             Some(cell) => cell.borrowed(),
             None => Cell::Null,
-        }
+        })
     }
 
     fn problem(&self) -> Option<String> {
@@ -540,7 +855,7 @@ impl Records for XlsxRecords {
             .current
             .1
             .iter()
-            .rposition(|c| *c != Cell::Null)
+            .rposition(|c| !c.is_empty())
             .map_or(0, |i| i + 1);
         (width > self.header.len()).then(|| {
             format!(

@@ -57,8 +57,10 @@ pub async fn unreadable(lake: &Lake) -> Result<Vec<Unreadable>> {
 pub fn is_unreadable_file(error: &Error) -> bool {
     match error {
         Error::Parquet(_) => true,
-        Error::DataFusion(e) => matches!(e.find_root(), DataFusionError::ParquetError(_))
-            || e.to_string().contains("Parquet error"),
+        Error::DataFusion(e) => {
+            matches!(e.find_root(), DataFusionError::ParquetError(_))
+                || e.to_string().contains("Parquet error")
+        }
         Error::Context { source, .. } => is_unreadable_file(source),
         Error::Several(errors) => errors.iter().any(is_unreadable_file),
         _ => false,
@@ -79,7 +81,10 @@ pub async fn name_unreadable(lake: &Lake, error: Error) -> Error {
 
 /// `error` with the unreadable files listed and the way out.
 pub fn named(error: Error, found: &[Unreadable]) -> Error {
-    let files: Vec<String> = found.iter().map(|u| format!("{} ({})", u.file, u.why)).collect();
+    let files: Vec<String> = found
+        .iter()
+        .map(|u| format!("{} ({})", u.file, u.why))
+        .collect();
     Error::Lake(format!(
         "{error}: the lake holds {} Parquet file(s) that cannot be read: {}; run `flowhealth doctor` to see \
          them and what `flowhealth repair` will do (set them aside in quarantine/_corrupt/ and land their \

@@ -2,16 +2,17 @@
 //! tied to the run that took it.
 //!
 //! **In the lake** a lock is a folder of generations, `_flowhealth/locks/<name>/<gen>.json`, each
-//! naming its holder (host, pid, since). Only the newest generation counts. It is free when its
-//! holder released it (the object says so), or when the holder is gone: a process that died on
-//! this host, or this very process when no run in it holds the lock any more (a run stopped
-//! before it could write the release). Taking the lock, free or stale, is creating the next
-//! generation with a create-only put (`PutMode::Create`: a hard link on the local store,
-//! `If-None-Match: *` on S3): of any number of processes racing for it, exactly one creates it,
-//! and the others find it held. Generations only grow (a release overwrites its own object, it
-//! never deletes the newest), so an old, slow contender can never create a generation below a
-//! live one without seeing it when it checks. A lock held from another host is reported with how
-//! to remove it by hand.
+//! naming its holder (host, pid, since). The lock is held while a generation's holder is alive;
+//! a generation whose holder is gone is stale: a process that died on this host, or this very
+//! process when no run in it holds the lock any more (a run stopped before it could release).
+//! Taking the lock, when every generation there is stale (or there is none), is creating the
+//! generation after the highest with a create-only put (`PutMode::Create`: a hard link on the
+//! local store, `If-None-Match: *` on S3): of any number of processes racing over the same stale
+//! lock, exactly one creates it and the others then find it held. The creator then lists the
+//! folder again and backs off if another live generation is there (a contender that created a
+//! different number meanwhile), so two holders never both keep the lock. Releasing deletes the
+//! holder's generation; stale ones are deleted by whoever takes the lock next. A lock held from
+//! another host is reported with how to remove it by hand.
 //!
 //! **In the process** the lock is also an async mutex per lock: two runs of one daemon that need
 //! the same lock (the shipped `ingest_actions` and `weekly_health`, every Monday at 08:00) wait
@@ -47,9 +48,6 @@ struct Holder {
     /// What holds it: a pipeline run, or the command.
     #[serde(default)]
     by: String,
-    /// Written over the holder's own generation when it lets go.
-    #[serde(default)]
-    released: bool,
 }
 
 /// A held lock. Release it with [`LakeLock::release`]; dropped without it (a timeout, an abort,
@@ -60,7 +58,6 @@ pub struct LakeLock {
     name: String,
     /// This holder's generation.
     path: Path,
-    holder: Holder,
     key: String,
     /// The in-process side: held as long as the lake's side is.
     local: Option<OwnedMutexGuard<()>>,
@@ -105,7 +102,10 @@ impl RunScope {
 
 /// Runs `future` as the run `label`: the locks it takes say so to other runs of the process,
 /// and the returned scope lists what it waited for (also after a timeout drops `future`).
-pub fn scoped<F: Future>(label: String, future: F) -> (Arc<RunScope>, impl Future<Output = F::Output>) {
+pub fn scoped<F: Future>(
+    label: String,
+    future: F,
+) -> (Arc<RunScope>, impl Future<Output = F::Output>) {
     let scope = Arc::new(RunScope {
         label,
         ..RunScope::default()
@@ -130,23 +130,21 @@ impl LakeLock {
             pid: std::process::id(),
             since: chrono::Utc::now().to_rfc3339(),
             by: me,
-            released: false,
         };
         let path = take(lake, name, &me).await?;
         Ok(LakeLock {
             lake: lake.clone(),
             name: name.to_string(),
             path,
-            holder: me,
             key,
             local: Some(local),
         })
     }
 
-    /// Lets go of the lock: its generation says `released`.
+    /// Lets go of the lock: its generation is deleted.
     pub async fn release(mut self) -> Result<()> {
         let local = self.local.take();
-        let result = write_release(&self.lake, &self.path, &self.holder).await;
+        let result = self.lake.delete(&self.path).await;
         forget_holder(&self.key);
         drop(local);
         result
@@ -163,11 +161,11 @@ impl Drop for LakeLock {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // no runtime: the next taker finds this process's lock stale
         };
-        let (lake, path, holder) = (self.lake.clone(), self.path.clone(), self.holder.clone());
-        // The in-process side is held until the lake says released, so a run of this process
+        let (lake, path) = (self.lake.clone(), self.path.clone());
+        // The in-process side is held until the lake's side is gone, so a run of this process
         // waiting for it finds the lock free.
         let handle = runtime.spawn(async move {
-            if let Err(error) = write_release(&lake, &path, &holder).await {
+            if let Err(error) = lake.delete(&path).await {
                 tracing::error!(%error, lock = %lake.relative(&path), "Could not release a lock; the next run takes it over.");
             }
             drop(local);
@@ -259,42 +257,19 @@ fn forget_holder(key: &str) {
 async fn take(lake: &Lake, name: &str, me: &Holder) -> Result<Path> {
     let body = Bytes::from(serde_json::to_vec(me)?);
     for _ in 0..ROUNDS {
-        let generations = list(lake, name).await?;
-        let next = match generations.last() {
-            None => 1,
-            Some(&(generation, ref path)) => {
-                let Some(bytes) = lake.get(path).await? else {
-                    continue; // cleaned up meanwhile: look again
-                };
-                let holder: Holder = serde_json::from_slice(&bytes).map_err(|e| {
-                    Error::Busy(format!(
-                        "{name}: the lock {}/{} is not one flowhealth wrote ({e}); delete it if no flowhealth process is running",
-                        lake.display(),
-                        lake.relative(path)
-                    ))
-                })?;
-                if let Some(why) = stale(&holder, me) {
-                    if !holder.released {
-                        tracing::warn!(lock = name, pid = holder.pid, since = %holder.since, why, "Taking over a lock left by a run that is gone.");
-                    }
-                } else {
-                    return Err(Error::Busy(format!(
-                        "{name} is already running (host {}, pid {}, since {}{}); if that process is gone, delete {}/{}",
-                        holder.host,
-                        holder.pid,
-                        holder.since,
-                        if holder.by.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", {}", holder.by)
-                        },
-                        lake.display(),
-                        lake.relative(path)
-                    )));
-                }
-                generation + 1
-            }
-        };
+        let generations = read_generations(lake, name).await?;
+        if let Some((path, holder)) = generations.iter().find(|(_, h)| stale(h, me).is_none()) {
+            return Err(busy(lake, name, path, holder));
+        }
+        for (_, holder) in &generations {
+            let why = stale(holder, me).unwrap_or_default();
+            tracing::warn!(lock = name, pid = holder.pid, since = %holder.since, why, "Taking over a lock left by a run that is gone.");
+        }
+        let next = generations
+            .iter()
+            .filter_map(|(path, _)| generation_of(path))
+            .max()
+            .map_or(1, |g| g + 1);
         let path = generation_path(lake, name, next);
         let options = PutOptions {
             mode: PutMode::Create,
@@ -308,7 +283,8 @@ async fn take(lake: &Lake, name: &str, me: &Holder) -> Result<Path> {
             Ok(_) => {}
             // Another process created this generation first: look again (it holds the lock).
             Err(
-                object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
             ) => continue,
             Err(object_store::Error::NotImplemented { .. }) => {
                 return Err(Error::Lake(format!(
@@ -318,17 +294,18 @@ async fn take(lake: &Lake, name: &str, me: &Holder) -> Result<Path> {
             }
             Err(e) => return Err(e.into()),
         }
-        // A generation above ours can only be there if ours had been cleaned up and made
-        // again by this (slow) process: then that one is the lock.
-        let after = list(lake, name).await?;
-        if after.iter().any(|(g, _)| *g > next) {
+        // Another live generation now (a contender that created another number meanwhile):
+        // back off and look again; of the two, at most one keeps the lock.
+        let after = read_generations(lake, name).await?;
+        let rival = after
+            .iter()
+            .any(|(p, h)| *p != path && stale(h, me).is_none());
+        if rival {
             lake.delete(&path).await?;
             continue;
         }
-        for (generation, old) in &after {
-            if *generation < next {
-                let _ = lake.delete(old).await;
-            }
+        for (old, _) in after.iter().filter(|(p, _)| *p != path) {
+            let _ = lake.delete(old).await;
         }
         return Ok(path);
     }
@@ -338,11 +315,45 @@ async fn take(lake: &Lake, name: &str, me: &Holder) -> Result<Path> {
     )))
 }
 
+/// Every generation of lock `name` with its holder. One that vanished meanwhile (released) is
+/// left out; one that is not a holder at all is an error naming it.
+async fn read_generations(lake: &Lake, name: &str) -> Result<Vec<(Path, Holder)>> {
+    let mut out = Vec::new();
+    for path in list(lake, name).await? {
+        let Some(bytes) = lake.get(&path).await? else {
+            continue;
+        };
+        let holder: Holder = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Busy(format!(
+                "{name}: the lock {}/{} is not one flowhealth wrote ({e}); delete it if no flowhealth process is running",
+                lake.display(),
+                lake.relative(&path)
+            ))
+        })?;
+        out.push((path, holder));
+    }
+    Ok(out)
+}
+
+fn busy(lake: &Lake, name: &str, path: &Path, holder: &Holder) -> Error {
+    Error::Busy(format!(
+        "{name} is already running (host {}, pid {}, since {}{}); if that process is gone, delete {}/{}",
+        holder.host,
+        holder.pid,
+        holder.since,
+        if holder.by.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", holder.by)
+        },
+        lake.display(),
+        lake.relative(path)
+    ))
+}
+
 /// Why `holder`'s generation no longer holds the lock, or `None` while it does.
 fn stale(holder: &Holder, me: &Holder) -> Option<&'static str> {
-    if holder.released {
-        Some("released")
-    } else if holder.host != me.host {
+    if holder.host != me.host {
         None // another host: its processes cannot be seen from here
     } else if holder.pid == me.pid {
         // This process, and no run in it holds the lock (this run has the in-process side):
@@ -355,24 +366,22 @@ fn stale(holder: &Holder, me: &Holder) -> Option<&'static str> {
     }
 }
 
-/// The lock's generations, oldest first.
-async fn list(lake: &Lake, name: &str) -> Result<Vec<(u64, Path)>> {
+/// The lock's generations (their objects), oldest first.
+async fn list(lake: &Lake, name: &str) -> Result<Vec<Path>> {
     let prefix = lake.path(&["_flowhealth", "locks", name]);
     let objects: Vec<_> = lake.store().list(Some(&prefix)).try_collect().await?;
-    let mut generations: Vec<(u64, Path)> = objects
+    let mut generations: Vec<Path> = objects
         .into_iter()
-        .filter_map(|o| {
-            let generation = o
-                .location
-                .filename()?
-                .strip_suffix(".json")?
-                .parse::<u64>()
-                .ok()?;
-            Some((generation, o.location))
-        })
+        .map(|o| o.location)
+        .filter(|p| generation_of(p).is_some())
         .collect();
-    generations.sort_by_key(|(g, _)| *g);
+    generations.sort_by_key(|p| generation_of(p));
     Ok(generations)
+}
+
+/// The number of a generation's object (`000000000007.json` -> 7).
+fn generation_of(path: &Path) -> Option<u64> {
+    path.filename()?.strip_suffix(".json")?.parse().ok()
 }
 
 fn generation_path(lake: &Lake, name: &str, generation: u64) -> Path {
@@ -382,15 +391,6 @@ fn generation_path(lake: &Lake, name: &str, generation: u64) -> Path {
         name,
         &format!("{generation:012}.json"),
     ])
-}
-
-async fn write_release(lake: &Lake, path: &Path, holder: &Holder) -> Result<()> {
-    let released = Holder {
-        released: true,
-        ..holder.clone()
-    };
-    lake.put(path, Bytes::from(serde_json::to_vec(&released)?))
-        .await
 }
 
 fn host() -> String {
@@ -412,8 +412,7 @@ mod tests {
             "lake: {{ url: {} }}\nstages: [{{ name: a }}]\n",
             dir.display()
         );
-        let config =
-            crate::config::Config::parse(&text, "t.yaml", ".".into(), |_| None).unwrap();
+        let config = crate::config::Config::parse(&text, "t.yaml", ".".into(), |_| None).unwrap();
         Lake::open(&config).unwrap()
     }
 
@@ -433,14 +432,15 @@ mod tests {
         assert!(scope.waiting().unwrap().starts_with("the ingest lock"));
         drop(first); // as a timeout drops a run
         let second = second.await.unwrap().unwrap();
-        assert!(scope.waits()[0].starts_with("waited "), "{:?}", scope.waits());
+        assert!(
+            scope.waits()[0].starts_with("waited "),
+            "{:?}",
+            scope.waits()
+        );
+        assert_eq!(list(&lake, "ingest").await.unwrap().len(), 1);
         second.release().await.unwrap();
         finish_releases().await;
-        let generations = list(&lake, "ingest").await.unwrap();
-        assert_eq!(generations.len(), 1, "older generations are cleaned up");
-        let holder: Holder =
-            serde_json::from_slice(&lake.get(&generations[0].1).await.unwrap().unwrap()).unwrap();
-        assert!(holder.released);
+        assert!(list(&lake, "ingest").await.unwrap().is_empty(), "released");
     }
 
     #[tokio::test]
@@ -452,7 +452,10 @@ mod tests {
         let mut lock = lock;
         lock.local = None;
         drop(lock);
-        LOCAL.lock().unwrap().remove(&format!("{}|alerts", lake.display()));
+        LOCAL
+            .lock()
+            .unwrap()
+            .remove(&format!("{}|alerts", lake.display()));
         let again = LakeLock::acquire(&lake, "alerts").await.unwrap();
         assert!(again.path.as_ref().ends_with("000000000002.json"));
         again.release().await.unwrap();

@@ -22,8 +22,8 @@ use super::catalog::{Catalog, Metric};
 use super::output::{self, Breach};
 use crate::config::{Config, Threshold};
 use crate::error::{Error, Result};
-use crate::lake::health;
 use crate::lake::Lake;
+use crate::lake::health;
 use crate::time::Period;
 
 /// What to compute.
@@ -156,6 +156,13 @@ pub async fn run(
     let mut outcomes: Vec<Outcome> = Vec::new();
     // What failed so far, by metric name: its dependents are skipped with its domain.
     let mut failed: HashMap<String, Error> = HashMap::new();
+    // A dependency is the metric's latest version asked for: when a run computes two versions of
+    // one metric (a golden case checking both), the newer is the table the others read.
+    let mut newest: HashMap<&str, u32> = HashMap::new();
+    for metric in &selected {
+        let version = newest.entry(metric.name()).or_insert(metric.version());
+        *version = (*version).max(metric.version());
+    }
     for level in levels(&selected) {
         let jobs = level.iter().map(|metric| {
             let ctx = ctx.clone();
@@ -190,12 +197,14 @@ pub async fn run(
         for (metric, result) in level.iter().zip(results) {
             let outcome = match result {
                 Ok((period, params, carry, schema, batches)) => {
-                    crate::engine::register_result(
-                        &ctx,
-                        metric.name(),
-                        schema.clone(),
-                        batches.clone(),
-                    )?;
+                    if newest.get(metric.name()) == Some(&metric.version()) {
+                        crate::engine::register_result(
+                            &ctx,
+                            metric.name(),
+                            schema.clone(),
+                            batches.clone(),
+                        )?;
+                    }
                     let carried_from = carry.from;
                     let output = Output {
                         schema,

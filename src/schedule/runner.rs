@@ -95,9 +95,7 @@ pub async fn execute(
     let waits = scope.waits();
     if !waits.is_empty() {
         let mut outputs = waits;
-        outputs.extend(
-            (!record.outputs.is_empty()).then(|| std::mem::take(&mut record.outputs)),
-        );
+        outputs.extend((!record.outputs.is_empty()).then(|| std::mem::take(&mut record.outputs)));
         record.outputs = outputs.join("; ");
     }
     record.finished = Some(Utc::now());

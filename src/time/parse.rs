@@ -3,7 +3,11 @@
 //!
 //! Timestamps: ISO 8601; with an offset it is respected, without one it is local time in the
 //! configured timezone (see [`super::zone`] for DST). Other formats come from
-//! `datasets.<dataset>.timestamp_formats` (chrono `strftime` patterns), tried after ISO 8601.
+//! `datasets.<dataset>.timestamp_formats` (chrono `strftime` patterns, where `%A` also reads
+//! Chinese weekdays, and the named formats `epoch_seconds` and `epoch_millis`), tried after
+//! ISO 8601.
+
+use std::borrow::Cow;
 
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
@@ -114,6 +118,79 @@ pub fn parse_hours(text: &str) -> Option<(u32, u32)> {
     (start < end).then_some((start, end))
 }
 
+/// `epoch_seconds` / `epoch_millis`: an integer (seconds may have a fraction) since
+/// 1970-01-01T00:00:00Z. With both named, 12 digits or more are milliseconds.
+pub fn parse_epoch(text: &str, seconds: bool, millis: bool) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty()
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let as_millis = millis && (!seconds || whole.len() >= 12);
+    let sign = if text.starts_with('-') { -1 } else { 1 };
+    if as_millis {
+        if !fraction.is_empty() {
+            return None;
+        }
+        whole.parse::<i64>().ok()?.checked_mul(1000 * sign)
+    } else {
+        let micros = whole.parse::<i64>().ok()?.checked_mul(1_000_000)?;
+        let fraction: i64 = if fraction.is_empty() {
+            0
+        } else {
+            format!("{:0<6}", fraction.get(..6).unwrap_or(fraction))
+                .parse()
+                .ok()?
+        };
+        Some(sign * (micros + fraction))
+    }
+}
+
+/// Chinese weekday names, as exports write them after a date (`2018-01-05 星期五`, `周五`), and
+/// the English names chrono's `%A` reads (it then checks that the weekday fits the date).
+const CHINESE_WEEKDAYS: [(&str, &str); 16] = [
+    ("星期一", "Monday"),
+    ("星期二", "Tuesday"),
+    ("星期三", "Wednesday"),
+    ("星期四", "Thursday"),
+    ("星期五", "Friday"),
+    ("星期六", "Saturday"),
+    ("星期日", "Sunday"),
+    ("星期天", "Sunday"),
+    ("周一", "Monday"),
+    ("周二", "Tuesday"),
+    ("周三", "Wednesday"),
+    ("周四", "Thursday"),
+    ("周五", "Friday"),
+    ("周六", "Saturday"),
+    ("周日", "Sunday"),
+    ("周天", "Sunday"),
+];
+
+/// A `timestamp_formats` pattern as it is used: `%a` reads the same full English names as `%A`
+/// (which is what Chinese weekdays are translated to).
+pub fn weekday_format(format: &str) -> String {
+    format.replace("%a", "%A")
+}
+
+pub fn english_weekdays(text: &str) -> Cow<'_, str> {
+    if text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
+    let mut text = text.to_string();
+    for (chinese, english) in CHINESE_WEEKDAYS {
+        if text.contains(chinese) {
+            text = text.replace(chinese, english);
+        }
+    }
+    Cow::Owned(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +280,33 @@ mod tests {
         for bad in ["18:00-09:00", "09:00", "25:00-26:00", "09:60-10:00", "9-17"] {
             assert_eq!(parse_hours(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn epoch_formats_and_chinese_weekdays() {
+        assert_eq!(
+            parse_epoch("1772442000", true, false),
+            Some(utc("2026-03-02T09:00:00Z"))
+        );
+        assert_eq!(
+            parse_epoch("1772442000123", true, true),
+            Some(utc("2026-03-02T09:00:00.123Z"))
+        );
+        assert_eq!(
+            parse_epoch("1772442000.5", true, false),
+            Some(utc("2026-03-02T09:00:00.5Z"))
+        );
+        assert_eq!(parse_epoch("17724x", true, true), None);
+        let formats = vec![weekday_format("%Y-%m-%d %a")];
+        let zone = Zone::new(chrono_tz::Asia::Shanghai);
+        assert_eq!(
+            parse_timestamp(&english_weekdays("2018-01-05 星期五"), &zone, &formats),
+            Some(utc("2018-01-04T16:00:00Z"))
+        );
+        // The weekday must fit the date: 2018-01-01 was a Monday.
+        assert_eq!(
+            parse_timestamp(&english_weekdays("2018-01-01 星期五"), &zone, &formats),
+            None
+        );
     }
 }

@@ -28,7 +28,7 @@ fn validate_reports_every_problem_with_file_and_key_and_exits_2() {
         "datasets:
   actions:
     columns: { action_idd: ID }
-    encoding: latin1
+    encoding: klingon
     timestamp_formats: ['%Q']
 thresholds:
   evidence_rate: { min: 0.9, max: 0.5 }
@@ -45,7 +45,7 @@ surprise: true
     // serde stops a section at its first problem, so encoding is reported before the others of
     // `datasets`; every other section is still checked.
     for expected in [
-        "config.yaml: datasets.actions.encoding: unknown variant `latin1`",
+        "config.yaml: datasets.actions.encoding: unknown encoding label `klingon`",
         "config.yaml: surprise: unknown setting",
     ] {
         assert!(

@@ -154,7 +154,10 @@ fn a_failed_alert_run_shows_the_webhook_token_and_signature_nowhere() {
     );
     for (what, output) in &outputs {
         for secret in [token, path_token, secret] {
-            assert!(!output.contains(secret), "{what} shows `{secret}`:\n{output}");
+            assert!(
+                !output.contains(secret),
+                "{what} shows `{secret}`:\n{output}"
+            );
         }
         // (A compressed lake file may hold these words with anything after them.)
         let pairs: &[&str] = if *what == "lake file" {
@@ -217,10 +220,9 @@ fn values_from_the_environment_arrive_byte_for_byte_and_are_never_shown() {
     assert_eq!(metrics.status.code(), Some(0), "{}", text(&metrics));
     let sent = with_password(&["report", "weekly", "--period", "2026-W13", "--send"]);
     assert_eq!(sent.status.code(), Some(0), "{}", text(&sent));
-    let envelope: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("received/1.json")).unwrap(),
-    )
-    .unwrap();
+    let envelope: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("received/1.json")).unwrap())
+            .unwrap();
     assert_eq!(
         envelope["authenticated"], true,
         "the server accepted the password"
@@ -241,7 +243,10 @@ fn values_from_the_environment_arrive_byte_for_byte_and_are_never_shown() {
         shown.contains("timezone: `${TZ_SECRET}` is not an IANA timezone"),
         "{shown}"
     );
-    assert!(!shown.contains("Ol'ymp") && !shown.contains("Mars/"), "{shown}");
+    assert!(
+        !shown.contains("Ol'ymp") && !shown.contains("Mars/"),
+        "{shown}"
+    );
 
     // A literal `${` in a value: the problem names the line, not the text around it.
     let ws = Workspace::new(
@@ -269,9 +274,9 @@ fn a_step_that_times_out_in_the_daemon_releases_the_ingest_lock() {
     );
     let _daemon = Daemon::start(&ws);
     wait_for("the run to time out", Duration::from_secs(60), || {
-        runs_of(&ws, "land")
-            .iter()
-            .any(|(status, error, _, _)| status == "failed" && error.contains("timed out after 1 s"))
+        runs_of(&ws, "land").iter().any(|(status, error, _, _)| {
+            status == "failed" && error.contains("timed out after 1 s")
+        })
     });
     let output = ws.command().arg("ingest").output().unwrap();
     let shown = text(&output);
@@ -308,7 +313,10 @@ fn numbers_out_of_range_are_refused_before_anything_runs() {
         "config.yaml: alerts.retry.backoff_s: must be from 0 to 3600 seconds",
         "config.yaml: inbox.settle_s: must be from 0 to 86400 seconds",
     ] {
-        assert!(shown.contains(expected), "missing `{expected}` in:\n{shown}");
+        assert!(
+            shown.contains(expected),
+            "missing `{expected}` in:\n{shown}"
+        );
     }
     // Fix the config; the pipeline's own numbers are still wrong.
     std::fs::write(
@@ -327,7 +335,10 @@ fn numbers_out_of_range_are_refused_before_anything_runs() {
             "export.yaml: retries.backoff_s: must be from 0 to 3600 seconds",
             "export.yaml: timeout_s: must be more than 0 and at most 604800 seconds",
         ] {
-            assert!(shown.contains(expected), "{args:?}: missing `{expected}` in:\n{shown}");
+            assert!(
+                shown.contains(expected),
+                "{args:?}: missing `{expected}` in:\n{shown}"
+            );
         }
         assert!(!shown.contains("panicked"), "{shown}");
     }
@@ -358,7 +369,10 @@ fn runs_of_one_daemon_that_need_the_same_lock_wait_for_each_other() {
         finished("first").is_some() && finished("second").is_some()
     });
     let (first, second) = (finished("first").unwrap(), finished("second").unwrap());
-    assert_eq!(first.3, second.3, "the two fired together: {first:?} {second:?}");
+    assert_eq!(
+        first.3, second.3,
+        "the two fired together: {first:?} {second:?}"
+    );
     assert_eq!(
         (first.0.as_str(), second.0.as_str()),
         ("succeeded", "succeeded"),
@@ -401,7 +415,11 @@ fn every_network_call_gives_up_after_its_deadline() {
         command.args(["report", "weekly", "--period", "2026-W13", "--send"]);
         let (output, took) = run_within(command, Duration::from_secs(40));
         let shown = text(&output);
-        assert_eq!(output.status.code(), Some(1), "{mode} after {took:?}: {shown}");
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{mode} after {took:?}: {shown}"
+        );
         assert!(took < Duration::from_secs(20), "{mode}: took {took:?}");
         assert!(
             shown.contains(&format!(
@@ -424,13 +442,15 @@ fn every_network_call_gives_up_after_its_deadline() {
     command.args(["alerts", "--as-of", AS_OF]);
     let (output, took) = run_within(command, Duration::from_secs(40));
     let shown = text(&output);
-    assert_eq!(output.status.code(), Some(1), "webhook after {took:?}: {shown}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "webhook after {took:?}: {shown}"
+    );
     assert!(took < Duration::from_secs(20), "webhook: took {took:?}");
     assert!(shown.contains("alerts.timeout_s"), "{shown}");
 
-    let ws = Workspace::new(&format!(
-        "queries: {QUERIES}\n"
-    ));
+    let ws = Workspace::new(&format!("queries: {QUERIES}\n"));
     let config = std::fs::read_to_string(ws.path().join("config.yaml"))
         .unwrap()
         .replacen(
@@ -493,7 +513,10 @@ fn concurrent_daemons(ws: &Workspace, daemons: usize, env: &[(&str, &str)]) -> u
             Some(status) => {
                 let log = std::fs::read_to_string(logs.path().join(format!("{i}.log"))).unwrap();
                 assert_eq!(status.code(), Some(1), "daemon {i}: {log}");
-                assert!(log.contains("daemon is already running"), "daemon {i}: {log}");
+                assert!(
+                    log.contains("daemon is already running"),
+                    "daemon {i}: {log}"
+                );
             }
         }
         let _ = child.kill();
@@ -528,10 +551,17 @@ fn one_of_twenty_takes_over_a_stale_lease(ws: &Workspace, env: &[(&str, &str)]) 
         }
         line.clear();
     }
-    assert!(line.contains("Daemon started."), "the first daemon did not start");
+    assert!(
+        line.contains("Daemon started."),
+        "the first daemon did not start"
+    );
     killed.kill().unwrap(); // SIGKILL: the lease stays, naming a pid that is gone
     killed.wait().unwrap();
-    assert_eq!(concurrent_daemons(ws, 20, env), 1, "exactly one daemon took the lease over");
+    assert_eq!(
+        concurrent_daemons(ws, 20, env),
+        1,
+        "exactly one daemon took the lease over"
+    );
 }
 
 #[test]
@@ -651,10 +681,15 @@ fn the_report_says_what_the_ledger_knows_of_each_file() {
     ws.inbox("actions/monday.csv", rows(&["x", "y", "z"]));
     ok(&ws, &["ingest"]);
     ws.inbox("actions/monday-copy.csv", rows(&["x", "y", "z"]));
-    ws.inbox("actions/monday-fixed.csv", rows(&["x", "fixed", "z", "new"]));
+    ws.inbox(
+        "actions/monday-fixed.csv",
+        rows(&["x", "fixed", "z", "new"]),
+    );
     let out = ok(&ws, &["ingest"]);
     assert!(
-        out.contains("actions/monday-copy.csv: already ingested: same content as actions/monday.csv"),
+        out.contains(
+            "actions/monday-copy.csv: already ingested: same content as actions/monday.csv"
+        ),
         "{out}"
     );
     assert!(
@@ -702,7 +737,10 @@ fn an_unreadable_lake_file_is_named_and_repair_lands_its_source_again() {
         assert!(shown.contains("flowhealth doctor"), "{shown}");
     };
     names(&run(&ws, &["query", "select count(*) from actions"]));
-    names(&run(&ws, &["metrics", "run", "evidence_rate", "--period", "2026-W13"]));
+    names(&run(
+        &ws,
+        &["metrics", "run", "evidence_rate", "--period", "2026-W13"],
+    ));
     ws.inbox(
         "actions/late.csv",
         "action_id,occurred_at,owner_id,action_type\nL1,2026-03-26 10:00:00,R9,call\n",
@@ -727,7 +765,10 @@ fn an_unreadable_lake_file_is_named_and_repair_lands_its_source_again() {
     );
     let repair = ok(&ws, &["repair"]);
     assert!(repair.contains(&format!("set aside: {broken}")), "{repair}");
-    assert!(ws.lake_files().contains(&format!("quarantine/_corrupt/{broken}")));
+    assert!(
+        ws.lake_files()
+            .contains(&format!("quarantine/_corrupt/{broken}"))
+    );
     let doctor = ok(&ws, &["doctor"]);
     assert!(doctor.starts_with("lake ok"), "{doctor}");
     let ids = ws.duckdb(&format!(
@@ -750,7 +791,10 @@ fn an_unreadable_lake_file_is_named_and_repair_lands_its_source_again() {
     );
     let repair = run(&ws, &["repair"]);
     assert_eq!(repair.status.code(), Some(1), "{}", text(&repair));
-    assert!(ws.lake_files().contains(&format!("quarantine/_corrupt/{broken}")));
+    assert!(
+        ws.lake_files()
+            .contains(&format!("quarantine/_corrupt/{broken}"))
+    );
     ws.inbox("stage_changes/changes.csv", changes);
     let doctor = run(&ws, &["doctor"]);
     let shown = text(&doctor);
@@ -812,7 +856,10 @@ report: {{ language: fr, trend_weeks: 0 }}
         "multi.yaml: timeout_s: must be more than 0",
         "multi.yaml: steps[1].ingest: unknown dataset `deals`",
     ] {
-        assert!(shown.contains(expected), "missing `{expected}` in:\n{shown}");
+        assert!(
+            shown.contains(expected),
+            "missing `{expected}` in:\n{shown}"
+        );
     }
 }
 
@@ -823,7 +870,10 @@ fn a_threshold_that_names_no_metric_is_an_error() {
     let ws = Workspace::new(&format!(
         "queries: {QUERIES}\nthresholds:\n  evidnce_rate: {{ min: 0.9 }}\n  evidence_rate: {{ min: 0.8 }}\n"
     ));
-    for args in [&["validate"][..], &["metrics", "run", "--period", "2026-W13"]] {
+    for args in [
+        &["validate"][..],
+        &["metrics", "run", "--period", "2026-W13"],
+    ] {
         let output = ws.command().args(args).output().unwrap();
         let shown = text(&output);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {shown}");
@@ -896,11 +946,16 @@ fn an_ingest_step_with_a_rejected_file_fails_as_the_command_does() {
     let (status, error, ..) = &runs[0];
     assert_eq!(status, "failed", "{runs:?}");
     assert!(
-        error.contains("actions/no-owner-2.csv: rejected: the header lacks required column(s) owner_id"),
+        error.contains(
+            "actions/no-owner-2.csv: rejected: the header lacks required column(s) owner_id"
+        ),
         "{error}"
     );
     let attempts = ws.duckdb(&format!("select attempts from {}", scan("runs")));
-    assert_eq!(attempts, [vec![json!(1)]], "the user's error is not retried");
+    assert_eq!(
+        attempts,
+        [vec![json!(1)]],
+        "the user's error is not retried"
+    );
     assert_eq!(count(&ws, "raw/actions"), 3);
 }
-

@@ -102,8 +102,9 @@ pub enum Command {
     },
     /// Render a report from the metric outputs in the lake (run `metrics run` for the period
     /// first) and write it to reports/<report>/<period>.html; with --send, deliver it through the
-    /// outbox (email.transport: file or smtp). A message already sent is not sent again; one that
-    /// cannot be sent stays in the outbox (exit 1) for `report outbox` to retry.
+    /// outbox (email.transport: file or smtp) and post its card to report.channels. A message or
+    /// card already sent is not sent again; a message that cannot be sent stays in the outbox
+    /// (exit 1) for `report outbox` to retry, a card for the next --send.
     #[command(after_help = "Examples:\n  \
         flowhealth report weekly                       render last week's report (no email)\n  \
         flowhealth report weekly --period 2026-W13 --send\n  \
@@ -118,7 +119,8 @@ pub enum Command {
         /// A week (2026-W09) for weekly, a month (2026-03) for monthly.
         #[arg(long)]
         period: Option<String>,
-        /// Deliver the report to its recipients (email.to, email.recipients, email.teams).
+        /// Deliver the report to its recipients (email.to, email.recipients, email.teams) and its
+        /// card to its chat channels (report.channels).
         #[arg(long)]
         send: bool,
     },
@@ -158,10 +160,26 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Push overdue key actions to the webhooks in alerts.webhooks: silent-period timeouts
-    /// (docs/contract.md, section 4.5) and the deadlines in alerts.deadlines. Each alert is sent
-    /// once (a ledger in the lake), escalated after alerts.escalate.after_h if still unresolved; a
-    /// failed call is retried and, if it still fails, tried again next run (exit 1).
+    /// Run the Ballista scheduler of a flowhealth cluster (`engine: { kind: ballista }`) until
+    /// SIGTERM. It reads only the `lake:` section of the config, and must see the lake at the
+    /// same URL as the clients (a shared mount at the same path, or S3). `GET /readyz` on its
+    /// port answers 200 once an executor has registered.
+    #[command(after_help = "Example:\n  \
+        flowhealth --config cluster.yaml scheduler --bind 0.0.0.0 --port 50050")]
+    Scheduler(crate::engine::cluster::scheduler::SchedulerArgs),
+    /// Run a Ballista executor of a flowhealth cluster until SIGTERM (running tasks finish
+    /// first). It reads only the `lake:` section of the config and must see the lake at the same
+    /// URL as the clients.
+    #[command(after_help = "Example:\n  \
+        flowhealth --config cluster.yaml executor --scheduler df://scheduler:50050 --bind 0.0.0.0 --external-host executor-1")]
+    Executor(crate::engine::cluster::executor::ExecutorArgs),
+    /// Push overdue key actions to the chat channels in alerts.webhooks (DingTalk, WeCom,
+    /// Feishu/Lark, Slack, JSON): silent-period timeouts (docs/contract.md, section 4.5), broken
+    /// promises in notes (4.15) and the deadlines in alerts.deadlines. Each alert goes to its
+    /// team's channels (alerts.routes) or else alerts.notify, once per channel (a ledger in the
+    /// lake), mentioning its owner (alerts.owners), and is escalated after
+    /// alerts.escalate.after_h if still unresolved; a failed call is retried and, if it still
+    /// fails, tried again next run for that channel (exit 1).
     Alerts {
         /// The instant to evaluate at (ISO 8601); default: now.
         #[arg(long)]
@@ -232,12 +250,29 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// Loads the configuration and runs the command: one function per command below, each returning
 /// the exit status (after mini-redis's `src/cmd/`, one handler per command).
 async fn execute(cli: Cli) -> Result<i32> {
-    if let Command::Validate = cli.command {
-        return validate(cli.config.as_deref()).await;
+    // The cluster's processes read only the lake's location (the functions' configuration comes
+    // with each plan), so a config with nothing but `lake:` will do; `validate` reads the config
+    // as far as it goes, to report every problem.
+    match &cli.command {
+        Command::Scheduler(args) => {
+            let lake = open_cluster_lake(cli.config.as_deref())?;
+            return crate::engine::cluster::scheduler::run(&lake, args)
+                .await
+                .map(|()| 0);
+        }
+        Command::Executor(args) => {
+            let lake = open_cluster_lake(cli.config.as_deref())?;
+            return crate::engine::cluster::executor::run(&lake, args)
+                .await
+                .map(|()| 0);
+        }
+        Command::Validate => return validate(cli.config.as_deref()).await,
+        _ => {}
     }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
-        Command::Validate => unreachable!("validated above"),
+        // Run above, before the configuration is loaded.
+        Command::Scheduler(_) | Command::Executor(_) | Command::Validate => Ok(0),
         Command::Metrics(command) => metrics(&config, command).await,
         Command::Ingest { datasets } => ingest(&config, &datasets).await,
         Command::Doctor => doctor(&config).await,
@@ -491,25 +526,31 @@ async fn query(
             Some(std::io::read_to_string(std::io::stdin()).map_err(|e| Error::io("<stdin>", e))?)
         }
     };
+    if sql.is_none() && output.is_some() {
+        return Err(Error::Usage(
+            "--output needs the SQL as an argument or on standard input".into(),
+        ));
+    }
     let lake = crate::lake::Lake::open(config)?;
-    let ctx = crate::engine::session(config, &lake).await?;
-    match sql {
-        Some(sql) => {
-            if let Err(error) = crate::engine::query::run(&ctx, &sql, format, output).await {
-                return Err(crate::lake::health::name_unreadable(&lake, error).await);
-            }
-        }
-        None if output.is_some() => {
-            return Err(Error::Usage(
-                "--output needs the SQL as an argument or on standard input".into(),
-            ));
-        }
+    let engine = crate::engine::Engine::open(config, &lake).await?;
+    let ran = match sql {
+        Some(sql) => match crate::engine::query::run(&engine, &sql, format, output).await {
+            Err(error) => Err(crate::lake::health::name_unreadable(&lake, error).await),
+            ran => ran,
+        },
         None => {
             let functions = crate::udf::help(config);
-            crate::engine::query::interactive(&ctx, format, &functions).await?
+            crate::engine::query::interactive(&engine, format, &functions).await
         }
-    }
-    Ok(0)
+    };
+    engine.close().await?;
+    ran.map(|()| 0)
+}
+
+/// The lake of a cluster process, from the `lake:` section of the config alone.
+fn open_cluster_lake(path: Option<&std::path::Path>) -> Result<crate::lake::Lake> {
+    let (store, base_dir) = Config::load_lake(config_path(path))?;
+    crate::lake::Lake::open_existing(&store, &base_dir)
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
@@ -524,13 +565,14 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
 /// The configuration `--config` names, else `./config.yaml`, else the embedded one, as far as
 /// it can be read, with its problems.
 fn read_config(path: Option<&std::path::Path>) -> Result<(Config, Vec<String>)> {
-    match path {
-        Some(path) => Config::read(Some(path)),
-        None if std::path::Path::new("config.yaml").exists() => {
-            Config::read(Some(std::path::Path::new("config.yaml")))
-        }
-        None => Config::read(None),
-    }
+    Config::read(config_path(path))
+}
+
+/// The configuration file `--config` names, else `./config.yaml` when there is one, else `None`
+/// (the embedded configuration).
+fn config_path(path: Option<&std::path::Path>) -> Option<&std::path::Path> {
+    let local = std::path::Path::new("config.yaml");
+    path.or_else(|| local.exists().then_some(local))
 }
 
 fn init_logging(format: LogFormat) {

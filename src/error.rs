@@ -88,6 +88,12 @@ pub enum Error {
     #[error("timed out after {seconds} s")]
     Timeout { seconds: f64 },
 
+    /// The Ballista cluster (`engine: ballista`) cannot be reached, cannot see the lake, or lost
+    /// a job (an executor that died): names the scheduler URL or the lake path. External, and
+    /// retryable: a restarted scheduler or executor can serve the next attempt.
+    #[error("{0}")]
+    Cluster(String),
+
     /// The lake holds something flowhealth did not expect (a corrupt ledger entry, say).
     /// Internal.
     #[error("lake: {0}")]
@@ -214,6 +220,7 @@ impl Error {
             | Error::Query(_)
             | Error::Template(_) => Domain::User,
             Error::Delivery { .. }
+            | Error::Cluster(_)
             | Error::Busy(_)
             | Error::Timeout { .. }
             | Error::Io { .. }
@@ -248,7 +255,7 @@ impl Error {
     pub fn retryable(&self) -> bool {
         match self {
             Error::Delivery { permanent, .. } => !permanent,
-            Error::Busy(_) => true,
+            Error::Busy(_) | Error::Cluster(_) => true,
             Error::Io { source, .. } => io_retryable(source),
             Error::ObjectStore(error) => store_retryable(error),
             Error::DataFusion(error) => match error.find_root() {

@@ -21,27 +21,33 @@
 //! 4. Into the lake, and the functions over it:
 //!    - [`ingest`]: inbox files (CSV and JSON in any encoding, XLSX) -> validated Arrow batches
 //!      -> `raw/` and `quarantine/`, with a ledger that makes runs idempotent and crash-safe.
-//!    - [`udf`]: the process-flow SQL functions (stage rules, silent hours, business calendar),
-//!      driven by the config.
+//!    - [`udf`]: the process-flow SQL functions (stage rules, silent hours, business calendar,
+//!      and what notes say: templates and promises), driven by the config.
 //! 5. [`engine`]: the DataFusion session over the lake (every dataset a table, `dt` partitions
 //!    pruned, the configured timezone, the [`udf`] library) and `flowhealth query`.
-//!    [`engine::session`] is the one place a session is built: everything that runs SQL gets it
-//!    there.
+//!    [`engine::Engine`] is the one place a session is built: everything that runs SQL gets it
+//!    there, in this process or on an Apache Ballista cluster ([`engine::cluster`]: the client,
+//!    and the `flowhealth scheduler` and `flowhealth executor` processes).
 //! 6. [`metrics`]: the versioned metric SQL in `queries/` (catalog, lock), the runner, the lake
 //!    layout of their outputs and breaches ([`metrics::output`]) and the golden tests.
-//! 7. Outputs, read from the metric outputs (never recomputed):
+//! 7. [`notify`]: the chat channels (DingTalk, WeCom, Feishu/Lark, Slack, generic JSON): one
+//!    `Channel` trait, a file per vendor's format and signature, delivery with retries, every
+//!    error masked (webhook URLs hold tokens).
+//! 8. Outputs, read from the metric outputs (never recomputed):
 //!    - [`report`]: the weekly and monthly reports, rendered through editable templates with a
-//!      PNG trend chart, and delivered through a durable outbox (a folder, or SMTP with lettre).
-//!    - [`alert`]: overdue key actions (silent timeouts, configured deadlines) pushed once to
-//!      webhooks (DingTalk signed, or generic JSON), with escalation, from a ledger in the lake.
-//! 8. Orchestration:
+//!      PNG trend chart and the chain-wide heat map, delivered through a durable outbox (a
+//!      folder, or SMTP with lettre), and as a short card to chat channels.
+//!    - [`alert`]: overdue key actions (silent timeouts, configured deadlines, broken promises
+//!      in notes) pushed once per channel, routed by team, with escalation, from a ledger in the
+//!      lake.
+//! 9. Orchestration:
 //!    - [`schedule`]: `pipelines/*.yaml` ([`schedule::pipeline`]) on a clock: the planner
 //!      (DST-correct fire times, catch-up, no overlap), the runner (steps, retries of external
 //!      failures only, timeout), the run ledger in `runs/`, the daemon.
 //!    - [`demo`]: a generated organisation with the article's process problems planted in it,
 //!      written to the inbox as real export files.
-//! 9. [`cli`]: the commands, one function each; `main.rs` only parses arguments and calls
-//!    [`cli::run`].
+//! 10. [`cli`]: the commands, one function each; `main.rs` only parses arguments and calls
+//!     [`cli::run`].
 
 pub(crate) mod alert;
 pub mod cli;
@@ -52,6 +58,7 @@ pub mod error;
 pub mod ingest;
 pub mod lake;
 pub mod metrics;
+pub(crate) mod notify;
 pub(crate) mod report;
 pub(crate) mod schedule;
 pub mod time;

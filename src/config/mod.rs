@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -55,6 +55,7 @@ pub struct Config {
     pub thresholds: BTreeMap<String, Threshold>,
     pub index_weights: IndexWeights,
     pub calendar: Option<CalendarConfig>,
+    pub engine: EngineConfig,
     pub report: ReportConfig,
     pub email: EmailConfig,
     pub alerts: AlertsConfig,
@@ -128,7 +129,7 @@ impl Default for S3Config {
 }
 
 /// One stage of the opportunity pipeline, in order (`docs/contract.md` section 2).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
     pub name: String,
@@ -169,6 +170,51 @@ pub struct RulesConfig {
     /// A chronic follow-up is valid only within this many days of the last test report.
     #[serde(default = "default_chronic_report_max_days")]
     pub chronic_report_max_days: u32,
+    /// When a store's or owner's notes count as copies of a template (metric `templated_notes`).
+    #[serde(default)]
+    pub templated_notes: TemplatedNotesRules,
+}
+
+/// Templated notes: the article's stores that filled their follow-up log in bulk from one
+/// template. Two notes are near-duplicates when `note_similarity` is at least `similarity`; a
+/// store (or owner) is flagged when at least `min_share` of its `min_notes` or more notes of the
+/// period have a near-duplicate among its other notes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatedNotesRules {
+    /// The note_similarity (0..1, Jaccard of character bigrams) from which two notes are copies.
+    #[serde(default = "default_template_similarity")]
+    pub similarity: f64,
+    /// The share of notes with a copy (0..1) from which a store or owner is flagged.
+    #[serde(default = "default_template_min_share")]
+    pub min_share: f64,
+    /// Fewer notes than this in the period are never flagged (three notes prove nothing).
+    #[serde(default = "default_template_min_notes")]
+    pub min_notes: u32,
+    /// Compare notes within each action type (true), or all of a store's notes together.
+    #[serde(default = "default_true")]
+    pub per_action_type: bool,
+}
+
+impl Default for TemplatedNotesRules {
+    fn default() -> Self {
+        TemplatedNotesRules {
+            similarity: default_template_similarity(),
+            min_share: default_template_min_share(),
+            min_notes: default_template_min_notes(),
+            per_action_type: default_true(),
+        }
+    }
+}
+
+const fn default_template_similarity() -> f64 {
+    0.8
+}
+const fn default_template_min_share() -> f64 {
+    0.6
+}
+const fn default_template_min_notes() -> u32 {
+    5
 }
 
 impl Default for RulesConfig {
@@ -179,6 +225,7 @@ impl Default for RulesConfig {
             due_soon_h: default_due_soon_h(),
             signup_gap_minutes: default_signup_gap_minutes(),
             chronic_report_max_days: default_chronic_report_max_days(),
+            templated_notes: TemplatedNotesRules::default(),
         }
     }
 }
@@ -261,7 +308,7 @@ const fn default_weight_silent() -> f64 {
 }
 
 /// The optional business calendar for `business_hours`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarConfig {
     /// Working weekdays, as `mon` .. `sun`.
@@ -296,6 +343,64 @@ fn default_hours() -> String {
     "09:00-18:00".into()
 }
 
+/// Where the SQL runs: in this process, or on an Apache Ballista cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `local` (the default): in this process. `ballista`: on a cluster of `flowhealth scheduler`
+    /// and `flowhealth executor` processes that see the same lake.
+    #[serde(default)]
+    pub kind: EngineKind,
+    /// The Ballista scheduler, `df://host:port` (port 50050 when left out); used by `ballista`.
+    #[serde(default = "default_scheduler")]
+    pub scheduler: String,
+    /// Partitions each query stage is split into; DataFusion's default (this machine's cores)
+    /// when left out. On a cluster, about the task slots of all executors together.
+    #[serde(default)]
+    pub target_partitions: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kind: EngineKind::default(),
+            scheduler: default_scheduler(),
+            target_partitions: None,
+        }
+    }
+}
+
+fn default_scheduler() -> String {
+    "df://localhost:50050".into()
+}
+
+impl EngineConfig {
+    /// The scheduler's host and port from `scheduler` (`df://host[:port]`, port 50050 by default);
+    /// the problem otherwise.
+    pub fn scheduler_address(&self) -> std::result::Result<(String, u16), String> {
+        let url = self.scheduler.trim();
+        let wrong = || format!("`{url}` is not a scheduler address like df://host:50050");
+        let rest = url.strip_prefix("df://").ok_or_else(wrong)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().map_err(|_| wrong())?),
+            None => (rest, 50050),
+        };
+        if host.is_empty() || host.contains(['/', '@', '?', '#']) || port == 0 {
+            return Err(wrong());
+        }
+        Ok((host.to_string(), port))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Local,
+    Ballista,
+}
+
 /// What the weekly and monthly reports show and in which language. Used by `report`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,6 +424,21 @@ pub struct ReportConfig {
     /// Attach the overdue opportunities as CSV to the weekly report.
     #[serde(default = "default_true")]
     pub attach_overdue_csv: bool,
+    /// Report (`weekly`, `monthly`) -> webhooks (names in `alerts.webhooks`) that get a short
+    /// card of it (index, change, top breaches, the link) when it is sent, once each.
+    #[serde(default)]
+    pub channels: BTreeMap<String, Vec<String>>,
+    /// Where a card's reader finds the whole report: a URL in which `{report}` and `{period}` are
+    /// replaced (`https://bi.example.com/flowhealth/{report}/{period}.html`); the page's path in
+    /// the lake when absent.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// Industry (as in `opportunities.industry`) -> advice for its overdue opportunities, a
+    /// minijinja template with `count`, `industry`, `stage` and `opportunities` (ids): the
+    /// article's "8 hospital customers are waiting for a proposal confirmation: have you sent a
+    /// tertiary-hospital case study?".
+    #[serde(default)]
+    pub industry_advice: BTreeMap<String, String>,
 }
 
 impl Default for ReportConfig {
@@ -330,6 +450,9 @@ impl Default for ReportConfig {
             top_overdue: default_top_overdue(),
             heatmap_stores: default_heatmap_stores(),
             attach_overdue_csv: default_true(),
+            channels: BTreeMap::new(),
+            link: None,
+            industry_advice: BTreeMap::new(),
         }
     }
 }
@@ -503,6 +626,20 @@ pub struct AlertsConfig {
     /// Seconds one webhook call may take, from connecting to the answer.
     #[serde(default = "default_webhook_timeout_s")]
     pub timeout_s: f64,
+    /// Team -> the webhooks (by name) its alerts go to instead of `notify`. Alerts of a team
+    /// without a route, and alerts without a team, go to `notify`.
+    #[serde(default)]
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// Owner id -> how each channel @-mentions that owner in the alerts about them.
+    #[serde(default)]
+    pub owners: BTreeMap<String, Contact>,
+    /// At most this many alerts are spelled out in one message; the message says how many more.
+    #[serde(default = "default_max_items")]
+    pub max_items: usize,
+    /// Alert on promises in notes whose deadline passed without an action (the catalog's
+    /// `commitments`), like silent timeouts.
+    #[serde(default = "default_true")]
+    pub broken_commitments: bool,
 }
 
 impl Default for AlertsConfig {
@@ -516,6 +653,10 @@ impl Default for AlertsConfig {
             lookback_days: default_lookback_days(),
             retry: RetryConfig::default(),
             timeout_s: default_webhook_timeout_s(),
+            routes: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            max_items: default_max_items(),
+            broken_commitments: default_true(),
         }
     }
 }
@@ -525,6 +666,10 @@ const fn default_lookback_days() -> u32 {
 }
 const fn default_webhook_timeout_s() -> f64 {
     15.0
+}
+
+const fn default_max_items() -> usize {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -549,29 +694,38 @@ pub struct DeadlineConfig {
     pub within_h: f64,
 }
 
+/// A chat channel that alerts and report cards go to (see `src/notify/` for each kind's format).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// Names the channel in `notify`, `routes`, `escalate`, `report.channels` and the ledgers.
     pub name: String,
-    /// `dingtalk` (signed robot) or `json` (generic incoming webhook: Slack, Feishu-style).
     pub kind: WebhookKind,
     /// The webhook URL; it holds the channel's token, so it is shown masked everywhere.
     pub url: secret::SecretUrl,
-    /// DingTalk robot signing secret (the robot's "加签" setting).
+    /// The signing secret of a `dingtalk` robot ("加签") or a `feishu` bot ("签名校验").
     #[serde(default)]
     pub secret: Option<Secret>,
+    /// `wecom` only: `markdown` (the default; mentions as `<@userid>`) or `text` (mentions in
+    /// `mentioned_list`, for WeCom clients that do not render markdown).
+    #[serde(default)]
+    pub format: Option<WebhookFormat>,
 }
 
 /// What a webhook receiver expects: the message's shape, its signing, its reply. A new channel is
-/// a new kind here and an arm in each `match` of `alert/webhook.rs` (the compiler lists them).
+/// a new kind here and a file in `src/notify/` (the compiler lists the `match`es to extend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookKind {
-    /// A DingTalk group robot: markdown messages, signed with the robot's secret when it has
-    /// one, and a reply whose `errcode` must be 0.
+    /// A DingTalk group robot: markdown, signed in the query when it has a secret.
     Dingtalk,
-    /// A generic incoming webhook (Slack, Feishu-style): `{"text", "title", "alerts"}`; any 2xx
-    /// reply is success.
+    /// A WeCom (企业微信) group robot: markdown or text.
+    Wecom,
+    /// A Feishu / Lark custom bot: rich text, signed in the body when it has a secret.
+    Feishu,
+    /// A Slack incoming webhook: text and blocks.
+    Slack,
+    /// Any HTTP endpoint: `{"title", "text", "alerts" | "report"}`.
     Json,
 }
 
@@ -579,8 +733,16 @@ impl WebhookKind {
     pub fn name(self) -> &'static str {
         match self {
             WebhookKind::Dingtalk => "dingtalk",
+            WebhookKind::Wecom => "wecom",
+            WebhookKind::Feishu => "feishu",
+            WebhookKind::Slack => "slack",
             WebhookKind::Json => "json",
         }
+    }
+
+    /// Whether the vendor signs requests with a secret of the channel's own.
+    pub fn signs(self) -> bool {
+        matches!(self, WebhookKind::Dingtalk | WebhookKind::Feishu)
     }
 }
 
@@ -588,6 +750,36 @@ impl fmt::Display for WebhookKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.name())
     }
+}
+
+/// A WeCom robot's message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    Markdown,
+    Text,
+}
+
+/// How each channel addresses one owner, for @-mentions (`alerts.owners.<owner_id>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// DingTalk user id (`at.atUserIds`).
+    #[serde(default)]
+    pub dingtalk: Option<String>,
+    /// Mobile number: DingTalk `at.atMobiles` and WeCom `mentioned_mobile_list` when there is no
+    /// user id for that channel.
+    #[serde(default)]
+    pub mobile: Option<String>,
+    /// WeCom user id (`<@userid>`, `mentioned_list`).
+    #[serde(default)]
+    pub wecom: Option<String>,
+    /// Feishu open_id or user_id (`{"tag": "at", "user_id"}`).
+    #[serde(default)]
+    pub feishu: Option<String>,
+    /// Slack member id (`<@U…>`).
+    #[serde(default)]
+    pub slack: Option<String>,
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `***`, and a value of the
@@ -758,6 +950,7 @@ impl Config {
         let thresholds = sections.take("thresholds", || Some(BTreeMap::new()));
         let index_weights = sections.take("index_weights", || Some(IndexWeights::default()));
         let calendar = sections.take("calendar", || Some(None));
+        let engine = sections.take("engine", || Some(EngineConfig::default()));
         let report = sections.take("report", || Some(ReportConfig::default()));
         let email = sections.take("email", || Some(EmailConfig::default()));
         let alerts = sections.take("alerts", || Some(AlertsConfig::default()));
@@ -766,7 +959,7 @@ impl Config {
         for key in root.keys() {
             problems.push(format!(
                 "{}: unknown setting (expected one of timezone, lake, inbox, queries, pipelines, datasets, stages, rules, \
-                 thresholds, index_weights, calendar, report, email, alerts)",
+                 thresholds, index_weights, calendar, engine, report, email, alerts)",
                 serde_yaml::to_string(key).unwrap_or_default().trim()
             ));
         }
@@ -786,6 +979,7 @@ impl Config {
             thresholds: thresholds.unwrap_or_default(),
             index_weights: index_weights.unwrap_or_default(),
             calendar: calendar.unwrap_or_default(),
+            engine: engine.unwrap_or_default(),
             report: report.unwrap_or_default(),
             email: email.unwrap_or_default(),
             alerts: alerts.unwrap_or_default(),
@@ -802,6 +996,54 @@ impl Config {
             .map(|p| format!("{source}: {}", expanded.hide(p)))
             .collect();
         Ok((config, problems))
+    }
+
+    /// The `lake:` section of `path` (the embedded configuration when `None`) alone, and the
+    /// folder its relative paths are taken from: what a cluster process (`flowhealth scheduler`,
+    /// `flowhealth executor`) reads. It needs nothing else, since the functions' configuration
+    /// travels in the plans, and its S3 secrets stay on its own machine.
+    pub fn load_lake(path: Option<&Path>) -> Result<(StoreConfig, PathBuf)> {
+        let (text, source, base) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|e| {
+                    Error::Config(vec![format!("{}: cannot read: {e}", path.display())])
+                })?,
+                path.display().to_string(),
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ),
+            None => (
+                EMBEDDED.to_string(),
+                EMBEDDED_SOURCE.to_string(),
+                ".".into(),
+            ),
+        };
+        let fail = |problems: Vec<String>| {
+            Error::Config(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{source}: {p}"))
+                    .collect(),
+            )
+        };
+        let document = vars::parse(&text, |k| std::env::var(k).ok()).map_err(fail)?;
+        let serde_yaml::Value::Mapping(mut root) = document.value else {
+            return Err(fail(vec![
+                "expected a mapping of settings at the top level".into(),
+            ]));
+        };
+        let mut problems = Vec::new();
+        let lake = Sections {
+            root: &mut root,
+            problems: &mut problems,
+            expanded: &document.expanded,
+            unread: Vec::new(),
+            kept: load::Kept::default(),
+        }
+        .take("lake", || Some(StoreConfig::at("./lake")));
+        let problems: Vec<String> = problems.iter().map(|p| document.expanded.hide(p)).collect();
+        let lake = lake.ok_or_else(|| fail(problems))?;
+        validation::check_store(&lake).map_err(|p| fail(vec![format!("lake.url: {p}")]))?;
+        Ok((lake, base))
     }
 
     /// Resolves a path or URL from the config file: relative local paths are taken from the
@@ -911,6 +1153,50 @@ mod tests {
             problems[3].starts_with("test.yaml: whatever: unknown setting"),
             "{}",
             problems[3]
+        );
+    }
+
+    #[test]
+    fn the_engine_is_local_unless_a_cluster_is_named_with_an_address_that_parses() {
+        let config = parse("stages: [{ name: a }]\n").unwrap();
+        assert_eq!(config.engine.kind, EngineKind::Local);
+        let config =
+            parse("stages: [{ name: a }]\nengine: { kind: ballista, scheduler: df://sched }\n")
+                .unwrap();
+        assert_eq!(
+            config.engine.scheduler_address(),
+            Ok(("sched".into(), 50050))
+        );
+        let text = "stages: [{ name: a }]\nengine: { kind: ballista, scheduler: \"http://sched:1\", target_partitions: 0 }\n";
+        let Err(Error::Config(problems)) = parse(text) else {
+            panic!("expected config errors")
+        };
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("engine.scheduler: `http://sched:1` is not a scheduler address")
+        );
+        assert!(problems[1].contains("engine.target_partitions: must be at least 1"));
+    }
+
+    #[test]
+    fn a_cluster_process_reads_the_lake_section_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.yaml");
+        // Sections a scheduler does not read may be missing or even wrong.
+        std::fs::write(
+            &path,
+            "lake: { url: ./lake }\nemail: { transport: carrier-pigeon }\n",
+        )
+        .unwrap();
+        let (lake, base) = Config::load_lake(Some(&path)).unwrap();
+        assert_eq!((lake.url.as_str(), base.as_path()), ("./lake", dir.path()));
+        std::fs::write(&path, "lake: { url: \"ftp://x\" }\n").unwrap();
+        let Err(Error::Config(problems)) = Config::load_lake(Some(&path)) else {
+            panic!("expected a config error")
+        };
+        assert!(
+            problems[0].contains("lake.url: `ftp://x` is not"),
+            "{problems:?}"
         );
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{Config, RetryConfig, StoreConfig};
+use super::{Config, EngineKind, RetryConfig, StoreConfig};
 use crate::time::parse::parse_hours;
 
 /// Every problem of `config` that serde cannot see, each `key.path: message`, section by section
@@ -13,7 +13,8 @@ use crate::time::parse::parse_hours;
 pub fn check(config: &Config, unread: &[&str]) -> Vec<String> {
     let mut problems = Problems::default();
     let found = &mut problems;
-    let checks: [(&str, fn(&Config, &mut Problems)); 11] = [
+    type Check = fn(&Config, &mut Problems);
+    let checks: [(&str, Check); 12] = [
         ("lake", lake),
         ("inbox", inbox),
         ("datasets", datasets),
@@ -22,6 +23,7 @@ pub fn check(config: &Config, unread: &[&str]) -> Vec<String> {
         ("thresholds", thresholds),
         ("index_weights", index_weights),
         ("calendar", calendar),
+        ("engine", engine),
         ("report", report),
         ("email", email),
         ("alerts", alerts),
@@ -144,7 +146,8 @@ fn stages(config: &Config, problems: &mut Problems) {
     }
 }
 
-/// `rules`: daily minimums of at least 1, named action types, non-negative hours and minutes.
+/// `rules`: daily minimums of at least 1, named action types, non-negative hours and minutes, and
+/// templated-note settings in range.
 fn rules(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     for (action, minimum) in &config.rules.store_actions {
@@ -178,6 +181,25 @@ fn rules(config: &Config, problems: &mut Problems) {
         problem(
             "rules.chronic_report_max_days",
             "must be at least 1 (no follow-up could be valid)".into(),
+        );
+    }
+    let templated = config.rules.templated_notes;
+    if !(templated.similarity > 0.0 && templated.similarity <= 1.0) {
+        problem(
+            "rules.templated_notes.similarity",
+            "must be above 0 and at most 1 (a note_similarity)".into(),
+        );
+    }
+    if !(0.0..=1.0).contains(&templated.min_share) {
+        problem(
+            "rules.templated_notes.min_share",
+            "must be a share from 0 to 1".into(),
+        );
+    }
+    if templated.min_notes < 2 {
+        problem(
+            "rules.templated_notes.min_notes",
+            "must be at least 2 (a note needs another to be a copy of)".into(),
         );
     }
 }
@@ -248,7 +270,8 @@ fn calendar(config: &Config, problems: &mut Problems) {
     }
 }
 
-/// `report`: a language with labels, at least one trend week.
+/// `report`: a language with labels, at least one trend week, advice templates that parse, cards
+/// for reports that exist.
 fn report(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     let report = &config.report;
@@ -260,6 +283,22 @@ fn report(config: &Config, problems: &mut Problems) {
     }
     if !(1..=520).contains(&report.trend_weeks) {
         problem("report.trend_weeks", "must be from 1 to 520 weeks".into());
+    }
+    for (industry, advice) in &report.industry_advice {
+        if let Err(e) = minijinja::Environment::new().template_from_str(advice) {
+            problem(
+                &format!("report.industry_advice.{industry}"),
+                format!("not a valid template: {e}"),
+            );
+        }
+    }
+    for name in report.channels.keys() {
+        if !["weekly", "monthly"].contains(&name.as_str()) {
+            problem(
+                &format!("report.channels.{name}"),
+                "is not a report: expected weekly or monthly".into(),
+            );
+        }
     }
 }
 
@@ -338,14 +377,32 @@ fn email(config: &Config, problems: &mut Problems) {
     check_retry(&mut problem, "email.retry", &email.retry);
 }
 
-/// `alerts`: webhook URLs, names used once and referred to correctly, deadlines, retries (the
-/// kinds are checked when parsing).
+/// `alerts`: webhook URLs and each kind's own fields, names used once and referred to correctly
+/// (by `notify`, `escalate`, `routes` and `report.channels`), deadlines, retries (the kinds are
+/// checked when parsing).
 fn alerts(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     let alerts = &config.alerts;
     let mut names = Vec::new();
     for (i, hook) in alerts.webhooks.iter().enumerate() {
         let key = format!("alerts.webhooks[{i}]");
+        // Each kind's own fields: a secret signs DingTalk and Feishu requests only, a format is
+        // WeCom's choice of message type.
+        if hook.secret.is_some() && !hook.kind.signs() {
+            problem(
+                &format!("{key}.secret"),
+                format!(
+                    "a {} webhook is not signed: only dingtalk and feishu take a secret",
+                    hook.kind
+                ),
+            );
+        }
+        if hook.format.is_some() && hook.kind != crate::config::WebhookKind::Wecom {
+            problem(
+                &format!("{key}.format"),
+                format!("only a wecom webhook has a format, not a {} one", hook.kind),
+            );
+        }
         let url = hook.url.expose();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             problem(&format!("{key}.url"), "must be an http(s) URL".into());
@@ -359,12 +416,25 @@ fn alerts(config: &Config, problems: &mut Problems) {
         names.push(hook.name.as_str());
     }
     let escalation = alerts.escalate.iter().flat_map(|e| &e.webhooks);
+    let routes = alerts.routes.iter().flat_map(|(team, hooks)| {
+        hooks
+            .iter()
+            .map(move |n| (format!("alerts.routes.{team}"), n))
+    });
+    let reports = config.report.channels.iter().flat_map(|(report, hooks)| {
+        hooks
+            .iter()
+            .map(move |n| (format!("report.channels.{report}"), n))
+    });
     for (key, name) in alerts
         .notify
         .iter()
-        .map(|n| ("alerts.notify", n))
-        .chain(escalation.map(|n| ("alerts.escalate.webhooks", n)))
+        .map(|n| ("alerts.notify".to_string(), n))
+        .chain(escalation.map(|n| ("alerts.escalate.webhooks".to_string(), n)))
+        .chain(routes)
+        .chain(reports)
     {
+        let key = key.as_str();
         if !names.contains(&name.as_str()) {
             problem(
                 key,
@@ -404,6 +474,22 @@ fn alerts(config: &Config, problems: &mut Problems) {
         }
     }
     check_retry(&mut problem, "alerts.retry", &alerts.retry);
+    if alerts.max_items == 0 {
+        problem("alerts.max_items", "must be at least 1".into());
+    }
+}
+
+/// `engine`: a scheduler address that parses (when the SQL runs on a cluster), a partition count.
+fn engine(config: &Config, problems: &mut Problems) {
+    let engine = &config.engine;
+    if engine.kind == EngineKind::Ballista
+        && let Err(message) = engine.scheduler_address()
+    {
+        problems.add("engine.scheduler", message);
+    }
+    if engine.target_partitions == Some(0) {
+        problems.add("engine.target_partitions", "must be at least 1".into());
+    }
 }
 
 /// `attempts` from 1 to 100, `backoff_s` from 0 to an hour (it doubles after each attempt).
@@ -420,7 +506,7 @@ pub(crate) fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, ret
     }
 }
 
-fn check_store(store: &StoreConfig) -> Result<(), String> {
+pub(crate) fn check_store(store: &StoreConfig) -> Result<(), String> {
     let url = store.url.trim();
     if url.is_empty() {
         return Err("must not be empty".into());

@@ -6,7 +6,9 @@
 //! silent stays (no follow-up for days), missing evidence, late entry (reps who log days later),
 //! late or missing demo feedback, stores with 7+ day streaks of zero chronic follow-ups,
 //! month-end bunching of high-margin recommendations, sign-ups far from the WeChat follow time,
-//! chronic follow-ups on stale test reports, and a handful of malformed rows.
+//! chronic follow-ups on stale test reports, stores that fill their follow-up notes from one
+//! template (the article's 37 of 1,286: every 35th store), a rep who does the same, promises in
+//! the reps' notes (kept or not, as the simulation has it), and a handful of malformed rows.
 
 use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
 use rand::{Rng, SeedableRng};
@@ -126,7 +128,132 @@ pub fn generate(config: &Config, size: &DemoSize) -> Organisation {
         }
     }
     simulate_stores(&mut rng, config, size, start, end, &mut org);
+    plant_notes(&mut org, size.seed);
     org
+}
+
+/// The stores that fill their chronic follow-up notes from one template: every 35th, so that a
+/// chain of 1,286 has the article's 37 (and a demo of a few stores has one, the second).
+pub fn templated_store(index: usize) -> bool {
+    index % 35 == 1
+}
+
+/// The rep who logs every call with one template phrase.
+pub const TEMPLATED_REP: &str = "R003";
+
+/// Notes on the reps' calls and visits (promises among them) and on the stores' chronic
+/// follow-ups. They come from an RNG of their own, after the simulation, so that adding them
+/// left every other generated value as it was.
+fn plant_notes(org: &mut Organisation, seed: u64) {
+    const PROMISES: [&str; 8] = [
+        "承诺48小时内出服务方案",
+        "明天给报价",
+        "客户要求下周一前回复",
+        "Will send the proposal within 2 days",
+        "答应周五前安排演示",
+        "3个工作日内提交合同草案",
+        "Promised to call back tomorrow",
+        "月底前确认采购预算",
+    ];
+    // Remarks are a contact and a topic, so that a rep's genuine notes differ from each other.
+    const CONTACTS: [&str; 8] = [
+        "采购王经理",
+        "院办李主任",
+        "药剂科张老师",
+        "财务陈总",
+        "设备科刘工",
+        "信息科赵主任",
+        "the buyer",
+        "the clinic manager",
+    ];
+    const TOPICS: [&str; 8] = [
+        "关注价格和付款方式",
+        "在比较竞品方案",
+        "想先看同类医院的案例",
+        "问了保险控费的做法",
+        "介绍了新的决策流程",
+        "对培训安排有疑问",
+        "asked about the rollout plan",
+        "wants references from other hospitals",
+    ];
+    const PEOPLE: [&str; 12] = [
+        "王阿姨",
+        "李叔叔",
+        "张先生",
+        "赵女士",
+        "陈大爷",
+        "刘阿姨",
+        "杨先生",
+        "黄女士",
+        "周大爷",
+        "吴阿姨",
+        "徐先生",
+        "孙女士",
+    ];
+    const FINDINGS: [&str; 8] = [
+        "血压{}/{}",
+        "空腹血糖{}.{}",
+        "血压{}/{}偏高",
+        "餐后血糖{}.{}",
+        "头晕，血压{}/{}",
+        "睡眠不好，血压{}/{}",
+        "血糖{}.{}，体重下降",
+        "心率{}，血压正常{}",
+    ];
+    const ADVICE: [&str; 10] = [
+        "建议低盐饮食",
+        "提醒按时服药",
+        "建议去医院复查",
+        "调整用药时间",
+        "推荐家用血压计",
+        "提醒少吃主食",
+        "建议每天散步半小时",
+        "推荐钙片和维生素D",
+        "叮嘱戒烟限酒",
+        "已登记用药记录",
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6e6f_7465_735f_7631);
+    for action in &mut org.crm_actions {
+        if action.note.is_some() || !matches!(action.action_type.as_str(), "call" | "visit") {
+            continue;
+        }
+        action.note = if action.owner_id == TEMPLATED_REP && action.action_type == "call" {
+            Some("已电话回访，客户暂无新需求".into())
+        } else if rng.random_bool(0.2) {
+            Some(PROMISES[rng.random_range(0..PROMISES.len())].into())
+        } else if rng.random_bool(0.4) {
+            Some(format!(
+                "{}{}{}",
+                CONTACTS[rng.random_range(0..CONTACTS.len())],
+                if rng.random_bool(0.5) { "：" } else { " " },
+                TOPICS[rng.random_range(0..TOPICS.len())]
+            ))
+        } else {
+            None
+        };
+    }
+    for action in &mut org.store_actions {
+        if action.action_type != "chronic_followup" {
+            continue;
+        }
+        let store = action
+            .store_id
+            .as_deref()
+            .and_then(|s| s.trim_start_matches('S').parse::<usize>().ok());
+        let (high, low) = (rng.random_range(118..168), rng.random_range(72..102));
+        action.note = Some(if store.is_some_and(|n| templated_store(n - 1)) {
+            format!("血压{high}/{low}，建议低盐饮食，按时服药")
+        } else {
+            let finding = FINDINGS[rng.random_range(0..FINDINGS.len())]
+                .replacen("{}", &high.to_string(), 1)
+                .replacen("{}", &low.to_string(), 1);
+            format!(
+                "{}{finding}，{}",
+                PEOPLE[rng.random_range(0..PEOPLE.len())],
+                ADVICE[rng.random_range(0..ADVICE.len())]
+            )
+        });
+    }
 }
 
 /// The configured stages as the simulation uses them.

@@ -1,146 +1,313 @@
 //! The DataFusion session over the lake: every dataset registered as a table (with its `dt`
 //! partition column, so a filter on `dt` reads only those folders), the configured timezone and
-//! the process-flow function library ([`crate::udf`]). Everything that runs SQL builds its
-//! session here; nothing else registers tables or functions.
-//!
-//! That makes [`session`] the seam for another engine (a cluster, say): it is the only place a
-//! `SessionContext` is made, and every caller (metrics, alerts, a pipeline's `sql:` step,
-//! `flowhealth query`) only plans SQL on it, binds parameters and collects.
+//! the process-flow function library ([`crate::udf`]). Everything that runs SQL opens an
+//! [`Engine`] here; nothing else registers tables or functions.
 //!
 //! Tables: `actions`, `stage_changes`, `opportunities` (the latest snapshot of each opportunity),
 //! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows; the
 //! configured `stages`, `rules_evidence_required` and `rules_store_actions`.
+//!
+//! The SQL runs in this process (`engine.kind: local`, the default) or on an Apache Ballista
+//! cluster ([`cluster`]). The two differ only in how the session is made and where a computed
+//! table lives: every table is one a cluster can read (Parquet in the lake, or a view), so both
+//! run the same SQL over the same tables and give the same rows.
 
+pub mod cluster;
 pub mod query;
 pub mod snapshot;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-};
-use datafusion::arrow::datatypes::{DataType, Schema};
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::memory::InMemory;
+use object_store::{ObjectStoreExt, PutPayload};
 
-use crate::config::Config;
-use crate::error::Result;
+use crate::config::{Config, EngineKind};
+use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::schema::Dataset;
 
-/// A session with every lake table registered.
-pub async fn session(config: &Config, lake: &Lake) -> Result<SessionContext> {
-    let session_config = SessionConfig::new()
-        .with_information_schema(true)
-        .set_str("datafusion.execution.time_zone", config.timezone.name());
-    let ctx = SessionContext::new_with_config(session_config);
-    let lake_url = ListingTableUrl::parse(lake.folder_url(&[]))?;
-    ctx.register_object_store(lake_url.object_store().as_ref(), lake.store().clone());
-    for dataset in Dataset::ALL {
-        let raw_name = match dataset {
-            Dataset::Opportunities => "opportunity_snapshots",
-            other => other.name(),
-        };
-        let folder = |area: &str| ListingTableUrl::parse(lake.folder_url(&[area, dataset.name()]));
-        register(&ctx, raw_name, folder("raw")?, dataset.raw_schema(), true)?;
-        let quarantine = format!("quarantine_{}", dataset.name());
-        register(
-            &ctx,
-            &quarantine,
-            folder("quarantine")?,
-            dataset.quarantine_schema(),
-            true,
-        )?;
-    }
-    crate::udf::register(&ctx, config);
-    register_rules(&ctx, config)?;
-    // The dimension: latest snapshot wins.
-    ctx.sql(&format!(
-        "CREATE VIEW opportunities AS {}",
-        snapshot::latest("opportunity_snapshots")
-    ))
-    .await?;
-    Ok(ctx)
+/// A SQL session over the lake, in this process or on a Ballista cluster (`engine.kind`).
+pub struct Engine {
+    ctx: SessionContext,
+    lake: Lake,
+    /// A cluster session's scheduler and the folder where it puts the tables it computes, so
+    /// that the cluster can read them; `None` in a local session, which keeps them in memory.
+    cluster: Option<cluster::client::Session>,
 }
 
-/// The configured stages and rules as small tables, so metric SQL joins them instead of
-/// repeating the config: `stages`, `rules_evidence_required`, `rules_store_actions`.
-fn register_rules(ctx: &SessionContext, config: &Config) -> Result<()> {
-    let stages = &config.stages;
-    let table = |columns: Vec<(&str, ArrayRef)>| -> Result<Arc<MemTable>> {
-        let batch = RecordBatch::try_from_iter(columns)?;
-        Ok(Arc::new(MemTable::try_new(
-            batch.schema(),
-            vec![vec![batch]],
-        )?))
-    };
-    ctx.register_table(
-        "stages",
-        table(vec![
+impl Engine {
+    /// A session as `config.engine` says: local, or on the Ballista cluster (checked with a probe
+    /// that reads the lake through it, so a cluster that cannot see the lake fails here, loudly).
+    pub async fn open(config: &Config, lake: &Lake) -> Result<Engine> {
+        match config.engine.kind {
+            EngineKind::Local => Engine::local(config, lake).await,
+            EngineKind::Ballista => cluster::client::open(config, lake).await,
+        }
+    }
+
+    /// A session in this process, whatever the configuration says (planning in `validate`).
+    pub async fn local(config: &Config, lake: &Lake) -> Result<Engine> {
+        let ctx = SessionContext::new_with_config(session_config(config));
+        Engine::populate(ctx, config, lake, None).await
+    }
+
+    /// Registers the lake's tables, the function library and the configured rules in `ctx`.
+    async fn populate(
+        ctx: SessionContext,
+        config: &Config,
+        lake: &Lake,
+        cluster: Option<cluster::client::Session>,
+    ) -> Result<Engine> {
+        let lake_url = ListingTableUrl::parse(lake.folder_url(&[]))?;
+        ctx.register_object_store(lake_url.object_store().as_ref(), lake.store().clone());
+        for dataset in Dataset::ALL {
+            let raw_name = match dataset {
+                Dataset::Opportunities => "opportunity_snapshots",
+                other => other.name(),
+            };
+            let folder =
+                |area: &str| ListingTableUrl::parse(lake.folder_url(&[area, dataset.name()]));
+            register(&ctx, raw_name, folder("raw")?, dataset.raw_schema(), true)?;
+            let quarantine = format!("quarantine_{}", dataset.name());
+            register(
+                &ctx,
+                &quarantine,
+                folder("quarantine")?,
+                dataset.quarantine_schema(),
+                true,
+            )?;
+        }
+        // After the session is made: a Ballista session replaces the function list it was given.
+        crate::udf::register(&ctx, config);
+        for (name, sql) in rules::views(config) {
+            ctx.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
+        }
+        // The dimension: latest snapshot wins.
+        ctx.sql(&format!(
+            "CREATE VIEW opportunities AS {}",
+            snapshot::latest("opportunity_snapshots")
+        ))
+        .await?;
+        Ok(Engine {
+            ctx,
+            lake: lake.clone(),
+            cluster,
+        })
+    }
+
+    /// The session, to plan and run SQL in.
+    pub fn ctx(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Whether the SQL runs on a Ballista cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Registers computed rows (a metric's carried state, the opportunity snapshot) as table
+    /// `name`, replacing one registered before: in memory locally, a Parquet file in the session's
+    /// scratch folder of the lake on a cluster.
+    pub async fn register_rows(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
+        match self.cluster.as_ref().map(|c| &c.scratch) {
+            None => {
+                let table = MemTable::try_new(schema, vec![batches])?;
+                self.ctx.deregister_table(name)?;
+                self.ctx.register_table(name, Arc::new(table))?;
+                Ok(())
+            }
+            Some(scratch) => {
+                let rows = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+                let bytes = crate::lake::encode_parquet(&rows)?;
+                self.register_copy(scratch, name, schema, bytes).await
+            }
+        }
+    }
+
+    /// Registers a Parquet file's bytes (a consistent copy of a lake file that another run may
+    /// replace meanwhile) as table `name`, read with `schema`: from memory locally, from a copy in
+    /// the session's scratch folder on a cluster. Either way a query decodes only the columns it
+    /// needs.
+    pub async fn register_parquet(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        bytes: Bytes,
+    ) -> Result<()> {
+        match self.cluster.as_ref().map(|c| &c.scratch) {
+            None => {
+                // A store of its own per table (`memory://<name>/`): registering one replaces
+                // whatever was registered under the same URL.
+                let memory = InMemory::new();
+                let path = object_store::path::Path::from("part-0.parquet");
+                memory.put(&path, PutPayload::from(bytes)).await?;
+                let url = ListingTableUrl::parse(format!("memory://{name}/{path}"))?;
+                self.ctx
+                    .register_object_store(url.object_store().as_ref(), Arc::new(memory));
+                register(&self.ctx, name, url, schema, false)
+            }
+            Some(scratch) => self.register_copy(scratch, name, schema, bytes).await,
+        }
+    }
+
+    async fn register_copy(
+        &self,
+        scratch: &cluster::Scratch,
+        name: &str,
+        schema: SchemaRef,
+        bytes: Bytes,
+    ) -> Result<()> {
+        let path = scratch.path(&self.lake, &format!("{name}.parquet"));
+        self.lake.put(&path, bytes).await?;
+        self.register_file(name, &path, schema)
+    }
+
+    /// Registers the Parquet file at `path` in the lake (a metric's output, read by the metrics
+    /// that depend on it) as table `name` with `schema`; columns of the file not in `schema`
+    /// are not read.
+    pub fn register_file(
+        &self,
+        name: &str,
+        path: &object_store::path::Path,
+        schema: SchemaRef,
+    ) -> Result<()> {
+        let url = ListingTableUrl::parse(self.lake.object_url(path))?;
+        register(&self.ctx, name, url, schema, false)
+    }
+
+    /// Runs `frame` and returns its rows. `failed` makes the caller's error of a failure of the
+    /// SQL (a user's query, flowhealth's own); on a cluster, a failure of the cluster itself (the
+    /// scheduler out of reach, an executor lost) is an [`crate::error::Error::Cluster`], which a
+    /// pipeline retries.
+    pub async fn collect(
+        &self,
+        frame: DataFrame,
+        failed: impl FnOnce(DataFusionError) -> Error,
+    ) -> Result<Vec<RecordBatch>> {
+        match &self.cluster {
+            None => frame.collect().await.map_err(failed),
+            Some(session) => session.collect(frame, failed).await,
+        }
+    }
+
+    /// Ends the session: a cluster session removes its scratch folder (one left behind by a
+    /// process that died is removed by a later session).
+    pub async fn close(self) -> Result<()> {
+        match self.cluster {
+            Some(session) => session.scratch.remove(&self.lake).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The options every session starts from, local or on a cluster: the configured timezone, the
+/// information schema, and the string types Ballista uses (it turns Utf8View off, so a local
+/// session does too: the same query gives the same column types on both).
+pub(crate) fn session_config(config: &Config) -> SessionConfig {
+    let mut session = SessionConfig::new()
+        .with_information_schema(true)
+        .set_str("datafusion.execution.time_zone", config.timezone.name())
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
+        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
+    if let Some(partitions) = config.engine.target_partitions {
+        session = session.with_target_partitions(partitions);
+    }
+    session
+}
+
+/// The configured stages and rules as views over `VALUES`, so metric SQL joins them instead of
+/// repeating the config. A view is part of the plan, so a cluster needs nothing else to read it.
+mod rules {
+    use crate::config::Config;
+
+    /// `(name, SELECT ...)` of `stages`, `rules_evidence_required` and `rules_store_actions`.
+    pub fn views(config: &Config) -> Vec<(&'static str, String)> {
+        let text = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let stages = config
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "({}, {}, '{}', {}, {}, {})",
+                    text(&s.name),
+                    i + 1,
+                    s.silent_timeout_h,
+                    s.terminal,
+                    s.from_any,
+                    s.entry
+                )
+            })
+            .collect();
+        let evidence = config
+            .rules
+            .evidence_required
+            .iter()
+            .map(|a| format!("({})", text(a)));
+        let store = config
+            .rules
+            .store_actions
+            .iter()
+            .map(|(action, minimum)| format!("({}, {minimum})", text(action)));
+        vec![
             (
-                "name",
-                Arc::new(StringArray::from_iter_values(
-                    stages.iter().map(|s| &s.name),
-                )),
+                "stages",
+                select(
+                    "CAST(column1 AS VARCHAR) AS name, CAST(column2 AS BIGINT) AS stage_rank, \
+                     CAST(column3 AS DOUBLE) AS silent_timeout_h, CAST(column4 AS BOOLEAN) AS terminal, \
+                     CAST(column5 AS BOOLEAN) AS from_any, CAST(column6 AS BOOLEAN) AS entry",
+                    stages,
+                    "(NULL, NULL, NULL, NULL, NULL, NULL)",
+                ),
             ),
             (
-                "stage_rank",
-                Arc::new(Int64Array::from_iter_values(1..=stages.len() as i64)),
+                "rules_evidence_required",
+                select(
+                    "CAST(column1 AS VARCHAR) AS action_type",
+                    evidence.collect(),
+                    "(NULL)",
+                ),
             ),
             (
-                "silent_timeout_h",
-                Arc::new(Float64Array::from_iter_values(
-                    stages.iter().map(|s| s.silent_timeout_h),
-                )),
+                "rules_store_actions",
+                select(
+                    "CAST(column1 AS VARCHAR) AS action_type, CAST(column2 AS BIGINT) AS daily_minimum",
+                    store.collect(),
+                    "(NULL, NULL)",
+                ),
             ),
-            (
-                "terminal",
-                Arc::new(BooleanArray::from_iter(
-                    stages.iter().map(|s| Some(s.terminal)),
-                )),
-            ),
-            (
-                "from_any",
-                Arc::new(BooleanArray::from_iter(
-                    stages.iter().map(|s| Some(s.from_any)),
-                )),
-            ),
-            (
-                "entry",
-                Arc::new(BooleanArray::from_iter(
-                    stages.iter().map(|s| Some(s.entry)),
-                )),
-            ),
-        ])?,
-    )?;
-    let rules = &config.rules;
-    ctx.register_table(
-        "rules_evidence_required",
-        table(vec![(
-            "action_type",
-            Arc::new(StringArray::from_iter_values(&rules.evidence_required)),
-        )])?,
-    )?;
-    ctx.register_table(
-        "rules_store_actions",
-        table(vec![
-            (
-                "action_type",
-                Arc::new(StringArray::from_iter_values(rules.store_actions.keys())),
-            ),
-            (
-                "daily_minimum",
-                Arc::new(Int64Array::from_iter_values(
-                    rules.store_actions.values().map(|m| *m as i64),
-                )),
-            ),
-        ])?,
-    )?;
-    Ok(())
+        ]
+    }
+
+    /// `SELECT columns FROM (VALUES rows)`. An empty list is one row of NULLs filtered out by a
+    /// condition the optimizer cannot fold to `false`: a plan it proves empty becomes an empty
+    /// relation, which loses its columns on the way to a cluster.
+    fn select(columns: &str, rows: Vec<String>, nulls: &str) -> String {
+        if rows.is_empty() {
+            format!("SELECT {columns} FROM (VALUES {nulls}) AS v WHERE column1 IS NOT NULL")
+        } else {
+            format!("SELECT {columns} FROM (VALUES {}) AS v", rows.join(", "))
+        }
+    }
 }
 
 /// Registers the Parquet files at `url` (a folder or one file, on the lake's store, registered
@@ -163,20 +330,6 @@ fn register(
         .with_schema(schema);
     ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(ListingTable::try_new(table_config)?))?;
-    Ok(())
-}
-
-/// Registers a computed result (a metric another metric reads) as table `name`, replacing one
-/// registered before.
-pub(crate) fn register_result(
-    ctx: &SessionContext,
-    name: &str,
-    schema: Arc<Schema>,
-    batches: Vec<RecordBatch>,
-) -> Result<()> {
-    let table = MemTable::try_new(schema, vec![batches])?;
-    ctx.deregister_table(name)?;
-    ctx.register_table(name, Arc::new(table))?;
     Ok(())
 }
 
@@ -232,5 +385,66 @@ pub(crate) fn row_number(
         serde_json::Value::Number(n) => n.as_f64(),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_rule_tables_are_views_that_keep_their_columns_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "lake: {{ url: {}/lake }}\nstages: [{{ name: \"it's\" }}, {{ name: b, silent_timeout_h: 0.25 }}]\n\
+             rules: {{ evidence_required: [], store_actions: {{}} }}\n",
+            dir.path().display()
+        );
+        let config = Config::parse(&text, "test.yaml", ".".into(), |_| None).unwrap();
+        let lake = Lake::open(&config).unwrap();
+        let engine = Engine::local(&config, &lake).await.unwrap();
+        let ctx = engine.ctx();
+        for table in ["rules_evidence_required", "rules_store_actions"] {
+            let frame = ctx.sql(&format!("SELECT * FROM {table}")).await.unwrap();
+            // An empty relation loses its columns on the way to a cluster: the optimizer must
+            // not see through the view.
+            let plan = frame.clone().into_optimized_plan().unwrap();
+            assert!(
+                !plan.display_indent().to_string().contains("EmptyRelation"),
+                "{plan}"
+            );
+            assert_eq!(
+                frame
+                    .collect()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>(),
+                0
+            );
+        }
+        let rows = ctx
+            .sql("SELECT name, stage_rank, silent_timeout_h, terminal FROM stages ORDER BY stage_rank")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let schema = rows[0].schema();
+        let types: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect();
+        assert_eq!(types, ["Utf8", "Int64", "Float64", "Boolean"]);
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("| it's | 1          | 48.0")
+                && text.contains("| b    | 2          | 0.25"),
+            "{text}"
+        );
     }
 }

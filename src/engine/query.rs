@@ -9,6 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
+use super::Engine;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,7 +26,7 @@ pub enum OutputFormat {
 
 /// Runs `sql` and writes the result to `output` (standard output when `None`).
 pub async fn run(
-    ctx: &SessionContext,
+    engine: &Engine,
     sql: &str,
     format: OutputFormat,
     output: Option<&Path>,
@@ -33,10 +34,11 @@ pub async fn run(
     if format == OutputFormat::Parquet && output.is_none() {
         return Err(Error::Usage("--format parquet needs --output PATH".into()));
     }
+    let ctx = engine.ctx();
     let frame = ctx.sql(sql).await.map_err(|e| planning_error(ctx, e))?;
     // The plan's schema, not the first batch's: a query with no rows still has columns.
     let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await?;
+    let batches = engine.collect(frame, Error::from).await?;
     let bytes = encode(&batches, schema, format)?;
     match output {
         None => std::io::stdout()
@@ -115,11 +117,7 @@ fn planning_error(ctx: &SessionContext, error: DataFusionError) -> Error {
 
 /// The interactive prompt of `flowhealth query` on a terminal: statements end with `;`, history
 /// is kept in `~/.flowhealth_history`, and `\d`, `\df`, `\q` list tables, list functions, quit.
-pub async fn interactive(
-    ctx: &SessionContext,
-    format: OutputFormat,
-    functions: &str,
-) -> Result<()> {
+pub async fn interactive(engine: &Engine, format: OutputFormat, functions: &str) -> Result<()> {
     use rustyline::error::ReadlineError;
 
     let mut editor = rustyline::DefaultEditor::new()
@@ -155,7 +153,7 @@ pub async fn interactive(
                 "\\q" | "quit" | "exit" => break,
                 "\\d" => {
                     let _ = editor.add_history_entry(trimmed);
-                    println!("{}", super::table_names(ctx).join("\n"));
+                    println!("{}", super::table_names(engine.ctx()).join("\n"));
                     continue;
                 }
                 "\\df" => {
@@ -172,7 +170,7 @@ pub async fn interactive(
             continue;
         }
         let _ = editor.add_history_entry(statement.trim_end());
-        if let Err(error) = run(ctx, &statement, format, None).await {
+        if let Err(error) = run(engine, &statement, format, None).await {
             eprintln!("error: {error}");
         }
         statement.clear();

@@ -18,14 +18,12 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Date32Type, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
-use datafusion::prelude::SessionContext;
-use object_store::memory::InMemory;
-use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
+use object_store::ObjectMeta;
 
-use crate::error::Result;
+use super::Engine;
+use crate::error::{Error, Result};
 use crate::lake::{Lake, decode_parquet, encode_parquet_as, file_version, partition_day};
 
 const KEPT: [&str; 3] = ["_flowhealth", "snapshots", "opportunities.parquet"];
@@ -60,7 +58,7 @@ fn merge_sql() -> String {
 
 /// Replaces the `opportunities` view with its rows, from the kept snapshot and what landed
 /// since; keeps the result for the next run.
-pub async fn register_opportunities(ctx: &SessionContext, lake: &Lake) -> Result<()> {
+pub async fn register_opportunities(engine: &Engine, lake: &Lake) -> Result<()> {
     // Listed before anything is read: a file landing meanwhile is merged again next time, which
     // changes nothing (its rows are already in).
     let files = lake.list(&["raw", "opportunities"]).await?;
@@ -68,15 +66,12 @@ pub async fn register_opportunities(ctx: &SessionContext, lake: &Lake) -> Result
     let kept = kept(lake).await?;
     let (schema, batches) = match kept {
         Some((covered, schema, bytes)) if covered == versions => {
-            // Read as a Parquet table, so a query decodes only the columns it needs; from the
-            // copy in memory, so a run replacing the file meanwhile cannot change it under us.
+            // Read as a Parquet table, so a query decodes only the columns it needs; from a copy,
+            // so a run replacing the file meanwhile cannot change it under us.
             tracing::info!("opportunities: the kept snapshot is current");
-            let memory = InMemory::new();
-            let path = object_store::path::Path::from("kept/opportunities.parquet");
-            memory.put(&path, PutPayload::from(bytes)).await?;
-            let url = ListingTableUrl::parse(format!("memory:///{path}"))?;
-            ctx.register_object_store(url.object_store().as_ref(), Arc::new(memory));
-            return super::register(ctx, "opportunities", url, schema, false);
+            return engine
+                .register_parquet("opportunities", schema, bytes)
+                .await;
         }
         Some((covered, schema, bytes)) => match since(&files, &versions, &covered) {
             Some(since) => {
@@ -85,14 +80,14 @@ pub async fn register_opportunities(ctx: &SessionContext, lake: &Lake) -> Result
                     versions.len() - covered.len()
                 );
                 let batches = decode(bytes, &schema)?;
-                merge(ctx, schema, batches, since).await?
+                merge(engine, schema, batches, since).await?
             }
-            None => everything(ctx).await?,
+            None => everything(engine).await?,
         },
-        None => everything(ctx).await?,
+        None => everything(engine).await?,
     };
     keep(lake, &versions, &schema, &batches).await?;
-    super::register_result(ctx, "opportunities", schema, batches)
+    engine.register_rows("opportunities", schema, batches).await
 }
 
 /// The earliest `dt=` day of the files not covered yet; `None` when a covered file changed or is
@@ -112,26 +107,29 @@ fn since(files: &[ObjectMeta], versions: &[String], covered: &[String]) -> Optio
         .flatten()
 }
 
-async fn everything(ctx: &SessionContext) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+async fn everything(engine: &Engine) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     tracing::info!("opportunities: computing the snapshot from every file");
-    let frame = ctx.table("opportunities").await?;
+    let frame = engine.ctx().table("opportunities").await?;
     let schema = Arc::new(frame.schema().as_arrow().clone());
-    Ok((schema, frame.collect().await?))
+    Ok((schema, engine.collect(frame, Error::from).await?))
 }
 
 async fn merge(
-    ctx: &SessionContext,
+    engine: &Engine,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
     since: NaiveDate,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    super::register_result(ctx, "opportunities_kept", schema, batches)?;
+    engine
+        .register_rows("opportunities_kept", schema, batches)
+        .await?;
+    let ctx = engine.ctx();
     let frame = ctx.sql(&merge_sql()).await?.with_param_values(vec![(
         "since",
         ScalarValue::Date32(Some(Date32Type::from_naive_date(since))),
     )])?;
     let schema = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await?;
+    let batches = engine.collect(frame, Error::from).await?;
     ctx.deregister_table("opportunities_kept")?;
     Ok((schema, batches))
 }

@@ -63,8 +63,11 @@ pub struct LakeLock {
     local: Option<OwnedMutexGuard<()>>,
 }
 
+/// A lock's in-process mutex and who in the process holds it.
+type LocalHold = (Arc<tokio::sync::Mutex<()>>, String);
+
 /// The in-process mutex of each lock (by lake and name), and who in the process holds it.
-static LOCAL: LazyLock<Mutex<HashMap<String, (Arc<tokio::sync::Mutex<()>>, String)>>> =
+static LOCAL: LazyLock<Mutex<HashMap<String, LocalHold>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Releases started by dropped guards, for [`finish_releases`].
@@ -375,7 +378,7 @@ async fn list(lake: &Lake, name: &str) -> Result<Vec<Path>> {
         .map(|o| o.location)
         .filter(|p| generation_of(p).is_some())
         .collect();
-    generations.sort_by_key(|p| generation_of(p));
+    generations.sort_by_key(generation_of);
     Ok(generations)
 }
 

@@ -55,6 +55,29 @@ impl Lake {
 
     /// Opens any configured store location (the lake or an object-store inbox).
     pub fn open_store(config: &Config, store: &StoreConfig) -> Result<Lake> {
+        Lake::open_with(store, |path| config.resolve_local(path), true)
+    }
+
+    /// Opens the lake of a cluster process (`flowhealth scheduler` / `executor`) from its `lake:`
+    /// section alone, relative paths taken from `base_dir`. A local folder must exist: an
+    /// executor on a machine where the lake is not mounted must not start on an empty folder.
+    pub fn open_existing(store: &StoreConfig, base_dir: &std::path::Path) -> Result<Lake> {
+        let resolve = |path: &str| {
+            let path = std::path::Path::new(path);
+            if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                base_dir.join(path)
+            }
+        };
+        Lake::open_with(store, resolve, false)
+    }
+
+    fn open_with(
+        store: &StoreConfig,
+        resolve: impl Fn(&str) -> std::path::PathBuf,
+        create: bool,
+    ) -> Result<Lake> {
         let url = store.url.trim();
         match url.split_once("://") {
             Some(("s3", rest)) => {
@@ -100,9 +123,11 @@ impl Lake {
             _ => {
                 let local = match url.strip_prefix("file://") {
                     Some(path) => std::path::PathBuf::from(path),
-                    None => config.resolve_local(url),
+                    None => resolve(url),
                 };
-                std::fs::create_dir_all(&local).map_err(|e| Error::io(&local, e))?;
+                if create {
+                    std::fs::create_dir_all(&local).map_err(|e| Error::io(&local, e))?;
+                }
                 let local = local.canonicalize().map_err(|e| Error::io(&local, e))?;
                 let store = Arc::new(LocalFileSystem::new());
                 Ok(Lake {
@@ -129,6 +154,16 @@ impl Lake {
     /// The URL of a folder of the lake, as DataFusion's listing tables take it.
     pub fn folder_url(&self, parts: &[&str]) -> String {
         format!("{}/", self.file_url(parts))
+    }
+
+    /// The URL of `path` (a path of this store), as DataFusion's listing tables take it.
+    pub fn object_url(&self, path: &Path) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// The store's base URL (`file:///` or `s3://bucket/`), under which DataFusion looks it up.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The URL of the object at `root/parts...`.

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::prelude::SessionContext;
 use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,6 +28,7 @@ use sha2::{Digest, Sha256};
 use super::catalog::Metric;
 use super::output::{output_path, output_periods};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::lake::schema::Dataset;
 use crate::lake::{Lake, file_version, partition_day};
@@ -72,19 +72,21 @@ fn schema(metric: &Metric) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn register(ctx: &SessionContext, metric: &Metric, batches: Vec<RecordBatch>) -> Result<()> {
-    crate::engine::register_result(ctx, &table_name(metric), schema(metric), batches)
+async fn register(engine: &Engine, metric: &Metric, batches: Vec<RecordBatch>) -> Result<()> {
+    engine
+        .register_rows(&table_name(metric), schema(metric), batches)
+        .await
 }
 
 /// Registers an empty state (the whole history is read): for planning without a lake.
-pub fn register_empty(ctx: &SessionContext, metric: &Metric) -> Result<()> {
-    register(ctx, metric, Vec::new())
+pub async fn register_empty(engine: &Engine, metric: &Metric) -> Result<()> {
+    register(engine, metric, Vec::new()).await
 }
 
 /// Registers `<metric>_carried` for a run of `period` at `as_of`: the newest earlier output still
 /// true to the lake, else nothing. A metric without `carry:` gets nothing.
 pub async fn prepare(
-    ctx: &SessionContext,
+    engine: &Engine,
     config: &Config,
     lake: &Lake,
     metric: &Metric,
@@ -111,7 +113,7 @@ pub async fn prepare(
     )]);
     let carry = match latest_usable(config, lake, metric, period, &files, as_of).await? {
         Some((from, carried_as_of, batches)) => {
-            register(ctx, metric, batches)?;
+            register(engine, metric, batches).await?;
             Carry {
                 from: Some(from),
                 as_of: carried_as_of,
@@ -119,7 +121,7 @@ pub async fn prepare(
             }
         }
         None => {
-            register_empty(ctx, metric)?;
+            register_empty(engine, metric).await?;
             Carry {
                 from: None,
                 as_of: BEGINNING,

@@ -108,7 +108,9 @@ pub(crate) fn list(config: &Config, catalog: &Catalog) -> String {
 /// dependency order: `validate` reports each that does not parse or plan, with its file and line.
 pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Vec<String>> {
     let lake = crate::lake::Lake::open(config)?;
-    let ctx = crate::engine::session(config, &lake).await?;
+    // Planning needs no cluster: `validate` runs nothing, whatever `engine` says.
+    let engine = crate::engine::Engine::local(config, &lake).await?;
+    let ctx = engine.ctx();
     let all: Vec<&catalog::Metric> = catalog.metrics.iter().collect();
     let mut problems = Vec::new();
     for level in run::levels(&all) {
@@ -119,9 +121,9 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
             );
             let params = run::Params::new(config, &period, None);
             if !metric.meta.carry.is_empty() {
-                carry::register_empty(&ctx, metric)?;
+                carry::register_empty(&engine, metric).await?;
             }
-            match run::plan(&ctx, metric, &params).await {
+            match run::plan(ctx, metric, &params).await {
                 Ok(frame) => {
                     problems.extend(carry::check(metric, frame.schema().as_arrow()));
                     // Dependents plan against this one's columns.
@@ -130,7 +132,7 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
                         .is_some_and(|m| m.version() == metric.version())
                     {
                         let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-                        crate::engine::register_result(&ctx, metric.name(), schema, vec![])?;
+                        engine.register_rows(metric.name(), schema, vec![]).await?;
                     }
                 }
                 Err(e) => problems.push(with_line(&e.to_string(), metric)),

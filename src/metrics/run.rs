@@ -21,6 +21,7 @@ use futures::future::join_all;
 use super::catalog::{Catalog, Metric};
 use super::output::{self, Breach};
 use crate::config::{Config, Threshold};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::lake::health;
@@ -140,14 +141,29 @@ pub async fn run(
         .map(|m| Ok((m.name(), period_of(m)?)))
         .collect::<Result<_>>()?;
     let started = Instant::now();
-    let ctx = crate::engine::session(config, lake).await?;
+    let engine = Engine::open(config, lake).await?;
     // The latest opportunity snapshot, from the one the previous run kept (see `snapshot.rs`).
     if selected.iter().any(|m| m.sql.contains("opportunities"))
-        && let Err(error) = crate::engine::snapshot::register_opportunities(&ctx, lake).await
+        && let Err(error) = crate::engine::snapshot::register_opportunities(&engine, lake).await
     {
+        engine.close().await?;
         return Err(health::name_unreadable(lake, error).await);
     }
     tracing::debug!("session ready in {:?}", started.elapsed());
+    let report = run_levels(config, lake, &engine, &selected, &periods, as_of).await;
+    engine.close().await?;
+    report
+}
+
+/// Runs `selected` in dependency levels in `engine`'s session.
+async fn run_levels(
+    config: &Config,
+    lake: &Lake,
+    engine: &Engine,
+    selected: &[&Metric],
+    periods: &HashMap<&str, Period>,
+    as_of: Option<i64>,
+) -> Result<Report> {
     let run_id = format!(
         "{}-{:08x}",
         Utc::now().format("%Y%m%dT%H%M%SZ"),
@@ -159,14 +175,13 @@ pub async fn run(
     // A dependency is the metric's latest version asked for: when a run computes two versions of
     // one metric (a golden case checking both), the newer is the table the others read.
     let mut newest: HashMap<&str, u32> = HashMap::new();
-    for metric in &selected {
+    for metric in selected {
         let version = newest.entry(metric.name()).or_insert(metric.version());
         *version = (*version).max(metric.version());
     }
-    for level in levels(&selected) {
+    for level in levels(selected) {
         let jobs = level.iter().map(|metric| {
-            let ctx = ctx.clone();
-            let (failed, periods) = (&failed, &periods);
+            let failed = &failed;
             async move {
                 let period = periods[metric.name()].clone();
                 let dependency = metric.meta.depends.iter();
@@ -180,11 +195,11 @@ pub async fn run(
                 let mut params = Params::new(config, &period, as_of);
                 let started = Instant::now();
                 let carry =
-                    super::carry::prepare(&ctx, config, lake, metric, &period, params.as_of)
+                    super::carry::prepare(engine, config, lake, metric, &period, params.as_of)
                         .await?;
                 params.carry_from(config, carry.as_of);
                 let prepared = started.elapsed();
-                let (schema, batches) = compute(&ctx, metric, &params).await?;
+                let (schema, batches) = compute(engine, metric, &params).await?;
                 tracing::debug!(
                     "{}: computed in {:?} (carried state: {prepared:?})",
                     metric.id(),
@@ -197,22 +212,26 @@ pub async fn run(
         for (metric, result) in level.iter().zip(results) {
             let outcome = match result {
                 Ok((period, params, carry, schema, batches)) => {
-                    if newest.get(metric.name()) == Some(&metric.version()) {
-                        crate::engine::register_result(
-                            &ctx,
-                            metric.name(),
-                            schema.clone(),
-                            batches.clone(),
-                        )?;
-                    }
                     let carried_from = carry.from;
                     let output = Output {
-                        schema,
+                        schema: schema.clone(),
                         batches: &batches,
                         metadata: carry.metadata,
                     };
                     let written =
                         write(config, lake, metric, &period, &params, &run_id, output).await;
+                    // Dependents read the rows from the file just written: a table any engine,
+                    // local or a cluster, can read (its run_id and as_of are not in `schema`).
+                    let written = match written {
+                        Ok(done) if newest.get(metric.name()) == Some(&metric.version()) => engine
+                            .register_file(
+                                metric.name(),
+                                &output::output_path(lake, metric, &period.id),
+                                schema,
+                            )
+                            .map(|()| done),
+                        other => other,
+                    };
                     match written {
                         Ok((rows, breaches)) => Outcome {
                             metric: metric.id(),
@@ -254,12 +273,12 @@ pub async fn run(
         let found = health::unreadable(lake).await?;
         if !found.is_empty() {
             for outcome in &mut outcomes {
-                if let Err(error) = &outcome.result
-                    && health::is_unreadable_file(error)
-                {
-                    let error = std::mem::replace(&mut outcome.result, Ok(0));
-                    outcome.result = Err(health::named(error.err().expect("checked"), &found));
-                }
+                outcome.result = match std::mem::replace(&mut outcome.result, Ok(0)) {
+                    Err(error) if health::is_unreadable_file(&error) => {
+                        Err(health::named(error, &found))
+                    }
+                    result => result,
+                };
             }
         }
     }
@@ -371,6 +390,22 @@ impl Params {
             ),
             ("weight_evidence", ScalarValue::Float64(Some(w.evidence))),
             ("weight_silent", ScalarValue::Float64(Some(w.silent))),
+            (
+                "template_similarity",
+                ScalarValue::Float64(Some(rules.templated_notes.similarity)),
+            ),
+            (
+                "template_min_share",
+                ScalarValue::Float64(Some(rules.templated_notes.min_share)),
+            ),
+            (
+                "template_min_notes",
+                ScalarValue::Int64(Some(i64::from(rules.templated_notes.min_notes))),
+            ),
+            (
+                "template_per_action_type",
+                ScalarValue::Boolean(Some(rules.templated_notes.per_action_type)),
+            ),
         ];
         let mut params = Params {
             values: values
@@ -430,13 +465,13 @@ fn located(metric: &Metric, error: datafusion::error::DataFusionError) -> Error 
 }
 
 async fn compute(
-    ctx: &SessionContext,
+    engine: &Engine,
     metric: &Metric,
     params: &Params,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let frame = plan(ctx, metric, params).await?;
+    let frame = plan(engine.ctx(), metric, params).await?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await?;
+    let batches = engine.collect(frame, Error::from).await?;
     Ok((schema, batches))
 }
 

@@ -19,22 +19,32 @@ pub struct Point {
 
 /// Draws the index over `points` (oldest first) with the healthy threshold as a dashed line.
 pub fn trend_png(points: &[Point], threshold: Option<f64>) -> Result<Vec<u8>> {
+    register_font();
+    let mut pixels = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
+    draw(&mut pixels, points, threshold)
+        .map_err(|e| Error::Internal(format!("trend chart: {e}")))?;
+    encode_png(&pixels, WIDTH, HEIGHT, "trend chart")
+}
+
+/// Makes the font built into the binary plotters' `sans-serif`, once.
+pub(super) fn register_font() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| {
         // The font is compiled in and known to parse; a failure here is a build defect.
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
             .unwrap_or_else(|_| panic!("assets/DejaVuSans.ttf does not parse"));
     });
-    let mut pixels = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(&mut pixels, points, threshold)
-        .map_err(|e| Error::Internal(format!("trend chart: {e}")))?;
+}
+
+/// An RGB pixel buffer of `width` x `height` as PNG; `what` names the picture in an error.
+pub(super) fn encode_png(pixels: &[u8], width: u32, height: u32, what: &str) -> Result<Vec<u8>> {
     let mut png = Vec::new();
-    let mut encoder = png::Encoder::new(&mut png, WIDTH, HEIGHT);
+    let mut encoder = png::Encoder::new(&mut png, width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    let encode = |e: png::EncodingError| Error::Internal(format!("trend chart: {e}"));
+    let encode = |e: png::EncodingError| Error::Internal(format!("{what}: {e}"));
     let mut writer = encoder.write_header().map_err(encode)?;
-    writer.write_image_data(&pixels).map_err(encode)?;
+    writer.write_image_data(pixels).map_err(encode)?;
     writer.finish().map_err(encode)?;
     Ok(png)
 }

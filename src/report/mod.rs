@@ -8,7 +8,10 @@
 //! inlined, so a browser shows it); with `--send` the message also goes through the outbox, and
 //! each delivered message is copied to `reports/<report>/<period>[.team-<team>].eml`.
 
+pub mod card;
 pub mod chart;
+pub mod heatmap;
+pub mod integrity;
 pub mod mail;
 pub mod model;
 pub mod render;
@@ -62,9 +65,10 @@ struct Rendered {
     subject: String,
     to: Vec<String>,
     text: String,
-    /// The HTML of the message, the chart referenced as `cid:trend`.
+    /// The HTML of the message, the pictures referenced as `cid:<name>`.
     html: String,
-    chart: Option<Vec<u8>>,
+    /// The pictures inline beside the HTML: (Content-ID, PNG).
+    images: Vec<(&'static str, Vec<u8>)>,
     csv: Option<(String, Vec<u8>)>,
 }
 
@@ -75,8 +79,10 @@ pub struct Outcome {
     /// Messages delivered now or earlier: (key, path in the outbox's `sent/`).
     pub sent: Vec<(String, std::path::PathBuf)>,
     /// Messages that could not be delivered, each error naming its message's key (they stay
-    /// pending).
+    /// pending), and cards a channel did not take.
     pub failed: Vec<Error>,
+    /// Channels (`report.channels`) that got the report's card now.
+    pub cards: Vec<String>,
 }
 
 impl Outcome {
@@ -107,21 +113,28 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
         .clone();
     let key = format!("{}-{}", kind.name(), period.id);
 
-    let (messages, lake_html) = match kind {
+    let (messages, lake_html, mut card) = match kind {
         Kind::Weekly => {
             let report = Weekly::load(config, &lake, &catalog, &period).await?;
             let threshold = report.index.threshold;
-            let png = chart::trend_png(&report.chart_points(), threshold)?;
-            let data_uri = format!(
-                "data:image/png;base64,{}",
-                base64::engine::general_purpose::STANDARD.encode(&png)
-            );
-            let lake_html = render_weekly(config, &templates, &report, &data_uri)?.1;
+            let trend = chart::trend_png(&report.chart_points(), threshold)?;
+            let pictures = pictures(&report, &trend)?;
+            let data_uri = |png: &[u8]| {
+                format!(
+                    "data:image/png;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(png)
+                )
+            };
+            let sources: Vec<(&str, String)> = pictures
+                .iter()
+                .map(|(cid, png)| (*cid, data_uri(png)))
+                .collect();
+            let lake_html = render_weekly(config, &templates, &report, &sources)?.1;
             let mut messages = vec![weekly_message(
                 config,
                 &templates,
                 &report,
-                &png,
+                pictures,
                 key.clone(),
                 recipients,
             )?];
@@ -132,17 +145,19 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
                     config,
                     &templates,
                     &copy,
-                    &png,
+                    self::pictures(&copy, &trend)?,
                     team_key,
                     to.clone(),
                 )?);
             }
-            (messages, lake_html)
+            let card = card::weekly(&templates, &report, &messages[0].subject)?;
+            (messages, lake_html, card)
         }
         Kind::Monthly => {
             let report = Monthly::load(config, &lake, &catalog, &period).await?;
             let mut context = serde_json::to_value(&report)?;
             context["language"] = config.report.language.clone().into();
+            templates.integrity_advice(&mut context)?;
             let subject = subject_line(&templates.render_label("monthly_subject", &context)?);
             context["subject"] = subject.clone().into();
             let html = templates.render("monthly.html", &context)?;
@@ -154,10 +169,11 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
                 to: recipients,
                 text,
                 html: html.clone(),
-                chart: None,
+                images: Vec::new(),
                 csv: None,
             };
-            (vec![message], html)
+            let card = card::monthly(&templates, &report, &message.subject)?;
+            (vec![message], html, card)
         }
     };
 
@@ -173,7 +189,16 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
 
     let outbox = Outbox::open(config);
     let mut queued = Vec::new();
+    let cards = config
+        .report
+        .channels
+        .get(kind.name())
+        .is_some_and(|c| !c.is_empty());
     for message in &messages {
+        // A report may go to chat channels only.
+        if message.to.is_empty() && cards {
+            continue;
+        }
         if message.to.is_empty() {
             return Err(Error::Usage(format!(
                 "no recipients for the {} report: set email.to or email.recipients.{}",
@@ -210,6 +235,10 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
             Err(error) => outcome.failed.push(error.context(delivery.key)),
         }
     }
+    card.link = Some(card::link(config, kind.name(), &period.id, &outcome.html));
+    let sent = card::send(config, &lake, kind.name(), &key, &card).await?;
+    outcome.cards = sent.sent;
+    outcome.failed.extend(sent.failed);
     Ok(outcome)
 }
 
@@ -233,6 +262,9 @@ impl std::fmt::Display for Outcome {
         for (key, path) in &self.sent {
             writeln!(f, "sent {key}: {}", path.display())?;
         }
+        for channel in &self.cards {
+            writeln!(f, "card to {channel}")?;
+        }
         for error in &self.failed {
             writeln!(f, "NOT SENT {error}")?;
         }
@@ -240,18 +272,47 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Renders the weekly report's subject and HTML with the chart at `chart_src`.
+/// The weekly report's pictures: (Content-ID, PNG) of the index trend and, when there are
+/// stores, the chain-wide heat map.
+fn pictures(report: &Weekly, trend: &[u8]) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let mut pictures = vec![("trend", trend.to_vec())];
+    if !report.heatmap.all.is_empty() {
+        let groups = report.heatmap.picture_groups();
+        pictures.push((
+            "heatmap",
+            heatmap::heatmap_png(&report.heatmap.action_types, &groups)?,
+        ));
+    }
+    Ok(pictures)
+}
+
+/// Renders the weekly report's subject and HTML, each picture at its source in `sources`
+/// (`cid:trend` in a message, a data URI in the lake's page), as `<name>_src`.
 fn render_weekly(
     config: &Config,
     templates: &Templates,
     report: &Weekly,
-    chart_src: &str,
+    sources: &[(&str, String)],
 ) -> Result<(serde_json::Value, String)> {
     let mut context = serde_json::to_value(report)?;
     context["language"] = config.report.language.clone().into();
     context["component_keys"] = serde_json::json!(COMPONENTS);
     context["attach_csv"] = config.report.attach_overdue_csv.into();
-    context["trend_src"] = chart_src.into();
+    for (name, source) in sources {
+        context[format!("{name}_src")] = source.clone().into();
+    }
+    templates.integrity_advice(&mut context)?;
+    if let Some(focus) = context.get("focus").filter(|f| !f.is_null()).cloned() {
+        context["focus"]["advice"] = templates.render_label("advice_focus", &focus)?.into();
+    }
+    let mut industry_advice = Vec::new();
+    for (industry, facts) in &report.industries {
+        if let Some(text) = config.report.industry_advice.get(industry) {
+            let origin = format!("{}: report.industry_advice.{industry}", config.source);
+            industry_advice.push(templates.render_text(&origin, text, facts)?);
+        }
+    }
+    context["industry_advice"] = industry_advice.into();
     let mut subject = templates.render_label("weekly_subject", &context)?;
     if let Some(team) = &report.team {
         let prefix = templates.render_label("team_prefix", &serde_json::json!({ "team": team }))?;
@@ -266,11 +327,15 @@ fn weekly_message(
     config: &Config,
     templates: &Templates,
     report: &Weekly,
-    png: &[u8],
+    images: Vec<(&'static str, Vec<u8>)>,
     key: String,
     to: Vec<String>,
 ) -> Result<Rendered> {
-    let (context, html) = render_weekly(config, templates, report, "cid:trend")?;
+    let sources: Vec<(&str, String)> = images
+        .iter()
+        .map(|(cid, _)| (*cid, format!("cid:{cid}")))
+        .collect();
+    let (context, html) = render_weekly(config, templates, report, &sources)?;
     let text = templates.render("weekly.txt", &context)?;
     let csv = (config.report.attach_overdue_csv && !report.overdue_all.is_empty())
         .then(|| report.overdue_csv())
@@ -283,12 +348,12 @@ fn weekly_message(
         to,
         text,
         html,
-        chart: Some(png.to_vec()),
+        images,
         csv,
     })
 }
 
-/// The message: text and HTML alternatives, the chart inline (by Content-ID) beside the HTML,
+/// The message: text and HTML alternatives, the pictures inline (by Content-ID) beside the HTML,
 /// and the CSV attached.
 fn build(config: &Config, message: &Rendered) -> Result<Message> {
     let mailbox = |address: &str| {
@@ -297,12 +362,12 @@ fn build(config: &Config, message: &Rendered) -> Result<Message> {
             .map_err(|e| Error::Config(vec![format!("{}: email: `{address}`: {e}", config.source)]))
     };
     let html = SinglePart::html(message.html.clone());
-    let html_part = match &message.chart {
-        Some(png) => MultiPart::related().singlepart(html).singlepart(
-            Attachment::new_inline("trend".into()).body(png.clone(), content_type("image/png")),
-        ),
-        None => MultiPart::related().singlepart(html),
-    };
+    let mut html_part = MultiPart::related().singlepart(html);
+    for (cid, png) in &message.images {
+        html_part = html_part.singlepart(
+            Attachment::new_inline(cid.to_string()).body(png.clone(), content_type("image/png")),
+        );
+    }
     let alternative = MultiPart::alternative()
         .singlepart(SinglePart::plain(message.text.clone()))
         .multipart(html_part);

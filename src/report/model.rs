@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::chart;
+pub use super::heatmap::{HeatCell, HeatRow};
 use crate::config::{Config, Threshold};
 use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
@@ -74,6 +75,64 @@ impl Score {
     }
 }
 
+/// Where to start: the index component furthest from healthy, and its worst team.
+#[derive(Debug, Clone, Serialize)]
+pub struct Focus {
+    pub component: String,
+    pub value: f64,
+    pub threshold: f64,
+    /// `min` or `max`, as the component's [`Score`].
+    pub direction: &'static str,
+    pub team: Option<String>,
+    pub team_value: Option<f64>,
+    /// Rendered by the report (`advice_focus` in labels.yaml).
+    pub advice: String,
+}
+
+/// The weakest component of `components` (the largest shortfall from its healthy bound; none
+/// when all are healthy), with the team in `teams` that is worst at it.
+pub fn focus(components: &[Score], teams: &[TeamRow]) -> Option<Focus> {
+    let shortfall = |s: &Score| -> Option<f64> {
+        let (value, threshold) = (s.value?, s.threshold?);
+        let gap = if s.direction? == "min" {
+            threshold - value
+        } else {
+            value - threshold
+        };
+        (gap > 0.0).then_some(gap)
+    };
+    let (index, weakest) = components
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((i, s, shortfall(s)?)))
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .map(|(i, s, _)| (i, s))?;
+    let worse = |a: f64, b: f64| {
+        if weakest.direction == Some("min") {
+            a < b
+        } else {
+            a > b
+        }
+    };
+    let mut worst: Option<(&str, f64)> = None;
+    for row in teams {
+        if let Some(value) = row.components.get(index).and_then(|c| c.value)
+            && worst.is_none_or(|(_, w)| worse(value, w))
+        {
+            worst = Some((&row.team, value));
+        }
+    }
+    Some(Focus {
+        component: weakest.key.clone(),
+        value: weakest.value?,
+        threshold: weakest.threshold?,
+        direction: weakest.direction?,
+        team: worst.map(|(team, _)| team.to_string()),
+        team_value: worst.map(|(_, value)| value),
+        advice: String::new(),
+    })
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TeamRow {
     pub team: String,
@@ -95,25 +154,94 @@ pub struct BreachRow {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct HeatCell {
-    pub rate: Option<f64>,
-    pub days_met: Option<i64>,
-    pub band: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HeatRow {
-    pub store_id: String,
-    /// The store's average rate over the action types: the order of the map, worst first.
-    pub rate: f64,
-    pub cells: Vec<HeatCell>,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct Heatmap {
     pub action_types: Vec<String>,
+    /// The worst stores (`report.heatmap_stores`), for the table under the picture.
     pub stores: Vec<HeatRow>,
     pub stores_total: usize,
+    /// The picture's groups (teams, the worst first) with their cells counted by band: its
+    /// caption and its text alternative.
+    pub groups: Vec<HeatGroup>,
+    /// Every store, for the picture.
+    #[serde(skip)]
+    pub all: Vec<HeatRow>,
+}
+
+/// A team's stores in the heat map picture.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeatGroup {
+    pub team: Option<String>,
+    /// What the picture writes over the group (the team, or "team N" when the picture's font
+    /// cannot draw the team's name).
+    pub label: String,
+    pub stores: usize,
+    pub green: usize,
+    pub yellow: usize,
+    pub red: usize,
+    /// The group's worst stores (up to three), worst first.
+    pub worst: Vec<String>,
+}
+
+impl Heatmap {
+    /// The picture's groups: every store by team, the worst team first (see `heatmap.rs`).
+    pub fn picture_groups(&self) -> Vec<super::heatmap::Group<'_>> {
+        super::heatmap::groups(&self.all)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (team, stores))| super::heatmap::Group {
+                label: super::heatmap::label(team.as_deref(), i),
+                stores,
+            })
+            .collect()
+    }
+
+    /// The same map with only `team`'s stores.
+    fn for_team(&self, team: &str, size: usize) -> Heatmap {
+        let all: Vec<HeatRow> = self
+            .all
+            .iter()
+            .filter(|s| s.team.as_deref() == Some(team))
+            .cloned()
+            .collect();
+        Heatmap::new(self.action_types.clone(), all, size)
+    }
+
+    fn new(action_types: Vec<String>, mut all: Vec<HeatRow>, size: usize) -> Heatmap {
+        all.sort_by(|a, b| {
+            a.rate
+                .total_cmp(&b.rate)
+                .then_with(|| a.store_id.cmp(&b.store_id))
+        });
+        let groups = super::heatmap::groups(&all)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (team, stores))| {
+                let count = |band: &str| {
+                    stores
+                        .iter()
+                        .flat_map(|s| &s.cells)
+                        .filter(|c| c.band == band)
+                        .count()
+                };
+                HeatGroup {
+                    label: super::heatmap::label(team.as_deref(), i),
+                    stores: stores.len(),
+                    green: count("green"),
+                    yellow: count("yellow"),
+                    red: count("red"),
+                    worst: stores.iter().take(3).map(|s| s.store_id.clone()).collect(),
+                    team,
+                }
+            })
+            .collect();
+        Heatmap {
+            action_types,
+            stores: all.iter().take(size).cloned().collect(),
+            stores_total: all.len(),
+            groups,
+            all,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +285,15 @@ pub struct Weekly {
     pub overdue: Vec<Map<String, Value>>,
     pub overdue_total: usize,
     pub trend: Vec<TrendPoint>,
+    /// The "Process integrity" section: what the action log says beyond the rates.
+    pub integrity: Vec<super::integrity::Signal>,
+    /// Where to start: the weakest index component and its worst team.
+    pub focus: Option<Focus>,
+    /// Advice per industry (`report.industry_advice`), rendered by the report.
+    pub industry_advice: Vec<String>,
+    /// The contexts of that advice: (industry, count, stage, opportunities).
+    #[serde(skip)]
+    pub industries: Vec<(String, Value)>,
     /// Every overdue opportunity, for the CSV attachment.
     #[serde(skip)]
     pub overdue_all: Vec<Map<String, Value>>,
@@ -210,7 +347,7 @@ impl Weekly {
                 ))
             })?;
         let (index, components) = scores(org, &None);
-        let teams = rows
+        let teams: Vec<TeamRow> = rows
             .iter()
             .filter_map(|r| {
                 let team = row_text(r, "team")?;
@@ -251,6 +388,11 @@ impl Weekly {
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
 
+        let integrity =
+            super::integrity::weekly(config, lake, catalog, period, heatmap.stores_total).await?;
+        let focus = focus(&components, &teams);
+        let industries = super::integrity::industries(config, &overdue_all);
+
         let mut trend = Vec::new();
         let mut week = period.clone();
         for _ in 0..config.report.trend_weeks {
@@ -284,6 +426,10 @@ impl Weekly {
                 .collect(),
             overdue_total: overdue_all.len(),
             trend,
+            integrity,
+            focus,
+            industry_advice: Vec::new(),
+            industries,
             overdue_all,
             overdue_columns,
         })
@@ -300,6 +446,15 @@ impl Weekly {
         copy.overdue_all.retain(|r| mine(&row_text(r, "team")));
         copy.overdue = copy.overdue_all.iter().take(top_overdue).cloned().collect();
         copy.overdue_total = copy.overdue_all.len();
+        copy.heatmap = self
+            .heatmap
+            .for_team(team, self.heatmap.stores.len().max(1));
+        // The team's own weakest component.
+        copy.focus = copy
+            .teams
+            .first()
+            .and_then(|row| focus(&row.components, &[]));
+        copy.industries = super::integrity::industries_of(&self.industries, &copy.overdue_all);
         copy
     }
 
@@ -343,6 +498,8 @@ pub struct Monthly {
     /// Average dwell per stage, with the stage's timeout.
     pub stages: Vec<Map<String, Value>>,
     pub breaches: Vec<BreachRow>,
+    /// The "Process integrity" section of the month: month-end bunching.
+    pub integrity: Vec<super::integrity::Signal>,
 }
 
 impl Monthly {
@@ -365,6 +522,7 @@ impl Monthly {
             stays: kind("stay"),
             stages: kind("stage_average"),
             breaches,
+            integrity: super::integrity::monthly(lake, catalog, period).await?,
         })
     }
 }
@@ -396,7 +554,11 @@ async fn required(
     }
 }
 
-async fn rows_of(lake: &Lake, metric: &Metric, period_id: &str) -> Result<Vec<Map<String, Value>>> {
+pub(super) async fn rows_of(
+    lake: &Lake,
+    metric: &Metric,
+    period_id: &str,
+) -> Result<Vec<Map<String, Value>>> {
     match read_output(lake, metric, period_id).await? {
         Some(batches) => json_rows(&batches),
         None => Ok(Vec::new()),
@@ -479,9 +641,10 @@ async fn heatmap(
             stores.entry(store).or_default().insert(action, row);
         }
     }
-    let mut map: Vec<HeatRow> = stores
+    let map: Vec<HeatRow> = stores
         .into_iter()
         .map(|(store_id, cells)| {
+            let team = cells.values().find_map(|r| row_text(r, "team"));
             let cells: Vec<HeatCell> = action_types
                 .iter()
                 .map(|a| match cells.get(a) {
@@ -501,21 +664,15 @@ async fn heatmap(
             let rate = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
             HeatRow {
                 store_id,
+                team,
                 rate,
                 cells,
             }
         })
         .collect();
-    map.sort_by(|a, b| {
-        a.rate
-            .total_cmp(&b.rate)
-            .then_with(|| a.store_id.cmp(&b.store_id))
-    });
-    let stores_total = map.len();
-    map.truncate(config.report.heatmap_stores);
-    Ok(Heatmap {
+    Ok(Heatmap::new(
         action_types,
-        stores: map,
-        stores_total,
-    })
+        map,
+        config.report.heatmap_stores,
+    ))
 }

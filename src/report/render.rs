@@ -97,6 +97,43 @@ impl Templates {
             .map_err(|e| template_error(&format!("labels.yaml `{key}`"), &e))
     }
 
+    /// The label `key` as written (not rendered); the key itself when there is none.
+    pub fn label(&self, key: &str) -> String {
+        self.labels
+            .get_attr(key)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_else(|| key.to_string())
+    }
+
+    /// Renders `text`, a template from elsewhere (`report.industry_advice` in the config), with
+    /// `context`; `origin` names it in an error.
+    pub fn render_text(
+        &self,
+        origin: &str,
+        text: &str,
+        context: &serde_json::Value,
+    ) -> Result<String> {
+        self.env
+            .render_str(text, self.context(context))
+            .map_err(|e| template_error(origin, &e))
+    }
+
+    /// Each signal of a report's "Process integrity" section (`context["integrity"]`) with its
+    /// advice (`integrity_<key>_advice`) rendered from the signal's own fields.
+    pub fn integrity_advice(&self, context: &mut serde_json::Value) -> Result<()> {
+        if let Some(signals) = context.get_mut("integrity").and_then(|v| v.as_array_mut()) {
+            for signal in signals {
+                let key = format!(
+                    "integrity_{}_advice",
+                    signal["key"].as_str().unwrap_or_default()
+                );
+                signal["advice"] = self.render_label(&key, signal)?.into();
+            }
+        }
+        Ok(())
+    }
+
     fn context(&self, context: &serde_json::Value) -> Value {
         minijinja::context! { t => self.labels.clone(), ..Value::from_serialize(context) }
     }

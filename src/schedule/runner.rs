@@ -230,14 +230,19 @@ async fn run_step(
             Ok((outcome.sent.len() as i64, sent.collect()))
         }
         Step::Sql(sql) => {
-            let ctx = crate::engine::session(config, lake).await?;
+            let engine = crate::engine::Engine::open(config, lake).await?;
             let params = crate::metrics::run::Params::new(config, period, None);
             // The query is the user's: one that does not plan is theirs to fix, not retried.
             let user_sql = |e| Error::from_user_sql(e, None);
-            let frame = ctx.sql(&sql.query).await.map_err(user_sql)?;
-            let frame = params.bind(frame).map_err(user_sql)?;
-            let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await.map_err(user_sql)?;
+            let computed = async {
+                let frame = engine.ctx().sql(&sql.query).await.map_err(user_sql)?;
+                let frame = params.bind(frame).map_err(user_sql)?;
+                let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+                Ok::<_, Error>((schema, engine.collect(frame, user_sql).await?))
+            }
+            .await;
+            engine.close().await?;
+            let (schema, batches) = computed?;
             let rows = concat_batches(&schema, &batches)?;
             let path = lake.path(&[
                 "exports",

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 };
 
 use super::{DOC_SECTION, coerce, hours, instants, timestamp_type};
-use crate::config::Config;
+use crate::config::CalendarConfig;
 use crate::time::parse::parse_hours;
 use crate::time::zone::{Zone, local_to_utc};
 
@@ -28,8 +28,9 @@ pub struct BusinessHours {
 }
 
 /// The configured calendar (validated at load), or Monday to Friday 09:00-18:00 without one.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Calendar {
+/// `note_commitments` counts working days with it too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Calendar {
     tz: Tz,
     /// Working days, Monday first.
     workdays: [bool; 7],
@@ -40,28 +41,44 @@ struct Calendar {
 }
 
 impl BusinessHours {
-    pub fn new(config: &Config) -> BusinessHours {
-        let calendar = config.calendar.clone().unwrap_or_default();
-        const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-        let (open, close) = parse_hours(&calendar.hours).unwrap_or((9 * 60, 18 * 60));
+    pub fn new(calendar: Calendar) -> BusinessHours {
         BusinessHours {
-            calendar: Calendar {
-                tz: config.timezone,
-                workdays: DAYS.map(|day| calendar.workdays.iter().any(|d| d == day)),
-                open,
-                close,
-                holidays: calendar
-                    .holidays
-                    .iter()
-                    .filter_map(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok())
-                    .collect(),
-            },
+            calendar,
             signature: Signature::user_defined(Volatility::Immutable),
         }
     }
 }
 
 impl Calendar {
+    /// `calendar` (Monday to Friday 09:00-18:00 without one), in `tz`.
+    pub(super) fn new(calendar: Option<&CalendarConfig>, tz: Tz) -> Calendar {
+        let calendar = calendar.cloned().unwrap_or_default();
+        const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let (open, close) = parse_hours(&calendar.hours).unwrap_or((9 * 60, 18 * 60));
+        Calendar {
+            tz,
+            workdays: DAYS.map(|day| calendar.workdays.iter().any(|d| d == day)),
+            open,
+            close,
+            holidays: calendar
+                .holidays
+                .iter()
+                .filter_map(|day| NaiveDate::parse_from_str(day, "%Y-%m-%d").ok())
+                .collect(),
+        }
+    }
+
+    /// The configured timezone.
+    pub(super) fn tz(&self) -> Tz {
+        self.tz
+    }
+
+    /// A working day: a configured weekday that is not a holiday.
+    pub(super) fn is_workday(&self, day: NaiveDate) -> bool {
+        self.workdays[day.weekday().num_days_from_monday() as usize]
+            && !self.holidays.contains(&day)
+    }
+
     /// Business microseconds in [start, end); negative when end is before start.
     fn micros(&self, zone: &Zone, start: i64, end: i64) -> i64 {
         if end < start {
@@ -77,8 +94,7 @@ impl Calendar {
         let mut day = zone.local_date(start);
         let last = zone.local_date(end);
         while day <= last {
-            let weekday = day.weekday().num_days_from_monday() as usize;
-            if self.workdays[weekday] && !self.holidays.contains(&day) {
+            if self.is_workday(day) {
                 // Opening and closing are wall-clock times: on a DST day the window is an
                 // hour shorter or longer in elapsed time when it spans the change.
                 let open = local_time(day, self.open).max(start);

@@ -20,6 +20,10 @@ mod hours_remaining;
 mod is_stage_skip;
 mod local_date;
 mod longest_zero_run;
+mod note_commitments;
+mod note_normalize;
+mod note_simhash;
+mod note_similarity;
 mod silent_hours;
 mod stage_path_compliant;
 mod stage_rank;
@@ -35,20 +39,61 @@ use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::{AggregateUDF, DocSection, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
-use crate::config::Config;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{CalendarConfig, Config, StageConfig};
 use crate::time::Zone;
 
 /// Where `--functions` and `information_schema.routines` file the library.
 pub(crate) const DOC_SECTION: DocSection = DocSection {
     include: true,
     label: "flowhealth process-flow functions",
-    description: Some("Stage rules, silent periods and business calendars from config.yaml."),
+    description: Some(
+        "Stage rules, silent periods, business calendars from config.yaml, and what notes say.",
+    ),
 };
+
+/// What the functions are built from: the parts of `config.yaml` they read. A plan sent to a
+/// cluster carries it with every function (see `engine::cluster::codec`), so a scheduler or an
+/// executor computes with the client's stages and calendar, never with a copy of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// IANA name of the configured timezone.
+    pub timezone: String,
+    pub stages: Vec<StageConfig>,
+    pub calendar: Option<CalendarConfig>,
+}
+
+impl Settings {
+    pub fn of(config: &Config) -> Settings {
+        Settings {
+            timezone: config.timezone.name().to_string(),
+            stages: config.stages.clone(),
+            calendar: config.calendar.clone(),
+        }
+    }
+}
 
 /// Every function of the library, built from `config`.
 pub fn functions(config: &Config) -> (Vec<ScalarUDF>, Vec<AggregateUDF>) {
-    let stages = Arc::new(Stages::from_config(config));
-    let tz = config.timezone;
+    build(&Settings::of(config), config.timezone)
+}
+
+/// Every function of the library, built from `settings` (as shipped in a plan); an error when its
+/// timezone is not an IANA name.
+pub fn from_settings(settings: &Settings) -> Result<(Vec<ScalarUDF>, Vec<AggregateUDF>)> {
+    match settings.timezone.parse::<Tz>() {
+        Ok(tz) => Ok(build(settings, tz)),
+        Err(_) => plan_err!(
+            "the shipped function settings name an unknown timezone `{}`",
+            settings.timezone
+        ),
+    }
+}
+
+fn build(settings: &Settings, tz: Tz) -> (Vec<ScalarUDF>, Vec<AggregateUDF>) {
+    let stages = Arc::new(Stages::new(&settings.stages));
+    let calendar = business_hours::Calendar::new(settings.calendar.as_ref(), tz);
     let scalars = vec![
         ScalarUDF::from(stage_rank::StageRank::new(stages.clone())),
         ScalarUDF::from(is_stage_skip::IsStageSkip::new(stages.clone())),
@@ -56,10 +101,14 @@ pub fn functions(config: &Config) -> (Vec<ScalarUDF>, Vec<AggregateUDF>) {
         ScalarUDF::from(silent_hours::SilentHours::new(tz)),
         ScalarUDF::from(hours_remaining::HoursRemaining::new(tz)),
         ScalarUDF::from(health_band::HealthBand::new()),
-        ScalarUDF::from(business_hours::BusinessHours::new(config)),
+        ScalarUDF::from(business_hours::BusinessHours::new(calendar.clone())),
         ScalarUDF::from(attr::Attr::text()),
         ScalarUDF::from(attr::Attr::timestamp(tz)),
         ScalarUDF::from(local_date::LocalDate::new(tz)),
+        ScalarUDF::from(note_normalize::NoteNormalize::new()),
+        ScalarUDF::from(note_simhash::NoteSimhash::new()),
+        ScalarUDF::from(note_similarity::NoteSimilarity::new()),
+        ScalarUDF::from(note_commitments::NoteCommitments::new(calendar)),
     ];
     let aggregates = vec![
         AggregateUDF::from(stage_path_compliant::StagePathCompliant::new(stages)),
@@ -143,9 +192,8 @@ struct Stage {
 }
 
 impl Stages {
-    fn from_config(config: &Config) -> Stages {
-        let list = config
-            .stages
+    fn new(stages: &[StageConfig]) -> Stages {
+        let list = stages
             .iter()
             .map(|s| Stage {
                 name: s.name.clone(),

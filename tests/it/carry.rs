@@ -13,7 +13,7 @@ const ROWS: &str =
 
 fn warnings(ws: &Workspace) -> Vec<Vec<serde_json::Value>> {
     ws.duckdb(&format!(
-        "{ROWS} from {} where version = 4 order by period, opportunity_id",
+        "{ROWS} from {} where version = 5 order by period, opportunity_id",
         scan("metrics/silent_warnings")
     ))
 }
@@ -49,7 +49,7 @@ fn a_week_from_the_previous_weeks_state_equals_the_week_from_scratch() {
     // The demo exercises each path: opportunities carried over unchanged (their last activity
     // from the carried rows), and carried ones that closed or moved on during a week.
     let transitions = ws.duckdb(&format!(
-        "with w as (select * from {} where version = 4)
+        "with w as (select * from {} where version = 5)
          select count(*) filter (where b.opportunity_id is not null and a.entered_at = b.entered_at
                                    and b.last_activity_at < b.as_of - interval 7 day),
                 count(*) filter (where b.opportunity_id is null),
@@ -98,7 +98,7 @@ fn rows_landing_late_for_an_older_day_make_the_next_week_start_before_that_day()
     assert!(out.contains("(from 2026-W10's state)"), "{out}");
     let of_week = |ws: &Workspace| {
         ws.duckdb(&format!(
-            "{ROWS} from {} where version = 4 and period = '{latest}' order by opportunity_id",
+            "{ROWS} from {} where version = 5 and period = '{latest}' order by opportunity_id",
             scan("metrics/silent_warnings")
         ))
     };
@@ -168,7 +168,7 @@ fn the_kept_opportunity_snapshot_takes_in_new_exports_as_the_whole_computation_w
     assert_eq!(kept[0][..3], ["O1", "R2", "north"]);
     // The north team now has O1's silent warning.
     let teams = ws.duckdb(&format!(
-        "select team from {} where version = 4 and period = '2026-W13' and opportunity_id = 'O1'",
+        "select team from {} where version = 5 and period = '2026-W13' and opportunity_id = 'O1'",
         scan("metrics/silent_warnings")
     ));
     assert_eq!(teams, [["north"]]);
@@ -202,10 +202,13 @@ fn a_run_reads_the_kept_snapshot_as_it_was_when_it_began() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let read = runtime.block_on(async {
         let lake = flowhealth::lake::Lake::open(&config).unwrap();
-        let ctx = flowhealth::engine::session(&config, &lake).await.unwrap();
-        flowhealth::engine::snapshot::register_opportunities(&ctx, &lake)
+        let engine = flowhealth::engine::Engine::open(&config, &lake)
             .await
             .unwrap();
+        flowhealth::engine::snapshot::register_opportunities(&engine, &lake)
+            .await
+            .unwrap();
+        let ctx = engine.ctx();
         // Another run replaces the file while this one runs (here with bytes that are not even
         // Parquet): this run's queries still read the snapshot it started with.
         let kept = ws

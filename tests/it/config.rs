@@ -125,3 +125,61 @@ fn a_missing_config_file_is_named() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nope.yaml: cannot read"));
 }
+
+#[test]
+fn each_webhook_kind_has_its_own_fields_and_every_name_is_checked() {
+    let ws = Workspace::new(
+        "rules:
+  templated_notes: { similarity: 1.5, min_notes: 1 }
+report:
+  channels: { weekly: [nobody], daily: [ops] }
+  industry_advice: { hospital: \"{{ count \" }
+alerts:
+  webhooks:
+    - { name: ops, kind: slack, url: \"https://hooks.slack.com/services/T0/B0/s3cr3t-token\", secret: x }
+    - { name: ding, kind: dingtalk, url: \"https://oapi.dingtalk.com/robot/send?access_token=t0k3n\", format: text }
+  routes: { east: [ops, ghost] }
+  max_items: 0
+",
+    );
+    let output = ws.command().arg("validate").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "config.yaml: rules.templated_notes.similarity: must be above 0 and at most 1",
+        "config.yaml: rules.templated_notes.min_notes: must be at least 2",
+        "config.yaml: report.channels.daily: is not a report: expected weekly or monthly",
+        "config.yaml: report.industry_advice.hospital: not a valid template",
+        "config.yaml: alerts.webhooks[0].secret: a slack webhook is not signed",
+        "config.yaml: alerts.webhooks[1].format: only a wecom webhook has a format",
+        "config.yaml: alerts.routes.east: `ghost` is not a webhook in alerts.webhooks",
+        "config.yaml: report.channels.weekly: `nobody` is not a webhook in alerts.webhooks",
+        "config.yaml: alerts.max_items: must be at least 1",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+    // The channels' tokens are in their URLs: never printed.
+    assert!(
+        !stderr.contains("s3cr3t-token") && !stderr.contains("t0k3n"),
+        "{stderr}"
+    );
+
+    // A kind that does not exist is named with the ones that do.
+    std::fs::write(
+        ws.path().join("config.yaml"),
+        format!(
+            "{}alerts:\n  webhooks:\n    - {{ name: t, kind: teams, url: \"https://example.com/x\" }}\n",
+            crate::common::STAGES
+        ),
+    )
+    .unwrap();
+    let output = ws.command().arg("validate").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("alerts.webhooks[0].kind: unknown variant `teams`, expected one of `dingtalk`, `wecom`, `feishu`, `slack`, `json`"),
+        "{stderr}"
+    );
+}

@@ -372,3 +372,108 @@ fn queries_and_the_function_library_agree_with_duckdb_on_the_demo_lake() {
             > 14
     );
 }
+
+/// The week 2026-W13 in Asia/Shanghai (the shipped config), as UTC bounds for DuckDB.
+const W13: &str = "occurred_at >= TIMESTAMPTZ '2026-03-22 16:00:00+00' AND occurred_at < TIMESTAMPTZ '2026-03-29 16:00:00+00'";
+
+#[test]
+fn the_demo_plants_a_templated_store_a_templated_rep_and_promises_kept_and_broken() {
+    let ws = Workspace::new("");
+    run_demo(&ws);
+    let actions = crate::common::scan("raw/actions");
+    let templated = crate::common::scan("metrics/templated_notes");
+    let commitments = crate::common::scan("metrics/commitments");
+
+    // Flagged by the metric: the second store (every 35th from it copies one template) and the
+    // rep R003, who logs every call with one phrase.
+    let flagged = duck_csv(
+        &ws,
+        &format!(
+            "select grain, coalesce(store_id, owner_id) from {templated}
+             where period = '2026-W13' and flagged order by 1 desc, 2"
+        ),
+    );
+    assert_eq!(flagged, ["store,S0002", "owner,R003"]);
+    // Independently: notes as DuckDB normalises them (numbers to '#', only letters kept), and
+    // the share of each store's most repeated note among its five or more of the week.
+    let repeated = duck_csv(
+        &ws,
+        &format!(
+            "with notes as (
+               select coalesce(store_id, owner_id) as subject, action_type,
+                      regexp_replace(regexp_replace(lower(note), '[0-9]+([.,:][0-9]+)*', '#', 'g'), '[^\\p{{L}}#]', '', 'g') as norm
+               from {actions} where note is not null and {W13}),
+             counted as (select subject, action_type, count(*) over (partition by subject, action_type) as n,
+                                count(*) over (partition by subject, action_type, norm) as same from notes)
+             select distinct subject from counted where n >= 5 and same / n >= 0.6 order by 1"
+        ),
+    );
+    assert_eq!(repeated, ["R003", "S0002"]);
+    let s0002 = duck_csv(
+        &ws,
+        &format!(
+            "select notes, templated, template_notes from {templated}
+             where period = '2026-W13' and store_id = 'S0002'"
+        ),
+    );
+    let copies = duck_csv(
+        &ws,
+        &format!(
+            "select count(*), count(*), count(*) from {actions}
+             where store_id = 'S0002' and action_type = 'chronic_followup' and {W13}
+               and regexp_full_match(note, '血压[0-9]+/[0-9]+，建议低盐饮食，按时服药')"
+        ),
+    );
+    assert_eq!(s0002, copies);
+
+    // Promises: some kept, some broken; every status agrees with the actions DuckDB finds on
+    // the same opportunity (or customer) between the promise and its deadline.
+    let statuses = duck_csv(
+        &ws,
+        &format!(
+            "with c as (select * from {commitments} where period = '2026-W13'),
+                  a as (select * from {actions})
+             select c.status,
+                    exists (select 1 from a
+                            where coalesce('opportunity:' || a.opportunity_id, 'customer:' || a.customer_id)
+                                = coalesce('opportunity:' || c.opportunity_id, 'customer:' || c.customer_id)
+                              and a.occurred_at > c.made_at and a.occurred_at <= c.deadline
+                              and a.occurred_at < c.as_of) as kept,
+                    c.deadline < c.as_of as passed, count(*)
+             from c group by all order by all"
+        ),
+    );
+    let status_of = |row: &str| row.split(',').next().unwrap().to_string();
+    for row in &statuses {
+        let expected = match &row.split(',').collect::<Vec<_>>()[1..3] {
+            ["true", _] => "kept",
+            ["false", "true"] => "broken",
+            _ => "open or due_soon",
+        };
+        assert!(expected.contains(&status_of(row)), "{row}: {statuses:?}");
+    }
+    let seen: Vec<String> = statuses.iter().map(|r| status_of(r)).collect();
+    assert!(
+        seen.iter().any(|s| s == "kept") && seen.iter().any(|s| s == "broken"),
+        "{statuses:?}"
+    );
+
+    // The deadlines: 48 hours is 48 real hours; "tomorrow" ends at 23:59:59 of the next local day.
+    let deadlines = duck_csv(
+        &ws,
+        &format!(
+            "select count(*) filter (where promise = '承诺48小时内出服务方案' and deadline - made_at <> interval 48 hours),
+                    count(*) filter (where promise = '承诺48小时内出服务方案'),
+                    count(*) filter (where promise = '明天给报价' and deadline <>
+                        (((made_at at time zone 'Asia/Shanghai')::date + interval 1 day + interval '23:59:59') at time zone 'Asia/Shanghai')),
+                    count(*) filter (where promise = '明天给报价')
+             from {commitments} where period = '2026-W13'"
+        ),
+    );
+    let counts: Vec<i64> = deadlines[0]
+        .split(',')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!((counts[0], counts[2]), (0, 0), "{deadlines:?}");
+    assert!(counts[1] > 0 && counts[3] > 0, "{deadlines:?}");
+}

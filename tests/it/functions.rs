@@ -93,9 +93,11 @@ fn session(slt: &Path, lake_dir: &Path) -> Session {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let ctx = runtime.block_on(async {
         let lake = flowhealth::lake::Lake::open(&config).expect("lake");
-        flowhealth::engine::session(&config, &lake)
+        flowhealth::engine::Engine::local(&config, &lake)
             .await
             .expect("session")
+            .ctx()
+            .clone()
     });
     Session { runtime, ctx }
 }
@@ -199,6 +201,10 @@ fn functions_lists_every_function_with_its_documentation() {
         "attr(attrs, key)",
         "attr_timestamp(attrs, key)",
         "local_date(ts)",
+        "note_normalize(note)",
+        "note_simhash(note)",
+        "note_similarity(a, b)",
+        "note_commitments(note, occurred_at)",
     ] {
         assert!(
             stdout.contains(&format!("\n{syntax}\n")),

@@ -1,10 +1,12 @@
 //! Integration tests: one binary, one module per area. They run the real binary or library
 //! against real files, read the lake back with DuckDB (an independent reader, through its Python
 //! package) and use real servers on loopback: S3 (moto), SMTP (aiosmtpd, STARTTLS and AUTH), a
-//! webhook receiver that checks DingTalk signatures; and headless Chromium for the report page.
+//! webhook receiver that checks DingTalk signatures; a Ballista cluster of this binary's own
+//! scheduler and executors; and headless Chromium for the report page.
 
 mod alert;
 mod carry;
+mod cluster;
 mod common;
 mod config;
 mod demo;

@@ -431,6 +431,12 @@ fn bad_input_is_reported_before_anything_is_sent() {
 
 /// Headless Chromium (Debian's, installed by .ci/run) with the flags that keep it off the network.
 fn chromium(page: &Path, screenshot: &Path) -> String {
+    chromium_sized(page, screenshot, 1400)
+}
+
+/// Headless Chromium's screenshot of `page` in a window 800 pixels wide and `height` tall; its
+/// log (console messages and errors).
+fn chromium_sized(page: &Path, screenshot: &Path, height: u32) -> String {
     let profile = tempfile::tempdir().unwrap();
     let output = Command::new("chromium")
         .args([
@@ -444,8 +450,8 @@ fn chromium(page: &Path, screenshot: &Path) -> String {
             "--disable-sync",
             "--enable-logging=stderr",
             "--v=0",
-            "--window-size=800,1400",
         ])
+        .arg(format!("--window-size=800,{height}"))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", screenshot.display()))
         .arg(format!("file://{}", page.display()))
@@ -507,4 +513,224 @@ fn the_report_page_renders_in_headless_chromium_without_script_errors() {
     .unwrap();
     let log = chromium(&broken, &ws.path().join("broken.png"));
     assert!(log.contains("Uncaught"), "{log}");
+}
+
+/// Decoded RGB(A) pixels of a PNG, as [r, g, b] triples.
+fn rgb_pixels(png: &[u8]) -> Vec<[u8; 3]> {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels[..info.buffer_size()]
+        .chunks(info.color_type.samples())
+        .map(|px| [px[0], px[1], px[2]])
+        .collect()
+}
+
+/// The colours of the heat map's bands (src/report/heatmap.rs), which nothing else on the page
+/// uses: finding them in a screenshot means the picture was drawn.
+const BANDS: [(&str, [u8; 3]); 3] = [
+    ("green", [52, 168, 83]),
+    ("yellow", [251, 188, 4]),
+    ("red", [234, 67, 53]),
+];
+
+#[test]
+fn the_heat_map_and_process_integrity_reach_the_page_the_message_and_the_text() {
+    let ws = Workspace::new("");
+    crate::demo::run_demo_weeks(&ws, 3);
+    // Counted independently: the store x action cells of the week by band, and what the
+    // integrity section reports, read by DuckDB from the metrics' Parquet.
+    let bands: std::collections::HashMap<String, i64> = ws
+        .duckdb(&format!(
+            "select band, count(*) from {} where period = '2026-W13' and version = 2 group by 1",
+            scan("metrics/store_action_heatmap")
+        ))
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_i64().unwrap()))
+        .collect();
+    let flagged = ws.duckdb(&format!(
+        "select count(*) from {} where period = '2026-W13' and flagged",
+        scan("metrics/templated_notes")
+    ))[0][0]
+        .as_i64()
+        .unwrap();
+    let promises = ws.duckdb(&format!(
+        "select count(*) filter (where status = 'broken'), count(*) from {} where period = '2026-W13'
+           and deadline >= TIMESTAMPTZ '2026-03-22 16:00:00+00' and deadline < TIMESTAMPTZ '2026-03-29 16:00:00+00'",
+        scan("metrics/commitments")
+    ));
+    let (broken, due) = (
+        promises[0][0].as_i64().unwrap(),
+        promises[0][1].as_i64().unwrap(),
+    );
+    assert!(
+        flagged >= 1 && due >= 1,
+        "the demo plants both: {flagged} {promises:?}"
+    );
+
+    // The message: the trend and the heat map inline by Content-ID.
+    let message = mime(&ws.path().join("outbox/sent/weekly-2026-W13.eml"));
+    let pngs = message["tree"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t.as_str().unwrap().trim() == "image/png")
+        .count();
+    assert_eq!(pngs, 2);
+    let html = message["html"].as_str().unwrap();
+    assert!(html.contains("src=\"cid:heatmap\""), "{html}");
+    assert_eq!(message["inline"]["heatmap"]["type"], "image/png");
+
+    // The text alternative says per team what the picture shows; the cells add up to DuckDB's.
+    let plain = message["text"].as_str().unwrap();
+    let picture = &plain[plain.find("EVERY STORE, EVERY DAILY ACTION").expect(plain)..];
+    let mut cells = std::collections::HashMap::<String, i64>::new();
+    for line in picture.lines().skip(2).take_while(|l| l.starts_with("  ")) {
+        for band in ["green", "yellow", "red"] {
+            let count = line
+                .split(&format!("{band} "))
+                .nth(1)
+                .and_then(|rest| rest.split([',', ';']).next())
+                .unwrap_or_else(|| panic!("{band} in {line}"));
+            *cells.entry(band.to_string()).or_default() += count.parse::<i64>().unwrap();
+        }
+    }
+    for band in ["green", "yellow", "red"] {
+        assert_eq!(
+            cells.get(band).copied().unwrap_or(0),
+            bands.get(band).copied().unwrap_or(0),
+            "{band}: {picture}"
+        );
+    }
+    assert!(
+        plain.contains(&format!("Notes copied from a template: {flagged}.")),
+        "{plain}"
+    );
+    assert!(
+        plain.contains(&format!("Promises past their deadline: {broken} / {due}.")),
+        "{plain}"
+    );
+
+    // The picture itself: a band's colour is in it exactly when the week has cells of that band.
+    let page = ws.lake().join("reports/weekly/2026-W13.html");
+    let page_html = std::fs::read_to_string(&page).unwrap();
+    let heatmap_png = {
+        use base64::Engine as _;
+        // The page's second picture, after the trend.
+        let (at, prefix) = page_html
+            .match_indices("data:image&#x2f;png;base64,")
+            .nth(1)
+            .expect("the page embeds the heat map");
+        let data = &page_html[at + prefix.len()..];
+        let data = &data[..data.find('"').unwrap()];
+        base64::engine::general_purpose::STANDARD
+            .decode(data.replace("&#x2f;", "/").replace("&#x3d;", "="))
+            .unwrap()
+    };
+    let pixels = rgb_pixels(&heatmap_png);
+    for (band, rgb) in BANDS {
+        let drawn = pixels.iter().filter(|p| **p == rgb).count();
+        assert_eq!(
+            drawn > 0,
+            bands.get(band).copied().unwrap_or(0) > 0,
+            "{band}: {drawn} pixels"
+        );
+    }
+
+    // In a browser: the picture is drawn (its band colours are on the screen) and nothing fails.
+    let shot = ws.path().join("heatmap.png");
+    let log = chromium_sized(&page, &shot, 7000);
+    let screen = rgb_pixels(&std::fs::read(&shot).unwrap());
+    for (band, rgb) in BANDS {
+        if bands.get(band).copied().unwrap_or(0) > 0 {
+            assert!(screen.contains(&rgb), "{band} not on the screen");
+        }
+    }
+    assert!(
+        !log.contains("Uncaught") && !log.contains("CONSOLE"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_sent_report_posts_its_card_to_its_channels_once_and_the_month_shows_its_bunching() {
+    let ws = Workspace::new("");
+    crate::demo::run_demo_weeks(&ws, 3);
+    let (dir, port, _hooks) = crate::alert::receiver(&["unused", "--feishu-secret", "LARKsec"]);
+    // The demo's config, with two channels for the weekly report's card and none for alerts.
+    let config = std::fs::read_to_string(ws.path().join("config.yaml"))
+        .unwrap()
+        .replace(
+            "  webhooks: []\n",
+            &format!(
+                "  webhooks:\n    - {{ name: lark, kind: feishu, url: \"http://127.0.0.1:{port}/feishu/open-apis/bot/v2/hook/t0k\", secret: LARKsec }}\n    - {{ name: bi, kind: json, url: \"http://127.0.0.1:{port}/json\" }}\n"
+            ),
+        )
+        .replace(
+            "  attach_overdue_csv: true\n",
+            "  attach_overdue_csv: true\n  channels: { weekly: [lark, bi] }\n  link: \"https://bi.example.com/{report}/{period}.html\"\n",
+        );
+    std::fs::write(ws.path().join("config.yaml"), config).unwrap();
+    let out = ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert!(
+        out.contains("card to lark") && out.contains("card to bi"),
+        "{out}"
+    );
+    let sent = crate::alert::requests(dir.path());
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let lark = sent.iter().find(|r| r["path"] != "/json").unwrap();
+    assert_eq!(lark["sign_ok"], true);
+    assert_eq!(lark["shape_ok"], true);
+    let post = &lark["body"]["content"]["post"]["zh_cn"];
+    let subject = mime(&ws.path().join("outbox/sent/weekly-2026-W13.eml"))["subject"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(post["title"], subject.as_str());
+    let paragraphs = post["content"].to_string();
+    assert!(
+        paragraphs.contains("https://bi.example.com/weekly/2026-W13.html"),
+        "{paragraphs}"
+    );
+    // The index on the card is the lake's, read by DuckDB.
+    let index = ws.duckdb(&format!(
+        "select value from {} where period = '2026-W13' and team is null",
+        scan("metrics/process_health_index")
+    ))[0][0]
+        .as_f64()
+        .unwrap();
+    assert!(
+        paragraphs.contains(&format!("Process health index {}", pct(index))),
+        "{paragraphs}"
+    );
+    let bi = sent.iter().find(|r| r["path"] == "/json").unwrap();
+    assert_eq!(bi["body"]["report"]["period"], "2026-W13");
+    assert!((bi["body"]["report"]["index"].as_f64().unwrap() - index).abs() < 1e-12);
+
+    // Sent again: the cards are not posted again.
+    let again = ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    assert!(!again.contains("card to"), "{again}");
+    assert_eq!(crate::alert::requests(dir.path()).len(), 2);
+
+    // The channels are the report's: alerts do not go to them by default.
+    let alerts = ok(&ws, &["alerts", "--as-of", "2026-03-30T00:00:00+08:00"]);
+    assert!(alerts.contains("(not sent)"), "{alerts}");
+    assert_eq!(crate::alert::requests(dir.path()).len(), 2);
+
+    // The monthly report's Process integrity: month-end bunching, as many as DuckDB finds.
+    ok(&ws, &["report", "monthly", "--period", "2026-03"]);
+    let page = std::fs::read_to_string(ws.lake().join("reports/monthly/2026-03.html")).unwrap();
+    let bunched = ws.duckdb(&format!(
+        "select count(*) from {} where period = '2026-03'",
+        scan("metrics/month_end_bunching")
+    ))[0][0]
+        .as_i64()
+        .unwrap();
+    assert!(page.contains("Month-end bunching (days 25-28)"), "{page}");
+    assert!(
+        page.contains(&format!(">{bunched}</td>")),
+        "{bunched} bunched in {page}"
+    );
 }

@@ -11,6 +11,7 @@ use flowhealth::lake::Lake;
 
 use crate::common::{ACTION_HEADER, STAGES};
 
+/// A moto S3 server on loopback with the bucket `flowhealth`, stopped when dropped.
 pub struct Moto {
     child: Child,
     pub endpoint: String,
@@ -51,17 +52,34 @@ pub fn start_moto() -> Moto {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let create = Command::new("python3")
-        .args([
-            "-c",
-            "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
-             aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket='flowhealth')",
-            &endpoint,
-        ])
-        .status()
-        .unwrap();
-    assert!(create.success(), "bucket created");
-    Moto { child, endpoint }
+    let moto = Moto { child, endpoint };
+    moto.create_bucket("flowhealth");
+    moto
+}
+
+impl Moto {
+    /// Creates bucket `name` on the server.
+    pub fn create_bucket(&self, name: &str) {
+        let create = Command::new("python3")
+            .args([
+                "-c",
+                "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+                 aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket=sys.argv[2])",
+                &self.endpoint,
+                name,
+            ])
+            .status()
+            .unwrap();
+        assert!(create.success(), "bucket {name} created");
+    }
+
+    /// The `s3:` settings of a store on this server.
+    pub fn s3_yaml(&self) -> String {
+        format!(
+            "s3: {{ endpoint: \"{}\", region: us-east-1, access_key_id: test, secret_access_key: test, allow_http: true }}",
+            self.endpoint
+        )
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

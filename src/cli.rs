@@ -207,7 +207,8 @@ pub enum MetricsCommand {
     /// period, owner, healthy range, description.
     List,
     /// Compute metrics for a period and write them to metrics/<metric>/version=<N>/period=<id>/
-    /// in the lake, with threshold breaches in breaches/. Dependencies run first; independent
+    /// in the lake, with threshold breaches in breaches/ (at the period's end; with another
+    /// --as-of they are printed, not written). Dependencies run first; independent
     /// metrics run concurrently; one that fails does not stop the others (exit 1).
     #[command(after_help = "Examples:\n  \
         flowhealth metrics run                              every metric, last complete week / month\n  \
@@ -219,7 +220,9 @@ pub enum MetricsCommand {
         /// A week (2026-W09) or month (2026-03); default: each metric's last complete period.
         #[arg(long)]
         period: Option<String>,
-        /// The instant the metrics look from (ISO 8601); default: the end of the period.
+        /// The instant the metrics look from (ISO 8601); default: the end of the period. At
+        /// another instant the rows are printed and nothing is written: a period's stored
+        /// outputs are the period as of its end.
         #[arg(long)]
         as_of: Option<String>,
     },
@@ -322,6 +325,7 @@ async fn validate(path: Option<&std::path::Path>) -> Result<i32> {
         problems.extend(errors);
         Vec::new()
     });
+    problems.extend(crate::schedule::runner::check_sql(config, &pipelines).await?);
     problems.extend(crate::ingest::check_sources(config).await);
     if !problems.is_empty() {
         return Err(Error::Config(problems));

@@ -13,14 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
+pub use super::vars::Seg;
 use super::vars::{Document, Expanded};
-
-/// One step of a key path: a mapping key or a sequence index (as written in the file).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Seg {
-    Key(String),
-    Index(usize),
-}
 
 /// `email.smtp.port`, `stages[2].name`.
 pub fn display(path: &[Seg]) -> String {

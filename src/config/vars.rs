@@ -18,7 +18,13 @@ use std::collections::BTreeMap;
 
 use serde_yaml::Value;
 
-use super::load::Seg;
+/// One step of a key path: a mapping key or a sequence index (as written in the file). Here,
+/// where the values from the environment are found by path; `load` names problems with it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
 
 /// Start and end of a placeholder: private-use characters, printable for YAML in every context
 /// and not something a config file holds.

@@ -13,6 +13,7 @@
 //! run the same SQL over the same tables and give the same rows.
 
 pub mod cluster;
+pub mod probe;
 pub mod query;
 pub mod snapshot;
 
@@ -49,15 +50,24 @@ pub struct Engine {
 impl Engine {
     /// A session as `config.engine` says: local, or on the Ballista cluster (checked with a probe
     /// that reads the lake through it, so a cluster that cannot see the lake fails here, loudly).
+    ///
+    /// Either way, a commit whose writer was killed before its files were all in place is
+    /// finished first, so the session reads exactly what the ledgers committed
+    /// ([`crate::lake::commit::roll_forward`]).
     pub async fn open(config: &Config, lake: &Lake) -> Result<Engine> {
         match config.engine.kind {
             EngineKind::Local => Engine::local(config, lake).await,
-            EngineKind::Ballista => cluster::client::open(config, lake).await,
+            EngineKind::Ballista => {
+                crate::lake::commit::roll_forward(lake).await?;
+                cluster::client::open(config, lake).await
+            }
         }
     }
 
-    /// A session in this process, whatever the configuration says (planning in `validate`).
+    /// A session in this process, whatever the configuration says (planning in `validate`),
+    /// after the same roll-forward as [`Engine::open`].
     pub async fn local(config: &Config, lake: &Lake) -> Result<Engine> {
+        crate::lake::commit::roll_forward(lake).await?;
         let ctx = SessionContext::new_with_config(session_config(config));
         Engine::populate(ctx, config, lake, None).await
     }

@@ -39,7 +39,7 @@ pub async fn run(
     // The plan's schema, not the first batch's: a query with no rows still has columns.
     let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
     let batches = engine.collect(frame, Error::from).await?;
-    let bytes = encode(&batches, schema, format)?;
+    let bytes = encode(&batches, schema, format, session_zone(ctx))?;
     match output {
         None => std::io::stdout()
             .write_all(&bytes)
@@ -58,7 +58,12 @@ pub async fn run(
     }
 }
 
-fn encode(batches: &[RecordBatch], schema: SchemaRef, format: OutputFormat) -> Result<Vec<u8>> {
+fn encode(
+    batches: &[RecordBatch],
+    schema: SchemaRef,
+    format: OutputFormat,
+    tz: chrono_tz::Tz,
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     match format {
         OutputFormat::Table => {
@@ -81,16 +86,25 @@ fn encode(batches: &[RecordBatch], schema: SchemaRef, format: OutputFormat) -> R
             writer.finish()?;
             out.push(b'\n');
         }
+        // As every Parquet file flowhealth writes: microseconds UTC, no views.
         OutputFormat::Parquet => {
-            let mut writer =
-                datafusion::parquet::arrow::ArrowWriter::try_new(&mut out, schema, None)?;
-            for batch in batches {
-                writer.write(batch)?;
-            }
-            writer.close()?;
+            let rows = datafusion::arrow::compute::concat_batches(&schema, batches)?;
+            let rows = crate::lake::for_readers(&rows, tz)?;
+            out = crate::lake::encode_parquet(&rows)?.to_vec();
         }
     }
     Ok(out)
+}
+
+/// The session's timezone (the configured one), UTC when it has none.
+fn session_zone(ctx: &SessionContext) -> chrono_tz::Tz {
+    ctx.state()
+        .config_options()
+        .execution
+        .time_zone
+        .as_deref()
+        .and_then(|name| name.parse().ok())
+        .unwrap_or(chrono_tz::UTC)
 }
 
 /// A query that fails before it runs is the user's to fix (exit 2): say what is there. Only a

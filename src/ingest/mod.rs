@@ -3,10 +3,13 @@
 //!
 //! How a run stays exact:
 //! - Every Parquet file an input file produces is named `<content hash prefix>-<n>.parquet` (the
-//!   stage changes an opportunities snapshot derives too, in `raw/stage_changes/`), and the input
-//!   file's ledger entry (`_flowhealth/ingest/ledger/<dataset>/<content hash>.json`) is written
-//!   last: it is the commit. A run that dies before it leaves files whose hash no dataset's ledger
-//!   has; the next run deletes them before it starts, then ingests that input file again.
+//!   stage changes an opportunities snapshot derives too, in `raw/stage_changes/`) and staged
+//!   under `_staging/` ([`crate::lake::commit`]); the input file's ledger entry
+//!   (`_flowhealth/ingest/ledger/<dataset>/<content hash>.json`) is the commit, and only then are
+//!   the files moved into `raw/` and `quarantine/`. No reader sees a row before its file commits.
+//!   A run that dies before the commit leaves only staged files, which the next run removes before
+//!   it ingests that input file again from scratch; one that dies after it leaves a commit whose
+//!   moves the next reader or run finishes.
 //! - A file whose hash is in the ledger is skipped (re-running is a no-op). A row whose key
 //!   ([`Dataset::key_columns`]) is already in the lake, or earlier in the same file, is counted as
 //!   a duplicate. A file that changed since it was ingested is reported as such.
@@ -56,6 +59,7 @@ use self::validate::{Validator, Value};
 use crate::config::Config;
 use crate::error::{Domain, Error, Result};
 use crate::lake::Lake;
+use crate::lake::commit::{self, Transaction};
 use crate::lake::lock::LakeLock;
 use crate::lake::schema::Dataset;
 
@@ -147,8 +151,11 @@ pub struct FileOutcome {
 #[derive(Debug, Default)]
 pub struct IngestReport {
     pub files: Vec<FileOutcome>,
-    /// Files of an interrupted earlier run that were removed before this one.
+    /// Files (and staged transactions) of an interrupted earlier run that were removed before
+    /// this one.
     pub recovered: usize,
+    /// Commits of an interrupted earlier run whose files this run moved into place.
+    pub finished: usize,
     /// Where the files were looked for, for messages.
     pub inbox: String,
     /// Parquet files of `raw/` that could not be read (lake-relative path: why). Their rows
@@ -288,6 +295,13 @@ impl fmt::Display for IngestReport {
                 self.recovered
             )?;
         }
+        if self.finished > 0 {
+            writeln!(
+                f,
+                "finished {} commit(s) of an interrupted earlier run (their files moved into place)",
+                self.finished
+            )?;
+        }
         for corrupt in &self.corrupt {
             writeln!(f, "{corrupt}")?;
         }
@@ -378,6 +392,10 @@ impl<'c> Ingest<'c> {
             inbox: self.inbox.display().to_string(),
             ..IngestReport::default()
         };
+        // What an interrupted run left: its commits finished, its uncommitted files removed.
+        let recovery = commit::recover(&self.lake, "ingest").await?;
+        report.recovered += recovery.rolled_back;
+        report.finished += recovery.rolled_forward;
         // Every dataset's ledger: an opportunities file commits the stage changes it derives too.
         let mut ledgers = BTreeMap::new();
         for dataset in Dataset::ALL {
@@ -605,11 +623,15 @@ impl<'c> Ingest<'c> {
             history.map(|h| Arc::try_unwrap(h).unwrap_or_else(|shared| (*shared).clone()));
         let Landed {
             counts,
-            outputs,
+            transaction,
             new_keys,
             read_as,
             history: added,
         } = result?;
+        let outputs = transaction
+            .staged()
+            .map(|path| self.lake.relative(path))
+            .collect();
         let entry = LedgerEntry {
             dataset: dataset.name().into(),
             source: file.name.clone(),
@@ -624,7 +646,8 @@ impl<'c> Ingest<'c> {
         let mut entry_parts = Self::ledger_dir(dataset).to_vec();
         entry_parts.push(&entry_name);
         let entry_path = self.lake.path(&entry_parts);
-        self.lake.put_json(&entry_path, &entry).await?;
+        let entry_bytes = bytes::Bytes::from(serde_json::to_vec_pretty(&entry)?);
+        transaction.commit(Some((entry_path, entry_bytes))).await?;
         ledger.insert(entry.content_hash.clone(), entry);
         state
             .keys
@@ -653,7 +676,8 @@ impl<'c> Ingest<'c> {
         Ok(outcome(status, counts, message, Some(read_as)))
     }
 
-    /// Parses, validates and writes one file. On failure, whatever it wrote is removed again.
+    /// Parses, validates and stages one file's rows in a transaction for the caller to commit.
+    /// On failure, whatever it staged is removed again.
     async fn land(
         &self,
         file: &InboxFile,
@@ -735,7 +759,7 @@ impl<'c> Ingest<'c> {
             progress: progress.clone(),
         };
         let parser = tokio::task::spawn_blocking(move || parse.run(sender));
-        let mut outputs = Vec::new();
+        let mut transaction = Transaction::begin(&self.lake, "ingest");
         let mut write_error = None;
         while let Some((path, batch)) = receiver.recv().await {
             if write_error.is_some() {
@@ -744,10 +768,11 @@ impl<'c> Ingest<'c> {
             let encoded =
                 tokio::task::spawn_blocking(move || crate::lake::encode_parquet(&batch)).await;
             match encoded {
-                Ok(Ok(bytes)) => match self.lake.put(&path, bytes).await {
-                    Ok(()) => outputs.push(path),
-                    Err(e) => write_error = Some(e),
-                },
+                Ok(Ok(bytes)) => {
+                    if let Err(e) = transaction.stage(path, bytes).await {
+                        write_error = Some(e);
+                    }
+                }
                 Ok(Err(e)) => write_error = Some(e),
                 Err(e) => write_error = Some(e.into()),
             }
@@ -766,15 +791,13 @@ impl<'c> Ingest<'c> {
         match result {
             Ok((counts, new_keys, history)) => Ok(Landed {
                 counts,
-                outputs: outputs.iter().map(|p| self.lake.relative(p)).collect(),
+                transaction,
                 new_keys,
                 read_as,
                 history,
             }),
             Err(e) => {
-                for path in &outputs {
-                    self.lake.delete(path).await?;
-                }
+                transaction.abort().await?;
                 Err(e)
             }
         }
@@ -784,8 +807,8 @@ impl<'c> Ingest<'c> {
 /// What landing one file produced.
 struct Landed {
     counts: Counts,
-    /// Lake-relative paths of the Parquet files written.
-    outputs: Vec<String>,
+    /// The Parquet files staged, for the caller to commit with the ledger entry.
+    transaction: Transaction,
     /// The keys of the rows it landed.
     new_keys: KeySet,
     /// How it was read, for the report and the ledger.

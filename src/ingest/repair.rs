@@ -11,7 +11,9 @@
 //! set aside with the command that computes it again.
 //!
 //! The order makes a crash harmless: the ledger entry (the commit) goes first, so a repair killed
-//! midway leaves uncommitted files, which the next ingest removes before it lands the input.
+//! midway leaves uncommitted files, which the next ingest removes before it lands the input. Both
+//! commands first finish the commits an interrupted ingest left (`crate::lake::commit`):
+//! `doctor` rolls them forward as every reader does, `repair`, under the lock, recovers.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -20,6 +22,7 @@ use super::{Ingest, IngestReport, LedgerEntry, source};
 use crate::config::Config;
 use crate::error::Result;
 use crate::lake::Lake;
+use crate::lake::commit;
 use crate::lake::health::{self, SET_ASIDE, Unreadable};
 use crate::lake::lock::LakeLock;
 use crate::lake::schema::Dataset;
@@ -147,6 +150,9 @@ impl fmt::Display for Repaired {
 /// `flowhealth doctor`: what is wrong in the lake, and what `repair` would do. Changes nothing.
 pub async fn doctor(config: &Config) -> Result<Diagnosis> {
     let lake = Lake::open(config)?;
+    // A commit whose writer stopped before its files were in place is finished (as any reader
+    // does), so that its files are not reported missing.
+    commit::roll_forward(&lake).await?;
     let inbox = Lake::open_store(config, &config.inbox)?;
     let ingest = Ingest::new(config, lake, inbox);
     diagnose(&ingest).await
@@ -164,6 +170,9 @@ pub async fn repair(config: &Config) -> Result<Repaired> {
 }
 
 async fn repair_locked(config: &Config, lake: Lake, inbox: Lake) -> Result<Repaired> {
+    // Under the ingest lock: an interrupted ingest's commits are finished or rolled back first,
+    // so that what is found is what the ledgers committed.
+    commit::recover(&lake, "ingest").await?;
     let mut ingest = Ingest::new(config, lake.clone(), inbox);
     let diagnosis = diagnose(&ingest).await?;
     let mut repaired = Repaired::default();

@@ -2,13 +2,31 @@
 //! (`docs/contract.md` section 5), atomic Parquet writes, and the small JSON state objects
 //! flowhealth keeps beside the data under `_flowhealth/` (which Hive-style readers skip).
 //!
-//! Atomicity: every object is written with one `put`. On S3 a PUT is atomic; the local store
-//! writes a staging file `<name>#<n>` and renames it into place. Either way a reader sees the whole
-//! file or nothing, and `*.parquet` globs never match a staging file.
+//! Atomicity: every object is written with one `put` ([`Lake::put`]). On S3 a PUT is atomic. On
+//! a local disk the file is written under `_staging/` (a folder Hive-style readers skip) and
+//! renamed into place, so a reader listing a folder never meets a file being written. A set of
+//! files that must appear together (an ingested file's Parquet files, a metric's output and its
+//! breaches) goes through [`commit::Transaction`]: staged, committed by one ledger write, then
+//! moved into place.
 
+pub mod commit;
 pub mod health;
 pub(crate) mod lock;
 pub mod schema;
+
+/// The folder at the lake's root where files are written before they are moved into place
+/// (`_`: Hive-style readers skip it).
+pub const STAGING: &str = "_staging";
+
+/// A new staging id: `<kind>-<UTC time>-<8 hex digits>`, unique, sorted by time within a kind,
+/// and telling a recovery how old a staging folder is without looking inside.
+pub(crate) fn staging_id(kind: &str) -> String {
+    format!(
+        "{kind}-{}-{:08x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        rand::random::<u32>()
+    )
+}
 
 use std::sync::Arc;
 
@@ -202,8 +220,38 @@ impl Lake {
         }
     }
 
-    /// Writes `bytes` at `path` in one atomic put.
+    /// The path of a lake-relative path as [`Lake::relative`] gives it (`raw/actions/dt=.../x`).
+    pub fn path_of(&self, relative: &str) -> Path {
+        relative
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .fold(self.root.clone(), |path, part| path.join(part))
+    }
+
+    /// Writes `bytes` at `path` in one atomic put: a reader sees the whole file or the one it
+    /// replaces, and never a partial file beside it. On a local disk the file is written under
+    /// `_staging/` and renamed into place (the store's own put would write `<name>#<n>` in the
+    /// same folder, which a directory reader such as pandas lists and fails on).
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        if self.local.is_none() {
+            return self.put_direct(path, bytes).await;
+        }
+        let id = staging_id("put");
+        let staged = self
+            .path(&[STAGING, &id])
+            .join(path.filename().unwrap_or("file"));
+        self.put_direct(&staged, bytes).await?;
+        let moved = self.store.rename(&staged, path).await;
+        if let Some(dir) = self.local_path(&self.path(&[STAGING, &id])) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        moved?;
+        Ok(())
+    }
+
+    /// Writes `bytes` at `path` with the store's own put (a file under `_staging/` or
+    /// `_flowhealth/`, which no reader lists).
+    pub async fn put_direct(&self, path: &Path, bytes: Bytes) -> Result<()> {
         self.store.put(path, PutPayload::from(bytes)).await?;
         Ok(())
     }
@@ -339,4 +387,55 @@ pub(crate) fn encode_parquet_as(
     writer.write(batch)?;
     writer.close()?;
     Ok(Bytes::from(buffer))
+}
+
+/// `batch` as every Parquet reader (DuckDB, pandas, polars, Spark) reads it alike, for files
+/// whose columns come from user SQL (pipeline `sql:` exports, `query --format parquet`, metric
+/// outputs; `docs/contract.md` section 5):
+/// - every timestamp becomes microseconds, adjusted to UTC (`now()` and `to_timestamp()` give
+///   nanoseconds, which Spark refuses): one with a timezone keeps its instant; one without is
+///   wall-clock time in `tz` (the rule of the SQL functions), converted to its instant;
+/// - string and binary views become plain strings and binaries (older readers lack views).
+pub(crate) fn for_readers(batch: &RecordBatch, tz: chrono_tz::Tz) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Array, AsArray, TimestampMicrosecondArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Field, TimeUnit, TimestampMicrosecondType};
+
+    let utc = schema::timestamp_type();
+    let zone = crate::time::Zone::new(tz);
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let column = match field.data_type() {
+            DataType::Timestamp(_, Some(_)) => cast(column, &utc)?,
+            DataType::Timestamp(_, None) => {
+                let local = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+                let local = local.as_primitive::<TimestampMicrosecondType>();
+                let instants: TimestampMicrosecondArray = local
+                    .iter()
+                    .map(|value| {
+                        value
+                            .and_then(chrono::DateTime::from_timestamp_micros)
+                            .map(|t| zone.local_to_utc(t.naive_utc()))
+                    })
+                    .collect();
+                std::sync::Arc::new(instants.with_timezone("UTC")) as _
+            }
+            DataType::Utf8View => cast(column, &DataType::Utf8)?,
+            DataType::BinaryView => cast(column, &DataType::Binary)?,
+            _ => column.clone(),
+        };
+        fields.push(
+            Field::new(
+                field.name(),
+                column.data_type().clone(),
+                field.is_nullable(),
+            )
+            .with_metadata(field.metadata().clone()),
+        );
+        columns.push(column);
+    }
+    let schema = datafusion::arrow::datatypes::Schema::new(fields)
+        .with_metadata(batch.schema().metadata().clone());
+    Ok(RecordBatch::try_new(std::sync::Arc::new(schema), columns)?)
 }

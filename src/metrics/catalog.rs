@@ -62,6 +62,26 @@ pub struct Meta {
     /// previous period's rows are the table `<metric>_carried`, as of `$carried_as_of`.
     #[serde(default)]
     pub carry: BTreeMap<String, ColumnType>,
+    /// Earlier periods whose stored outputs this metric reads (see [`LooksBack`]).
+    #[serde(default)]
+    pub looks_back: Option<LooksBack>,
+}
+
+/// `looks_back: { metrics: [process_health_index], periods: 12, after: 4 }`: a metric that
+/// judges earlier periods by what followed them reads their **stored** outputs (computed at each
+/// period's own end), never recomputing them at its own as_of. A run for period P gets the
+/// `periods` periods that end `after` periods before P's end (their `after` periods have passed
+/// by then) as the table `looked_back_periods` (period, period_start, period_end,
+/// followed_until: the end of the `after` periods after it), and for each metric named, its
+/// latest version's stored rows of those periods as `<metric>_history` (period, team, owner_id,
+/// value; NULL where the metric has no such column). A period whose output is not stored, or
+/// was not computed at its own end, has no rows there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LooksBack {
+    pub metrics: Vec<String>,
+    pub periods: u32,
+    pub after: u32,
 }
 
 /// The type of a carried column.
@@ -271,7 +291,8 @@ impl Catalog {
     fn check(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for metric in &self.metrics {
-            for dependency in &metric.meta.depends {
+            let looked_at = metric.meta.looks_back.iter().flat_map(|l| &l.metrics);
+            for dependency in metric.meta.depends.iter().chain(looked_at) {
                 if self.latest(dependency).is_none() {
                     problems.push(format!(
                         "{}:1: depends on `{dependency}`, which is not in {}",
@@ -470,8 +491,8 @@ mod tests {
     #[test]
     fn the_shipped_catalog_is_embedded_whole_and_released() {
         let catalog = Catalog::embedded();
-        // The contract's thirteen, templated_notes and commitments.
-        assert_eq!(catalog.names().count(), 15);
+        // The contract's thirteen, templated_notes, commitments and owner_health_index.
+        assert_eq!(catalog.names().count(), 16);
         assert!(catalog.metrics.iter().all(|m| catalog.released(m)));
         let on_disk =
             Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("queries")).unwrap();

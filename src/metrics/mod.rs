@@ -123,9 +123,20 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
             if !metric.meta.carry.is_empty() {
                 carry::register_empty(&engine, metric).await?;
             }
+            if let Some(looks_back) = &metric.meta.looks_back {
+                run::register_history(&engine, config, &lake, catalog, looks_back, &period).await?;
+            }
             match run::plan(ctx, metric, &params).await {
                 Ok(frame) => {
                     problems.extend(carry::check(metric, frame.schema().as_arrow()));
+                    // What plans but would fail on data (a function returning another type
+                    // than it declares).
+                    let path = metric.path.display();
+                    problems.extend(
+                        crate::engine::probe::functions(ctx, frame.logical_plan())
+                            .into_iter()
+                            .map(|problem| format!("{path}: {problem}")),
+                    );
                     // Dependents plan against this one's columns.
                     if catalog
                         .latest(metric.name())

@@ -7,7 +7,7 @@
 //!                       direction, advice, previous_value, change (+ run_id, as_of)
 //! ```
 //!
-//! Each file is replaced in one atomic put per period. The runner writes them; carried state,
+//! A period's output and breaches are replaced together, in one commit. The runner writes them; carried state,
 //! the golden tests, the reports, the alerts and the demo read them through here.
 
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use super::catalog::Metric;
 use crate::error::Result;
+use crate::lake::commit::Transaction;
 use crate::lake::{Lake, encode_parquet};
 use crate::time::Period;
 
@@ -39,42 +40,51 @@ pub struct Breach {
     pub previous_value: Option<f64>,
 }
 
-/// Writes `rows` as `metric`'s output for `period_id`, stamped with `run_id` and `as_of`;
-/// `metadata` goes into the file's schema (what carried state records about itself).
-pub(crate) async fn write_rows(
-    lake: &Lake,
-    metric: &Metric,
-    period_id: &str,
-    rows: &RecordBatch,
-    run_id: &str,
-    as_of: i64,
-    metadata: HashMap<String, String>,
-) -> Result<()> {
-    let stamped = stamp(rows, run_id, as_of)?;
-    let schema = stamped.schema().as_ref().clone().with_metadata(metadata);
-    let stamped = stamped.with_schema(Arc::new(schema))?;
-    lake.put(
-        &output_path(lake, metric, period_id),
-        encode_parquet(&stamped)?,
-    )
-    .await
+/// What one run computed for one metric and period.
+pub(crate) struct PeriodOutput<'a> {
+    pub rows: &'a RecordBatch,
+    /// The breaches, for a metric with a threshold (an empty file when there are none: the
+    /// period was checked); `None` for a metric without one.
+    pub breaches: Option<&'a [Breach]>,
+    pub run_id: &'a str,
+    pub as_of: i64,
+    /// Goes into the output file's schema (what carried state records about itself).
+    pub metadata: HashMap<String, String>,
 }
 
-/// Writes `breaches` as `metric`'s breaches for `period_id` (an empty file when there are none:
-/// the period was checked), stamped with `run_id` and `as_of`.
-pub(crate) async fn write_breaches(
+/// Writes `metric`'s output for `period_id` and its breaches, stamped with `run_id` and `as_of`,
+/// as one commit ([`crate::lake::commit`]): a reader sees both new files or both old ones, and
+/// never a file being written.
+pub(crate) async fn write_period(
     lake: &Lake,
     metric: &Metric,
     period_id: &str,
-    breaches: &[Breach],
-    run_id: &str,
-    as_of: i64,
+    output: PeriodOutput<'_>,
 ) -> Result<()> {
-    lake.put(
-        &breaches_path(lake, metric, period_id),
-        encode_parquet(&stamp(&breach_batch(breaches)?, run_id, as_of)?)?,
-    )
-    .await
+    let stamped = stamp(output.rows, output.run_id, output.as_of)?;
+    let schema = stamped
+        .schema()
+        .as_ref()
+        .clone()
+        .with_metadata(output.metadata);
+    let stamped = stamped.with_schema(Arc::new(schema))?;
+    let mut transaction = Transaction::begin(lake, "metrics");
+    transaction
+        .stage(
+            output_path(lake, metric, period_id),
+            encode_parquet(&stamped)?,
+        )
+        .await?;
+    if let Some(breaches) = output.breaches {
+        let rows = stamp(&breach_batch(breaches)?, output.run_id, output.as_of)?;
+        transaction
+            .stage(
+                breaches_path(lake, metric, period_id),
+                encode_parquet(&rows)?,
+            )
+            .await?;
+    }
+    transaction.commit(None).await
 }
 
 /// `rows` with `run_id` and `as_of` columns added.
@@ -213,4 +223,75 @@ fn breach_batch(breaches: &[Breach]) -> Result<RecordBatch> {
         ),
     ];
     Ok(RecordBatch::try_from_iter(columns)?)
+}
+
+/// The stored rows of `metric` for `periods` as one batch (period, team, owner_id, value): what
+/// a metric that looks back reads of it (`LooksBack` in the catalog). Only outputs computed at
+/// their own period's end (`as_of` = the end, in `tz`) are taken: another as_of would judge the
+/// period by what happened after it.
+pub(crate) async fn history(
+    lake: &Lake,
+    metric: &Metric,
+    periods: &[Period],
+    tz: chrono_tz::Tz,
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    let (mut period, mut team, mut owner, mut value) = (vec![], vec![], vec![], vec![]);
+    for looked_at in periods {
+        let end = looked_at.bounds_utc(tz).1;
+        for batch in read_output(lake, metric, &looked_at.id)
+            .await?
+            .unwrap_or_default()
+        {
+            let text = |name: &str| -> Result<Vec<Option<String>>> {
+                Ok(match batch.column_by_name(name) {
+                    Some(column) => cast(column, &DataType::Utf8)?
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.map(String::from))
+                        .collect(),
+                    None => vec![None; batch.num_rows()],
+                })
+            };
+            let values: Vec<Option<f64>> = match batch.column_by_name("value") {
+                Some(column) => {
+                    let column = cast(column, &DataType::Float64)?;
+                    let column = column.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+                    (0..column.len())
+                        .map(|i| column.is_valid(i).then(|| column.value(i)))
+                        .collect()
+                }
+                None => vec![None; batch.num_rows()],
+            };
+            let as_of = batch.column_by_name(STAMP_COLUMNS[1]).map(|c| {
+                c.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                    .clone()
+            });
+            let (teams, owners) = (text("team")?, text("owner_id")?);
+            for row in 0..batch.num_rows() {
+                let at_its_end = as_of
+                    .as_ref()
+                    .is_some_and(|a| a.is_valid(row) && a.value(row) == end);
+                if !at_its_end {
+                    continue;
+                }
+                period.push(looked_at.id.clone());
+                team.push(teams[row].clone());
+                owner.push(owners[row].clone());
+                value.push(values[row]);
+            }
+        }
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("period", Arc::new(StringArray::from(period))),
+        ("team", Arc::new(StringArray::from(team))),
+        ("owner_id", Arc::new(StringArray::from(owner))),
+        ("value", Arc::new(Float64Array::from(value))),
+    ];
+    Ok(RecordBatch::try_from_iter_with_nullable(
+        columns
+            .into_iter()
+            .map(|(name, column)| (name, column, true)),
+    )?)
 }

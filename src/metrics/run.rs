@@ -11,14 +11,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 use futures::future::join_all;
 
-use super::catalog::{Catalog, Metric};
+use super::catalog::{Catalog, LooksBack, Metric};
 use super::output::{self, Breach};
 use crate::config::{Config, Threshold};
 use crate::engine::Engine;
@@ -48,6 +50,11 @@ pub struct Outcome {
     pub breaches: Vec<Breach>,
     /// The period whose output a carrying metric started from (see `carry.rs`).
     pub carried_from: Option<String>,
+    /// Whether the rows were written to the lake: only a run at the period's own end writes
+    /// (a period's stored output is that period as of its end).
+    pub stored: bool,
+    /// The rows computed (as written, without run_id and as_of), when the metric ran.
+    pub rows: Option<RecordBatch>,
 }
 
 #[derive(Debug)]
@@ -71,17 +78,32 @@ impl fmt::Display for Report {
         writeln!(f, "run {}", self.run_id)?;
         for outcome in &self.outcomes {
             match &outcome.result {
-                Ok(rows) => writeln!(
-                    f,
-                    "  {:32} {:9} {rows:>6} rows  {} breaches{}",
-                    outcome.metric,
-                    outcome.period,
-                    outcome.breaches.len(),
-                    match &outcome.carried_from {
-                        Some(from) => format!("  (from {from}'s state)"),
-                        None => String::new(),
+                Ok(rows) => {
+                    writeln!(
+                        f,
+                        "  {:32} {:9} {rows:>6} rows  {} breaches{}{}",
+                        outcome.metric,
+                        outcome.period,
+                        outcome.breaches.len(),
+                        match &outcome.carried_from {
+                            Some(from) => format!("  (from {from}'s state)"),
+                            None => String::new(),
+                        },
+                        if outcome.stored {
+                            ""
+                        } else {
+                            "  (not stored: computed at another as_of than the period's end)"
+                        }
+                    )?;
+                    // What a run that stores nothing computed is shown instead (20 rows at most).
+                    if let (false, Some(batch)) = (outcome.stored, &outcome.rows) {
+                        let shown = batch.slice(0, batch.num_rows().min(20));
+                        match datafusion::arrow::util::pretty::pretty_format_batches(&[shown]) {
+                            Ok(table) => writeln!(f, "{table}")?,
+                            Err(e) => writeln!(f, "      (rows not shown: {e})")?,
+                        }
                     }
-                )?,
+                }
                 Err(error) => writeln!(
                     f,
                     "  {:32} {:9} FAILED: {error}",
@@ -150,7 +172,7 @@ pub async fn run(
         return Err(health::name_unreadable(lake, error).await);
     }
     tracing::debug!("session ready in {:?}", started.elapsed());
-    let report = run_levels(config, lake, &engine, &selected, &periods, as_of).await;
+    let report = run_levels(config, lake, catalog, &engine, &selected, &periods, as_of).await;
     engine.close().await?;
     report
 }
@@ -159,6 +181,7 @@ pub async fn run(
 async fn run_levels(
     config: &Config,
     lake: &Lake,
+    catalog: &Catalog,
     engine: &Engine,
     selected: &[&Metric],
     periods: &HashMap<&str, Period>,
@@ -198,6 +221,9 @@ async fn run_levels(
                     super::carry::prepare(engine, config, lake, metric, &period, params.as_of)
                         .await?;
                 params.carry_from(config, carry.as_of);
+                if let Some(looks_back) = &metric.meta.looks_back {
+                    register_history(engine, config, lake, catalog, looks_back, &period).await?;
+                }
                 let prepared = started.elapsed();
                 let (schema, batches) = compute(engine, metric, &params).await?;
                 tracing::debug!(
@@ -214,31 +240,47 @@ async fn run_levels(
                 Ok((period, params, carry, schema, batches)) => {
                     let carried_from = carry.from;
                     let output = Output {
-                        schema: schema.clone(),
+                        schema,
                         batches: &batches,
                         metadata: carry.metadata,
                     };
-                    let written =
-                        write(config, lake, metric, &period, &params, &run_id, output).await;
-                    // Dependents read the rows from the file just written: a table any engine,
-                    // local or a cluster, can read (its run_id and as_of are not in `schema`).
+                    let stored = params.as_of == period.bounds_utc(config.timezone).1;
+                    let written = write(
+                        config, lake, metric, &period, &params, &run_id, output, stored,
+                    )
+                    .await;
+                    // Dependents read the rows as written (timestamps as microseconds UTC),
+                    // through a table any engine, local or a cluster, can read: the file just
+                    // written (its run_id and as_of columns are not in the schema given), or,
+                    // when nothing is stored, the rows themselves.
                     let written = match written {
-                        Ok(done) if newest.get(metric.name()) == Some(&metric.version()) => engine
-                            .register_file(
-                                metric.name(),
-                                &output::output_path(lake, metric, &period.id),
-                                schema,
-                            )
-                            .map(|()| done),
+                        Ok((rows, breaches))
+                            if newest.get(metric.name()) == Some(&metric.version()) =>
+                        {
+                            let registered = if stored {
+                                engine.register_file(
+                                    metric.name(),
+                                    &output::output_path(lake, metric, &period.id),
+                                    rows.schema(),
+                                )
+                            } else {
+                                engine
+                                    .register_rows(metric.name(), rows.schema(), vec![rows.clone()])
+                                    .await
+                            };
+                            registered.map(|()| (rows, breaches))
+                        }
                         other => other,
                     };
                     match written {
                         Ok((rows, breaches)) => Outcome {
                             metric: metric.id(),
                             period: period.id,
-                            result: Ok(rows),
+                            result: Ok(rows.num_rows()),
                             breaches,
                             carried_from,
+                            stored,
+                            rows: Some(rows),
                         },
                         Err(e) => Outcome {
                             metric: metric.id(),
@@ -246,6 +288,8 @@ async fn run_levels(
                             result: Err(e),
                             breaches: vec![],
                             carried_from,
+                            stored: false,
+                            rows: None,
                         },
                     }
                 }
@@ -255,6 +299,8 @@ async fn run_levels(
                     result: Err(error),
                     breaches: vec![],
                     carried_from: None,
+                    stored: false,
+                    rows: None,
                 },
             };
             if let Err(error) = &outcome.result {
@@ -482,7 +528,9 @@ struct Output<'a> {
     metadata: HashMap<String, String>,
 }
 
-/// Writes the metric's rows and its breaches; returns the row count and the breaches.
+/// Finds the metric's breaches and, when `store` (a run at the period's own end), writes its
+/// rows and breaches; returns the rows and the breaches.
+#[allow(clippy::too_many_arguments)]
 async fn write(
     config: &Config,
     lake: &Lake,
@@ -491,20 +539,11 @@ async fn write(
     params: &Params,
     run_id: &str,
     output: Output<'_>,
-) -> Result<(usize, Vec<Breach>)> {
+    store: bool,
+) -> Result<(RecordBatch, Vec<Breach>)> {
     let rows = concat_batches(&output.schema, output.batches)?;
-    let as_of = params.as_of;
-    output::write_rows(
-        lake,
-        metric,
-        &period.id,
-        &rows,
-        run_id,
-        as_of,
-        output.metadata,
-    )
-    .await?;
-
+    // Timestamps as microseconds UTC, whatever the SQL made (`now()` gives nanoseconds).
+    let rows = crate::lake::for_readers(&rows, config.timezone)?;
     let threshold = metric.threshold(config);
     let breaches = match threshold {
         Some(threshold) if rows.schema().column_with_name("value").is_some() => {
@@ -513,10 +552,87 @@ async fn write(
         }
         _ => Vec::new(),
     };
-    if threshold.is_some() {
-        output::write_breaches(lake, metric, &period.id, &breaches, run_id, as_of).await?;
+    let written = output::PeriodOutput {
+        rows: &rows,
+        breaches: threshold.is_some().then_some(breaches.as_slice()),
+        run_id,
+        as_of: params.as_of,
+        metadata: output.metadata,
+    };
+    if store {
+        output::write_period(lake, metric, &period.id, written).await?;
     }
-    Ok((rows.num_rows(), breaches))
+    Ok((rows, breaches))
+}
+
+/// The `periods` periods whose `after` following periods end when `period` ends, oldest first:
+/// what a metric that looks back (`LooksBack`) judges in a run for `period`.
+pub(crate) fn looked_back(period: &Period, looks_back: &LooksBack) -> Vec<Period> {
+    let mut newest = period.clone();
+    for _ in 0..looks_back.after {
+        newest = newest.previous();
+    }
+    let mut periods = vec![newest];
+    while periods.len() < looks_back.periods as usize {
+        let older = periods.last().expect("not empty").previous();
+        periods.push(older);
+    }
+    periods.reverse();
+    periods
+}
+
+/// Registers `looked_back_periods` and each looked-at metric's `<metric>_history` (see
+/// `LooksBack`) for a run of `period`: stored outputs only, never recomputed at this run's as_of.
+pub(crate) async fn register_history(
+    engine: &Engine,
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    looks_back: &LooksBack,
+    period: &Period,
+) -> Result<()> {
+    let periods = looked_back(period, looks_back);
+    let tz = config.timezone;
+    let followed_until = |p: &Period| {
+        let mut later = p.clone();
+        for _ in 0..looks_back.after {
+            later = Period::containing(later.kind, later.end);
+        }
+        later.bounds_utc(tz).1
+    };
+    let ts = |values: Vec<i64>| {
+        Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC")) as ArrayRef
+    };
+    let table = RecordBatch::try_from_iter(vec![
+        (
+            "period",
+            Arc::new(StringArray::from_iter_values(periods.iter().map(|p| &p.id))) as ArrayRef,
+        ),
+        (
+            "period_start",
+            ts(periods.iter().map(|p| p.bounds_utc(tz).0).collect()),
+        ),
+        (
+            "period_end",
+            ts(periods.iter().map(|p| p.bounds_utc(tz).1).collect()),
+        ),
+        (
+            "followed_until",
+            ts(periods.iter().map(followed_until).collect()),
+        ),
+    ])?;
+    engine
+        .register_rows("looked_back_periods", table.schema(), vec![table])
+        .await?;
+    for name in &looks_back.metrics {
+        let metric = catalog.resolve(name)?;
+        let rows = output::history(lake, metric, &periods, tz).await?;
+        let table = format!("{name}_history");
+        engine
+            .register_rows(&table, rows.schema(), vec![rows])
+            .await?;
+    }
+    Ok(())
 }
 
 /// The previous period's `value` per team (None for the organisation row), from the lake.

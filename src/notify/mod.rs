@@ -180,8 +180,9 @@ impl Notifier {
         Err(error)
     }
 
-    /// One call. The error says `POST <the URL, masked>: <what failed>`, without the channel's
-    /// tokens, signature or secret even where the receiver's reply repeats them.
+    /// One call. A failed connection or an HTTP error status says `POST <the URL, masked>: <what
+    /// failed>`, a vendor's refusal its code and message; neither holds the channel's tokens,
+    /// signature or secret, even where the receiver's reply repeats them.
     async fn post(&self, channel: &dyn Channel, request: &Request) -> Result<()> {
         let failed = |message: &str| {
             refused(format!(
@@ -212,8 +213,9 @@ impl Notifier {
         if !status.is_success() {
             return Err(failed(&format!("HTTP {status}: {}", excerpt(&reply))));
         }
+        // The vendor answered: its refusal is told as it is, without the URL.
         channel.accepted(&reply).map_err(|e| match e {
-            Error::Delivery { message, .. } => failed(&message),
+            Error::Delivery { message, .. } => refused(scrub(&message, channel, request)),
             other => other,
         })
     }
@@ -254,8 +256,9 @@ fn scrub(text: &str, channel: &dyn Channel, request: &Request) -> String {
     pieces.extend(channel.signing_secret().map(String::from));
     pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
     let mut out = text.to_string();
-    // Shorter pieces (`send`, a two-digit timestamp) are words, not secrets.
-    for piece in pieces.iter().filter(|p| p.len() >= 4) {
+    // Shorter pieces (`send`, `hook`, `v2`) are words, not secrets: tokens, signatures and
+    // timestamps are longer.
+    for piece in pieces.iter().filter(|p| p.len() >= 8) {
         out = out.replace(piece.as_str(), "***");
     }
     out

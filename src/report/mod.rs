@@ -104,6 +104,8 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
     };
     let catalog = crate::metrics::catalog(config)?;
     let lake = Lake::open(config)?;
+    // A metrics run killed after its commit: its outputs are finished before they are read.
+    crate::lake::commit::roll_forward(&lake).await?;
     let templates = Templates::load(config)?;
     let recipients = config
         .email

@@ -285,6 +285,9 @@ pub struct Weekly {
     pub overdue: Vec<Map<String, Value>>,
     pub overdue_total: usize,
     pub trend: Vec<TrendPoint>,
+    /// Whether the index predicts wins: `health_outcome_correlation`'s rows (across teams, then
+    /// owners); empty when the week's output has none of version 2's columns.
+    pub outcome: Vec<Map<String, Value>>,
     /// The "Process integrity" section: what the action log says beyond the rates.
     pub integrity: Vec<super::integrity::Signal>,
     /// Where to start: the weakest index component and its worst team.
@@ -409,6 +412,14 @@ impl Weekly {
         }
         trend.reverse();
 
+        let outcome = match catalog.latest("health_outcome_correlation") {
+            Some(m) => json_rows(&read_output(lake, m, &period.id).await?.unwrap_or_default())?
+                .into_iter()
+                .filter(|r| r.contains_key("across"))
+                .collect(),
+            None => Vec::new(),
+        };
+
         Ok(Weekly {
             period: period.into(),
             previous_period: previous.id,
@@ -426,6 +437,7 @@ impl Weekly {
                 .collect(),
             overdue_total: overdue_all.len(),
             trend,
+            outcome,
             integrity,
             focus,
             industry_advice: Vec::new(),

@@ -1,7 +1,8 @@
 //! The run ledger: one Parquet file per run at
 //! `runs/pipeline=<name>/<scheduled_for>-<run_id>.parquet`, written when the run starts (status
 //! `running`) and replaced when it ends, so BI tools read the history with a glob and a crashed
-//! run is visible as one still `running`.
+//! run is visible as one still `running`. The pipeline's name is the `pipeline=` partition of
+//! the folder, not a column: a column of the same name makes pandas and pyarrow refuse the folder.
 
 use std::sync::Arc;
 
@@ -72,8 +73,8 @@ fn schema() -> Arc<Schema> {
             Some("UTC".into()),
         )
     };
+    // No `pipeline`: the folder's partition gives it (the JSON field is left out on the way in).
     Arc::new(Schema::new(vec![
-        Field::new("pipeline", DataType::Utf8, false),
         Field::new("run_id", DataType::Utf8, false),
         Field::new("scheduled_for", ts(), false),
         Field::new("period", DataType::Utf8, true),
@@ -127,8 +128,9 @@ pub async fn read(lake: &Lake, pipeline: Option<&str>) -> Result<Vec<RunRecord>>
         if !object.location.as_ref().ends_with(".parquet") {
             continue;
         }
+        let pipeline = crate::lake::partition_value(&object, "pipeline").unwrap_or_default();
         if let Some(bytes) = lake.get(&object.location).await? {
-            records.extend(decode(bytes).map_err(|e| {
+            records.extend(decode(bytes, &pipeline).map_err(|e| {
                 Error::Lake(format!(
                     "{}: not a run record: {e}",
                     lake.relative(&object.location)
@@ -140,11 +142,17 @@ pub async fn read(lake: &Lake, pipeline: Option<&str>) -> Result<Vec<RunRecord>>
     Ok(records)
 }
 
-fn decode(bytes: Bytes) -> Result<Vec<RunRecord>> {
+/// The records of one run file of folder `pipeline=<pipeline>` (files written before the name
+/// left the columns have it as a column too).
+fn decode(bytes: Bytes, pipeline: &str) -> Result<Vec<RunRecord>> {
     let (_, batches) = crate::lake::decode_parquet(bytes)?;
     crate::engine::json_rows(&batches)?
         .into_iter()
-        .map(|row| serde_json::from_value(serde_json::Value::Object(row)).map_err(Error::from))
+        .map(|mut row| {
+            row.entry("pipeline")
+                .or_insert_with(|| serde_json::Value::from(pipeline));
+            serde_json::from_value(serde_json::Value::Object(row)).map_err(Error::from)
+        })
         .collect()
 }
 

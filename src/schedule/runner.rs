@@ -238,12 +238,16 @@ async fn run_step(
                 let frame = engine.ctx().sql(&sql.query).await.map_err(user_sql)?;
                 let frame = params.bind(frame).map_err(user_sql)?;
                 let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+                if let Some(problem) = export_columns_problem(&schema) {
+                    return Err(Error::Query(format!("{}: {problem}", sql.output)));
+                }
                 Ok::<_, Error>((schema, engine.collect(frame, user_sql).await?))
             }
             .await;
             engine.close().await?;
             let (schema, batches) = computed?;
             let rows = concat_batches(&schema, &batches)?;
+            let rows = crate::lake::for_readers(&rows, config.timezone)?;
             let path = lake.path(&[
                 "exports",
                 &sql.output,
@@ -340,4 +344,66 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 fn parse_period(spec: &PipelineSpec, id: &str) -> Result<Period> {
     Period::parse_as(id, spec.period, &format!("pipeline {}", spec.name))
+}
+
+/// Why the columns of a `sql:` step's rows cannot be written to `exports/<output>/period=<id>/`,
+/// if they cannot: a `period` column would duplicate the folder's Hive partition, which pandas
+/// and pyarrow refuse to read (`docs/contract.md` section 5).
+pub(crate) fn export_columns_problem(
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Option<String> {
+    schema.column_with_name("period").map(|_| {
+        "the query has a column `period`, which the export's period=<id> folder already gives \
+         every reader: rename it (`AS period_id`) or leave it out"
+            .to_string()
+    })
+}
+
+/// What `validate` finds in the pipelines' `sql:` steps beyond parsing: each query planned with
+/// the parameters of its pipeline's last complete period, its function calls run once on a
+/// column of NULLs (`engine::probe`), and its columns checked against the export's folder.
+pub async fn check_sql(config: &Config, pipelines: &[PipelineSpec]) -> Result<Vec<String>> {
+    let steps: Vec<(&PipelineSpec, usize, &super::pipeline::SqlStep)> = pipelines
+        .iter()
+        .flat_map(|spec| {
+            spec.steps
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, step)| match step {
+                    Step::Sql(sql) => Some((spec, i, sql)),
+                    _ => None,
+                })
+        })
+        .collect();
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lake = Lake::open(config)?;
+    // Planning needs no cluster: `validate` runs nothing, whatever `engine` says.
+    let engine = crate::engine::Engine::local(config, &lake).await?;
+    let ctx = engine.ctx();
+    let mut problems = Vec::new();
+    for (spec, i, sql) in steps {
+        let field = format!("{}: steps[{i}].sql.query", spec.path.display());
+        let period = Period::last_complete(spec.period, crate::time::today(config.timezone));
+        let params = crate::metrics::run::Params::new(config, &period, None);
+        let planned = match ctx.sql(&sql.query).await {
+            Ok(frame) => params.bind(frame),
+            Err(e) => Err(e),
+        };
+        match planned {
+            Err(e) => problems.push(format!("{field}: {}", Error::from_user_sql(e, None))),
+            Ok(frame) => {
+                problems.extend(
+                    crate::engine::probe::functions(ctx, frame.logical_plan())
+                        .into_iter()
+                        .map(|problem| format!("{field}: {problem}")),
+                );
+                if let Some(problem) = export_columns_problem(frame.schema().as_arrow()) {
+                    problems.push(format!("{field}: {problem}"));
+                }
+            }
+        }
+    }
+    Ok(problems)
 }

@@ -66,7 +66,9 @@ impl ScalarUDFImpl for LocalDate {
                 DOC_SECTION,
                 "The local date of an instant in the configured timezone: the day a rep or store \
                  manager saw on the wall (the lake's dt= partitions use the same rule). A \
-                 timestamp without a timezone is already local: its date is returned.",
+                 timestamp without a timezone is already local: its date is returned. Use it \
+                 rather than CAST(ts AS DATE) or date_trunc('day', ts), which take the UTC day of \
+                 the lake's UTC timestamps.",
                 "local_date(ts)",
             )
             .with_argument("ts", "A timestamp, date or ISO 8601 text.")

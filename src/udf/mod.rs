@@ -28,6 +28,7 @@ mod silent_hours;
 mod stage_path_compliant;
 mod stage_rank;
 mod stage_timeout_h;
+pub(crate) mod to_timestamp;
 
 use std::sync::Arc;
 
@@ -127,6 +128,8 @@ pub fn register(ctx: &SessionContext, config: &Config) {
     for udaf in aggregates {
         ctx.register_udaf(udaf);
     }
+    // DataFusion 55's `to_timestamp(column)` with a session timezone (apache/datafusion#24632).
+    to_timestamp::register(ctx);
 }
 
 /// `flowhealth query --functions`: every function with its syntax, description, arguments and

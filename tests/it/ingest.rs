@@ -515,13 +515,14 @@ fn a_process_killed_mid_ingest_is_finished_exactly_by_the_next_run() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let raw = ws.lake().join("raw/actions");
     let started = Instant::now();
     loop {
-        let written = std::fs::read_dir(&raw)
-            .map(|days| days.count())
-            .unwrap_or(0);
-        if written > 0 {
+        // Files are staged under _staging/ until the input file's ledger entry commits them.
+        let staged = ws
+            .lake_files()
+            .iter()
+            .any(|f| f.starts_with("_staging/") && f.ends_with(".parquet"));
+        if staged {
             break;
         }
         assert!(
@@ -542,8 +543,16 @@ fn a_process_killed_mid_ingest_is_finished_exactly_by_the_next_run() {
         "the run was not interrupted before its commit"
     );
     assert!(
-        ws.lake_files().iter().any(|f| f.starts_with("raw/")),
-        "the killed run should have left partial output to clean up"
+        ws.lake_files().iter().any(|f| f.starts_with("_staging/")),
+        "the killed run should have left staged output to clean up"
+    );
+    // Nothing uncommitted is where a reader looks.
+    assert!(
+        !ws.lake_files()
+            .iter()
+            .any(|f| f.starts_with("raw/") || f.starts_with("quarantine/")),
+        "{:?}",
+        ws.lake_files()
     );
 
     let output = ws.command().arg("ingest").output().unwrap();
@@ -577,7 +586,9 @@ fn a_process_killed_mid_ingest_is_finished_exactly_by_the_next_run() {
         "{stdout}"
     );
     assert!(
-        ws.lake_files().iter().all(|f| !f.contains('#')),
+        ws.lake_files()
+            .iter()
+            .all(|f| !f.contains('#') && !f.starts_with("_staging/")),
         "staging files left: {:?}",
         ws.lake_files()
     );

@@ -7,8 +7,10 @@
 mod alert;
 mod carry;
 mod cluster;
+mod commit;
 mod common;
 mod config;
+mod correlation;
 mod demo;
 mod examples;
 mod faults;
@@ -17,6 +19,7 @@ mod ingest;
 mod inputs;
 mod metrics;
 mod query;
+mod readers;
 mod report;
 mod s3;
 mod schedule;

@@ -2,9 +2,11 @@
 //! tied to the run that took it.
 //!
 //! **In the lake** a lock is a folder of generations, `_flowhealth/locks/<name>/<gen>.json`, each
-//! naming its holder (host, pid, since). The lock is held while a generation's holder is alive;
-//! a generation whose holder is gone is stale: a process that died on this host, or this very
-//! process when no run in it holds the lock any more (a run stopped before it could release).
+//! naming its holder (host, pid, since, and the process's identity: the boot and its start time,
+//! so that a pid reused by another process does not keep a dead holder's lock). The lock is held
+//! while a generation's holder is alive; a generation whose holder is gone is stale: a process
+//! that died on this host, or this very process when no run in it holds the lock any more (a run
+//! stopped before it could release).
 //! Taking the lock, when every generation there is stale (or there is none), is creating the
 //! generation after the highest with a create-only put (`PutMode::Create`: a hard link on the
 //! local store, `If-None-Match: *` on S3): of any number of processes racing over the same stale
@@ -48,6 +50,10 @@ struct Holder {
     /// What holds it: a pipeline run, or the command.
     #[serde(default)]
     by: String,
+    /// `<boot id>/<start time>` of the holding process (Linux), to tell it from a later process
+    /// with the same pid; absent where the system does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    process: Option<String>,
 }
 
 /// A held lock. Release it with [`LakeLock::release`]; dropped without it (a timeout, an abort,
@@ -133,6 +139,7 @@ impl LakeLock {
             pid: std::process::id(),
             since: chrono::Utc::now().to_rfc3339(),
             by: me,
+            process: process_identity(std::process::id()),
         };
         let path = take(lake, name, &me).await?;
         Ok(LakeLock {
@@ -364,6 +371,12 @@ fn stale(holder: &Holder, me: &Holder) -> Option<&'static str> {
         Some("a run of this process that stopped without releasing it")
     } else if !process_alive(holder.pid) {
         Some("its process is gone")
+    } else if holder
+        .process
+        .as_ref()
+        .is_some_and(|then| process_identity(holder.pid).is_some_and(|now| now != *then))
+    {
+        Some("its process is gone (another process has its pid now)")
     } else {
         None
     }
@@ -406,6 +419,18 @@ fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// `<boot id>/<start time in clock ticks since boot>` of process `pid` (Linux: `proc(5)`,
+/// `/proc/sys/kernel/random/boot_id` and field 22 of `/proc/<pid>/stat`); `None` where there is
+/// no `/proc` or no such process.
+fn process_identity(pid: u32) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after its end.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let start = after_name.split_whitespace().nth(19)?;
+    Some(format!("{}/{start}", boot.trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +469,60 @@ mod tests {
         second.release().await.unwrap();
         finish_releases().await;
         assert!(list(&lake, "ingest").await.unwrap().is_empty(), "released");
+    }
+
+    /// Writes generation `generation` of lock `name` as `holder` had taken it.
+    async fn plant(lake: &Lake, name: &str, generation: u64, holder: &Holder) -> Path {
+        let path = generation_path(lake, name, generation);
+        let bytes = Bytes::from(serde_json::to_vec(holder).unwrap());
+        lake.put(&path, bytes).await.unwrap();
+        path
+    }
+
+    fn holder(pid: u32, process: Option<String>) -> Holder {
+        Holder {
+            host: host(),
+            pid,
+            since: "2026-01-01T00:00:00+00:00".into(),
+            by: "a command".into(),
+            process,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_release_deletes_its_own_generation_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake(dir.path());
+        let lock = LakeLock::acquire(&lake, "ingest").await.unwrap();
+        // Another holder (pid 1 is alive) took a later generation meanwhile.
+        let other = plant(&lake, "ingest", 7, &holder(1, process_identity(1))).await;
+        lock.release().await.unwrap();
+        assert_eq!(list(&lake, "ingest").await.unwrap(), vec![other]);
+        // And that holder is alive: the lock is busy.
+        let busy = LakeLock::acquire(&lake, "ingest").await.unwrap_err();
+        assert!(
+            busy.to_string().contains("ingest is already running"),
+            "{busy}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_pid_another_process_has_now_is_gone() {
+        if process_identity(1).is_none() {
+            return; // no /proc: the pid alone is all there is
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake(dir.path());
+        // pid 1 is alive, but not the process that wrote the generation.
+        let reused = holder(1, Some("another-boot/123".into()));
+        plant(&lake, "alerts", 3, &reused).await;
+        let lock = LakeLock::acquire(&lake, "alerts").await.unwrap();
+        assert!(lock.path.as_ref().ends_with("000000000004.json"));
+        assert_eq!(
+            list(&lake, "alerts").await.unwrap(),
+            vec![lock.path.clone()]
+        );
+        lock.release().await.unwrap();
     }
 
     #[tokio::test]

@@ -470,111 +470,91 @@ fn every_network_call_gives_up_after_its_deadline() {
     assert!(took < Duration::from_secs(30), "S3: took {took:?}");
 }
 
-/// Starts `daemons` daemons at once on the workspace's lake, waits until all but one have
-/// given up, and returns how many are still running (killing them).
-fn concurrent_daemons(ws: &Workspace, daemons: usize, env: &[(&str, &str)]) -> usize {
-    let logs = tempfile::tempdir().unwrap();
-    let mut children: Vec<_> = (0..daemons)
+/// Runs `flowhealth ingest` `n` times at once on the workspace. Each process reads its config
+/// from its own named pipe and the pipes are written one right after the other, so that every
+/// process goes for the lock within moments of the others (process start-up on a busy machine
+/// would otherwise spread them over seconds, and a race would seldom be a race).
+fn ingests_at_once(ws: &Workspace, n: usize) -> Vec<Output> {
+    let config = std::fs::read_to_string(ws.path().join("config.yaml")).unwrap();
+    let children: Vec<_> = (0..n)
         .map(|i| {
-            let log = std::fs::File::create(logs.path().join(format!("{i}.log"))).unwrap();
-            Command::new(env!("CARGO_BIN_EXE_flowhealth"))
-                .arg("daemon")
-                .current_dir(ws.path())
+            let pipe = ws.path().join(format!("config-{i}.yaml"));
+            let made = Command::new("mkfifo").arg(&pipe).status().unwrap();
+            assert!(made.success(), "mkfifo");
+            ws.command()
+                .args(["--config", pipe.to_str().unwrap(), "ingest"])
                 .env("RUST_LOG", "error")
-                .envs(env.iter().copied())
-                .stdout(Stdio::null())
-                .stderr(log)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    let started = Instant::now();
-    let mut exited = vec![None; daemons];
-    while started.elapsed() < Duration::from_secs(120) {
-        for (child, status) in children.iter_mut().zip(exited.iter_mut()) {
-            if status.is_none() {
-                *status = child.try_wait().unwrap();
-            }
-        }
-        if exited.iter().filter(|s| s.is_some()).count() >= daemons - 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    for i in 0..n {
+        // Opening a pipe for writing waits for its reader: the process is at its config.
+        std::fs::write(ws.path().join(format!("config-{i}.yaml")), &config).unwrap();
     }
-    // Let a slow loser finish telling, then count.
-    std::thread::sleep(Duration::from_secs(2));
-    let mut running = 0;
-    for (i, (child, status)) in children.iter_mut().zip(exited.iter_mut()).enumerate() {
-        if status.is_none() {
-            *status = child.try_wait().unwrap();
-        }
-        match status {
-            None => running += 1,
-            Some(status) => {
-                let log = std::fs::read_to_string(logs.path().join(format!("{i}.log"))).unwrap();
-                assert_eq!(status.code(), Some(1), "daemon {i}: {log}");
-                assert!(
-                    log.contains("daemon is already running"),
-                    "daemon {i}: {log}"
-                );
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    running
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
 }
 
-/// The daemon's lease left by a killed daemon (its pid gone), then twenty daemons started at
-/// once: exactly one takes the lease over, whatever the store.
-fn one_of_twenty_takes_over_a_stale_lease(ws: &Workspace, env: &[(&str, &str)]) {
-    pipeline(
-        ws,
-        "idle",
-        "name: idle\nschedule: \"0 0 0 1 1 *\"\ncatch_up: none\nsteps:\n  - outbox: {}\n",
-    );
-    let mut killed = Command::new(env!("CARGO_BIN_EXE_flowhealth"))
-        .arg("daemon")
-        .current_dir(ws.path())
+/// An ingest killed (SIGKILL) while it holds its lock leaves the lock naming a pid that is gone;
+/// then twenty ingests start at once: exactly one takes the lock over (and lands the input), the
+/// others find it held. `rows` in the large file; the count is checked on a local lake.
+fn one_of_twenty_takes_over_a_stale_lock(ws: &Workspace, rows: usize, local: bool) {
+    ws.inbox("actions/a-small.csv", big_actions(3));
+    ws.inbox("actions/b-big.csv", big_actions(rows).replace("\nb", "\nB"));
+    let mut killed = ws
+        .command()
+        .args(["--log-format", "json", "ingest"])
         .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The daemon logs "Daemon started." once it holds the lease.
+    // The first file is done, the second (large) one is being read: the lock is held.
     let mut log = std::io::BufReader::new(killed.stderr.take().unwrap());
     let mut line = String::new();
     while std::io::BufRead::read_line(&mut log, &mut line).unwrap() > 0 {
-        if line.contains("Daemon started.") {
+        if line.contains("a-small.csv") && line.contains("File done.") {
             break;
         }
         line.clear();
     }
     assert!(
-        line.contains("Daemon started."),
-        "the first daemon did not start"
+        line.contains("File done."),
+        "the first ingest did not get going"
     );
-    killed.kill().unwrap(); // SIGKILL: the lease stays, naming a pid that is gone
+    killed.kill().unwrap();
     killed.wait().unwrap();
-    assert_eq!(
-        concurrent_daemons(ws, 20, env),
-        1,
-        "exactly one daemon took the lease over"
-    );
+
+    let outputs = ingests_at_once(ws, 20);
+    let winners: Vec<&Output> = outputs.iter().filter(|o| o.status.success()).collect();
+    let shown: Vec<String> = outputs.iter().map(text).collect();
+    assert_eq!(winners.len(), 1, "exactly one took the lock: {shown:#?}");
+    assert!(text(winners[0]).contains("actions/b-big.csv"), "{shown:#?}");
+    for output in outputs.iter().filter(|o| !o.status.success()) {
+        let told = text(output);
+        assert_eq!(output.status.code(), Some(1), "{told}");
+        assert!(told.contains("ingest is already running"), "{told}");
+    }
+    if local {
+        assert_eq!(count(ws, "raw/actions"), rows as i64 + 3);
+    }
 }
 
 #[test]
 fn a_stale_lock_is_taken_over_by_exactly_one_of_twenty_processes() {
-    let ws = Workspace::new(&format!("queries: {QUERIES}\n"));
-    one_of_twenty_takes_over_a_stale_lease(&ws, &[]);
+    one_of_twenty_takes_over_a_stale_lock(&Workspace::new(""), 200_000, true);
 }
 
 /// The same on S3 (moto): the takeover is a create-only put there too (`If-None-Match: *`).
 #[test]
 fn a_stale_lock_on_s3_is_taken_over_by_exactly_one_of_twenty_processes() {
     let moto = crate::s3::start_moto();
-    let ws = Workspace::new(&format!("queries: {QUERIES}\n"));
+    let ws = Workspace::new("");
     let config = std::fs::read_to_string(ws.path().join("config.yaml"))
         .unwrap()
         .replacen(
@@ -586,7 +566,7 @@ fn a_stale_lock_on_s3_is_taken_over_by_exactly_one_of_twenty_processes() {
             1,
         );
     std::fs::write(ws.path().join("config.yaml"), config).unwrap();
-    one_of_twenty_takes_over_a_stale_lease(&ws, &[]);
+    one_of_twenty_takes_over_a_stale_lock(&ws, 50_000, false);
 }
 
 // ------------------------------------------------------------------ no stored value is wrong

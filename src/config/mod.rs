@@ -358,6 +358,10 @@ pub struct EngineConfig {
     /// when left out. On a cluster, about the task slots of all executors together.
     #[serde(default)]
     pub target_partitions: Option<usize>,
+    /// Seconds the client waits for the scheduler: to connect, and for the answer to each call
+    /// (Ballista's gRPC client deadlines, whole seconds; its own default is 20).
+    #[serde(default = "default_engine_timeout_s")]
+    pub timeout_s: f64,
 }
 
 impl Default for EngineConfig {
@@ -366,8 +370,13 @@ impl Default for EngineConfig {
             kind: EngineKind::default(),
             scheduler: default_scheduler(),
             target_partitions: None,
+            timeout_s: default_engine_timeout_s(),
         }
     }
+}
+
+const fn default_engine_timeout_s() -> f64 {
+    20.0
 }
 
 fn default_scheduler() -> String {

@@ -30,7 +30,8 @@
 //! For tests, `FLOWHEALTH_FAILPOINT=<point>[@n]` stops the process at the n-th (first) time it
 //! reaches `<point>`: `commit:staged`, `commit:intent`, `commit:committed`, `commit:moved` (after
 //! the first move). It prints `paused at <point>` to standard error and waits to be killed, so a
-//! test can `kill -9` it exactly there.
+//! test can `kill -9` it exactly there. `<point>[@n]=panic` panics there instead (a bug in a
+//! step, which a pipeline run must survive).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -360,6 +361,10 @@ pub fn failpoint(point: &str) {
     let Ok(wanted) = std::env::var("FLOWHEALTH_FAILPOINT") else {
         return;
     };
+    let (wanted, panics) = match wanted.strip_suffix("=panic") {
+        Some(wanted) => (wanted.to_string(), true),
+        None => (wanted, false),
+    };
     let (name, nth) = match wanted.split_once('@') {
         Some((name, n)) => (name.to_string(), n.parse::<usize>().unwrap_or(1)),
         None => (wanted.clone(), 1),
@@ -369,6 +374,9 @@ pub fn failpoint(point: &str) {
     }
     if SEEN.fetch_add(1, Ordering::SeqCst) + 1 != nth {
         return;
+    }
+    if panics {
+        panic!("failpoint {point}");
     }
     eprintln!("paused at {point}");
     loop {

@@ -288,6 +288,43 @@ fn a_step_that_times_out_in_the_daemon_releases_the_ingest_lock() {
     assert_eq!(count(&ws, "raw/actions"), 300_000);
 }
 
+/// A step that panics (a bug; here a failpoint in the ingest's commit) is a `failed` run, its
+/// lock is released, and the daemon goes on: the pipeline's next run lands the file.
+#[test]
+fn a_step_that_panics_in_the_daemon_fails_its_run_and_the_daemon_goes_on() {
+    let ws = Workspace::new("");
+    ws.inbox("actions/a.csv", big_actions(3));
+    pipeline(
+        &ws,
+        "land",
+        "name: land\nschedule: \"*/5 * * * * *\"\ncatch_up: none\nretries: { attempts: 1, backoff_s: 0 }\nsteps:\n  - ingest: []\n",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_flowhealth"))
+        .arg("daemon")
+        .current_dir(ws.path())
+        .env("RUST_LOG", "info")
+        .env("FLOWHEALTH_FAILPOINT", "commit:staged=panic")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon(child);
+    wait_for(
+        "a failed run, then one that lands",
+        Duration::from_secs(60),
+        || {
+            let runs = runs_of(&ws, "land");
+            let panicked = runs.iter().position(|(status, error, _, _)| {
+                status == "failed"
+                    && error.contains("a step panicked")
+                    && error.contains("failpoint")
+            });
+            panicked.is_some_and(|at| runs[at..].iter().any(|(status, ..)| status == "succeeded"))
+        },
+    );
+    assert_eq!(count(&ws, "raw/actions"), 3);
+}
+
 /// `retries: { backoff_s: -5 }` (and other numbers out of range) are refused by `validate`
 /// and by `run`: before, the run panicked (exit 101) and, in the daemon, the pipeline's ledger
 /// row stayed `running` and it never ran again.
@@ -391,8 +428,8 @@ fn runs_of_one_daemon_that_need_the_same_lock_wait_for_each_other() {
     assert_eq!(count(&ws, "raw/actions"), 150_000);
 }
 
-/// SMTP (a server that stalls after EHLO, or after AUTH), webhooks and S3 (servers that accept
-/// and never answer): every call gives up after its configured deadline.
+/// SMTP (a server that stalls after EHLO, or after AUTH), webhooks, S3 and a Ballista scheduler
+/// (servers that accept and never answer): every call gives up after its configured deadline.
 #[test]
 fn every_network_call_gives_up_after_its_deadline() {
     for (mode, login) in [
@@ -468,6 +505,27 @@ fn every_network_call_gives_up_after_its_deadline() {
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(1), "S3 after {took:?}: {shown}");
     assert!(took < Duration::from_secs(30), "S3: took {took:?}");
+
+    // A Ballista scheduler that accepts and never answers (the HTTP/2 handshake stalls).
+    let ws = fixture_with(&format!(
+        "engine: {{ kind: ballista, scheduler: \"df://127.0.0.1:{port}\", timeout_s: 2 }}\n"
+    ));
+    let mut command = ws.command();
+    command.args(["metrics", "run", "--period", "2026-W13"]);
+    let (output, took) = run_within(command, Duration::from_secs(120));
+    let shown = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "cluster after {took:?}: {shown}"
+    );
+    assert!(took < Duration::from_secs(15), "cluster: took {took:?}");
+    assert!(
+        shown.contains(&format!(
+            "cannot reach the Ballista scheduler at df://127.0.0.1:{port} (engine.scheduler): no answer within 2 s (engine.timeout_s)"
+        )),
+        "{shown}"
+    );
 }
 
 /// Runs `flowhealth ingest` `n` times at once on the workspace. Each process reads its config

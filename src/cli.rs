@@ -63,7 +63,8 @@ pub enum Command {
     /// Land new inbox files (inbox/<dataset>/*) in the lake: validated, deduplicated, with
     /// rejected rows in quarantine/. Re-running is a no-op for files already ingested. Prints per
     /// file the rows read, landed, quarantined, duplicate and blank, and how it was read (format,
-    /// encoding and how it was decided, delimiter).
+    /// encoding and how it was decided, delimiter). A file still being written (its last line
+    /// without a line end, or changed within inbox.settle_s) waits for a later run.
     Ingest {
         /// Datasets to ingest (actions, stage_changes, opportunities); all when none is given.
         datasets: Vec<String>,

@@ -188,3 +188,11 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// An `email:` section that sends to boss@example.com through the SMTP server `smtp` (the inside
+/// of the `smtp:` mapping), trying each message once.
+pub fn smtp_once(smtp: &str) -> String {
+    format!(
+        "email:\n  transport: smtp\n  outbox: ./outbox\n  to: [boss@example.com]\n  retry: {{ attempts: 1, backoff_s: 0 }}\n  smtp: {{ {smtp} }}\n"
+    )
+}

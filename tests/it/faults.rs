@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{ACTION_HEADER, Server, Workspace, count, free_port, scan};
+use crate::common::{ACTION_HEADER, Server, Workspace, count, free_port, scan, smtp_once};
 use crate::metrics::{fixture_with, ok, run};
 use crate::schedule::{Daemon, pipeline, wait_for};
 
@@ -199,16 +199,10 @@ fn values_from_the_environment_arrive_byte_for_byte_and_are_never_shown() {
             password,
         ],
     );
-    let ws = fixture_with(&format!(
-        "email:
-  transport: smtp
-  outbox: ./outbox
-  to: [boss@example.com]
-  retry: {{ attempts: 1, backoff_s: 0 }}
-  smtp: {{ host: 127.0.0.1, port: {port}, tls: starttls, username: bot, password: \"${{SMTP_PASSWORD:-unset}}\", timeout_s: 10, ca_file: {} }}
-",
+    let ws = fixture_with(&smtp_once(&format!(
+        "host: 127.0.0.1, port: {port}, tls: starttls, username: bot, password: \"${{SMTP_PASSWORD:-unset}}\", timeout_s: 10, ca_file: {}",
         dir.path().join("ca.pem").display()
-    ));
+    )));
     let with_password = |args: &[&str]| {
         ws.command()
             .args(args)
@@ -267,11 +261,7 @@ fn values_from_the_environment_arrive_byte_for_byte_and_are_never_shown() {
 fn a_step_that_times_out_in_the_daemon_releases_the_ingest_lock() {
     let ws = Workspace::new("");
     ws.inbox("actions/big.csv", big_actions(300_000));
-    pipeline(
-        &ws,
-        "land",
-        "name: land\nschedule: \"*/20 * * * * *\"\ncatch_up: none\ntimeout_s: 1\nretries: { attempts: 1, backoff_s: 0 }\nsteps:\n  - ingest: []\n",
-    );
+    land_every(&ws, 20, "timeout_s: 1\n");
     let _daemon = Daemon::start(&ws);
     wait_for("the run to time out", Duration::from_secs(60), || {
         runs_of(&ws, "land").iter().any(|(status, error, _, _)| {
@@ -288,27 +278,25 @@ fn a_step_that_times_out_in_the_daemon_releases_the_ingest_lock() {
     assert_eq!(count(&ws, "raw/actions"), 300_000);
 }
 
+/// The pipeline `land`: an ingest every `seconds`, tried once, with `more` (YAML lines).
+fn land_every(ws: &Workspace, seconds: u32, more: &str) {
+    pipeline(
+        ws,
+        "land",
+        &format!(
+            "name: land\nschedule: \"*/{seconds} * * * * *\"\ncatch_up: none\n{more}retries: {{ attempts: 1, backoff_s: 0 }}\nsteps:\n  - ingest: []\n"
+        ),
+    );
+}
+
 /// A step that panics (a bug; here a failpoint in the ingest's commit) is a `failed` run, its
 /// lock is released, and the daemon goes on: the pipeline's next run lands the file.
 #[test]
 fn a_step_that_panics_in_the_daemon_fails_its_run_and_the_daemon_goes_on() {
     let ws = Workspace::new("");
     ws.inbox("actions/a.csv", big_actions(3));
-    pipeline(
-        &ws,
-        "land",
-        "name: land\nschedule: \"*/5 * * * * *\"\ncatch_up: none\nretries: { attempts: 1, backoff_s: 0 }\nsteps:\n  - ingest: []\n",
-    );
-    let child = Command::new(env!("CARGO_BIN_EXE_flowhealth"))
-        .arg("daemon")
-        .current_dir(ws.path())
-        .env("RUST_LOG", "info")
-        .env("FLOWHEALTH_FAILPOINT", "commit:staged=panic")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Daemon(child);
+    land_every(&ws, 5, "");
+    let _daemon = Daemon::start_with(&ws, &[("FLOWHEALTH_FAILPOINT", "commit:staged=panic")]);
     wait_for(
         "a failed run, then one that lands",
         Duration::from_secs(60),
@@ -343,18 +331,14 @@ fn numbers_out_of_range_are_refused_before_anything_runs() {
         "export",
         "name: export\nschedule: \"0 0 8 * * Mon\"\nretries: { attempts: 3, backoff_s: -5 }\ntimeout_s: .inf\nsteps:\n  - sql: { query: \"select 1 as one\", output: one }\n",
     );
-    let output = ws.command().arg("validate").output().unwrap();
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(2), "{shown}");
-    for expected in [
-        "config.yaml: alerts.retry.backoff_s: must be from 0 to 3600 seconds",
-        "config.yaml: inbox.settle_s: must be from 0 to 86400 seconds",
-    ] {
-        assert!(
-            shown.contains(expected),
-            "missing `{expected}` in:\n{shown}"
-        );
-    }
+    refused(
+        &ws,
+        &["validate"],
+        &[
+            "config.yaml: alerts.retry.backoff_s: must be from 0 to 3600 seconds",
+            "config.yaml: inbox.settle_s: must be from 0 to 86400 seconds",
+        ],
+    );
     // Fix the config; the pipeline's own numbers are still wrong.
     std::fs::write(
         ws.path().join("config.yaml"),
@@ -365,20 +349,31 @@ fn numbers_out_of_range_are_refused_before_anything_runs() {
     )
     .unwrap();
     for args in [&["validate"][..], &["run", "export"], &["daemon"]] {
-        let output = ws.command().args(args).output().unwrap();
-        let shown = text(&output);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {shown}");
-        for expected in [
-            "export.yaml: retries.backoff_s: must be from 0 to 3600 seconds",
-            "export.yaml: timeout_s: must be more than 0 and at most 604800 seconds",
-        ] {
-            assert!(
-                shown.contains(expected),
-                "{args:?}: missing `{expected}` in:\n{shown}"
-            );
-        }
+        let shown = refused(
+            &ws,
+            args,
+            &[
+                "export.yaml: retries.backoff_s: must be from 0 to 3600 seconds",
+                "export.yaml: timeout_s: must be more than 0 and at most 604800 seconds",
+            ],
+        );
         assert!(!shown.contains("panicked"), "{shown}");
     }
+}
+
+/// Runs the command `args`, which must refuse its input (exit 2) saying each of `expected`;
+/// returns what it said.
+fn refused(ws: &Workspace, args: &[&str], expected: &[&str]) -> String {
+    let output = ws.command().args(args).output().unwrap();
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {shown}");
+    for expected in expected {
+        assert!(
+            shown.contains(expected),
+            "{args:?}: missing `{expected}` in:\n{shown}"
+        );
+    }
+    shown
 }
 
 /// The shipped `ingest_actions` and `weekly_health` both start with an ingest and meet every
@@ -438,31 +433,17 @@ fn every_network_call_gives_up_after_its_deadline() {
     ] {
         let port = free_port();
         let _stall = Server::start("stall_server.py", &[&port.to_string(), mode]);
-        let ws = fixture_with(&format!(
-            "email:
-  transport: smtp
-  outbox: ./outbox
-  to: [boss@example.com]
-  retry: {{ attempts: 1, backoff_s: 0 }}
-  smtp: {{ host: 127.0.0.1, port: {port}, tls: none, timeout_s: 2{login} }}
-"
-        ));
+        let ws = fixture_with(&smtp_once(&format!(
+            "host: 127.0.0.1, port: {port}, tls: none, timeout_s: 2{login}"
+        )));
         ok(&ws, &["metrics", "run", "--period", "2026-W13"]);
         let mut command = ws.command();
         command.args(["report", "weekly", "--period", "2026-W13", "--send"]);
-        let (output, took) = run_within(command, Duration::from_secs(40));
-        let shown = text(&output);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{mode} after {took:?}: {shown}"
-        );
-        assert!(took < Duration::from_secs(20), "{mode}: took {took:?}");
-        assert!(
-            shown.contains(&format!(
-                "smtp 127.0.0.1:{port}: no answer within 2 s (email.smtp.timeout_s)"
-            )),
-            "{mode}: {shown}"
+        gives_up(
+            mode,
+            command,
+            Duration::from_secs(20),
+            &format!("smtp 127.0.0.1:{port}: no answer within 2 s (email.smtp.timeout_s)"),
         );
     }
 
@@ -477,15 +458,12 @@ fn every_network_call_gives_up_after_its_deadline() {
     ));
     let mut command = ws.command();
     command.args(["alerts", "--as-of", AS_OF]);
-    let (output, took) = run_within(command, Duration::from_secs(40));
-    let shown = text(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "webhook after {took:?}: {shown}"
+    gives_up(
+        "webhook",
+        command,
+        Duration::from_secs(20),
+        "alerts.timeout_s",
     );
-    assert!(took < Duration::from_secs(20), "webhook: took {took:?}");
-    assert!(shown.contains("alerts.timeout_s"), "{shown}");
 
     let ws = Workspace::new(&format!("queries: {QUERIES}\n"));
     let config = std::fs::read_to_string(ws.path().join("config.yaml"))
@@ -501,10 +479,7 @@ fn every_network_call_gives_up_after_its_deadline() {
     ws.inbox("actions/a.csv", big_actions(3));
     let mut command = ws.command();
     command.arg("ingest");
-    let (output, took) = run_within(command, Duration::from_secs(60));
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(1), "S3 after {took:?}: {shown}");
-    assert!(took < Duration::from_secs(30), "S3: took {took:?}");
+    gives_up("S3", command, Duration::from_secs(30), "");
 
     // A Ballista scheduler that accepts and never answers (the HTTP/2 handshake stalls).
     let ws = fixture_with(&format!(
@@ -512,20 +487,28 @@ fn every_network_call_gives_up_after_its_deadline() {
     ));
     let mut command = ws.command();
     command.args(["metrics", "run", "--period", "2026-W13"]);
-    let (output, took) = run_within(command, Duration::from_secs(120));
+    gives_up(
+        "cluster",
+        command,
+        Duration::from_secs(15),
+        &format!(
+            "cannot reach the Ballista scheduler at df://127.0.0.1:{port} (engine.scheduler): no answer within 2 s (engine.timeout_s)"
+        ),
+    );
+}
+
+/// Runs `command`, which must fail at run time (exit 1) within `within`, saying `told`; it is
+/// killed after twice that.
+fn gives_up(what: &str, command: Command, within: Duration, told: &str) {
+    let (output, took) = run_within(command, within * 2);
     let shown = text(&output);
     assert_eq!(
         output.status.code(),
         Some(1),
-        "cluster after {took:?}: {shown}"
+        "{what} after {took:?}: {shown}"
     );
-    assert!(took < Duration::from_secs(15), "cluster: took {took:?}");
-    assert!(
-        shown.contains(&format!(
-            "cannot reach the Ballista scheduler at df://127.0.0.1:{port} (engine.scheduler): no answer within 2 s (engine.timeout_s)"
-        )),
-        "{shown}"
-    );
+    assert!(took < within, "{what}: took {took:?}");
+    assert!(shown.contains(told), "{what}: {shown}");
 }
 
 /// Runs `flowhealth ingest` `n` times at once on the workspace. Each process reads its config
@@ -872,33 +855,29 @@ report: {{ language: fr, trend_weeks: 0 }}
         "multi",
         "name: multi\nschedule: \"0 0 8 * * Mon\"\nretries: { attempts: 0, backoff_s: -5 }\ntimeout_s: -1\nsteps:\n  - compute: [x]\n  - ingest: [deals]\n  - report: yearly\ncolour: red\n",
     );
-    let output = ws.command().arg("validate").output().unwrap();
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(2), "{shown}");
-    for expected in [
-        "config.yaml: email.smtp.port: invalid type: string \"twenty-five\", expected u16",
-        "config.yaml: email.smtp.timeout_s: invalid type: string \"soon\", expected f64",
-        "config.yaml: email.smtp.colour: unknown field `colour`",
-        "config.yaml: email.retry.attempts: invalid value: integer `-1`, expected u32",
-        "config.yaml: email.smtp.tls: `sometimes` is not one of starttls, implicit, none",
-        "config.yaml: alerts.webhooks[0].kind: unknown variant `dingding`",
-        "config.yaml: alerts.webhooks[1]: missing field `url`",
-        "config.yaml: alerts.retry.backoff_s: must be from 0 to 3600 seconds",
-        "config.yaml: report.language: `fr` is not one of en, zh",
-        "config.yaml: report.trend_weeks: must be from 1 to 520 weeks",
-        "multi.yaml: steps[0]: unknown field `compute`",
-        "multi.yaml: steps[2].report: unknown variant `yearly`",
-        "multi.yaml: colour: unknown field `colour`",
-        "multi.yaml: retries.attempts: must be from 1 to 100",
-        "multi.yaml: retries.backoff_s: must be from 0 to 3600 seconds",
-        "multi.yaml: timeout_s: must be more than 0",
-        "multi.yaml: steps[1].ingest: unknown dataset `deals`",
-    ] {
-        assert!(
-            shown.contains(expected),
-            "missing `{expected}` in:\n{shown}"
-        );
-    }
+    refused(
+        &ws,
+        &["validate"],
+        &[
+            "config.yaml: email.smtp.port: invalid type: string \"twenty-five\", expected u16",
+            "config.yaml: email.smtp.timeout_s: invalid type: string \"soon\", expected f64",
+            "config.yaml: email.smtp.colour: unknown field `colour`",
+            "config.yaml: email.retry.attempts: invalid value: integer `-1`, expected u32",
+            "config.yaml: email.smtp.tls: `sometimes` is not one of starttls, implicit, none",
+            "config.yaml: alerts.webhooks[0].kind: unknown variant `dingding`",
+            "config.yaml: alerts.webhooks[1]: missing field `url`",
+            "config.yaml: alerts.retry.backoff_s: must be from 0 to 3600 seconds",
+            "config.yaml: report.language: `fr` is not one of en, zh",
+            "config.yaml: report.trend_weeks: must be from 1 to 520 weeks",
+            "multi.yaml: steps[0]: unknown field `compute`",
+            "multi.yaml: steps[2].report: unknown variant `yearly`",
+            "multi.yaml: colour: unknown field `colour`",
+            "multi.yaml: retries.attempts: must be from 1 to 100",
+            "multi.yaml: retries.backoff_s: must be from 0 to 3600 seconds",
+            "multi.yaml: timeout_s: must be more than 0",
+            "multi.yaml: steps[1].ingest: unknown dataset `deals`",
+        ],
+    );
 }
 
 /// A key that names a metric the catalog does not have is an error, in `validate` and in every
@@ -912,12 +891,10 @@ fn a_threshold_that_names_no_metric_is_an_error() {
         &["validate"][..],
         &["metrics", "run", "--period", "2026-W13"],
     ] {
-        let output = ws.command().args(args).output().unwrap();
-        let shown = text(&output);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {shown}");
-        assert!(
-            shown.contains("config.yaml: thresholds.evidnce_rate: no metric `evidnce_rate` in"),
-            "{args:?}: {shown}"
+        let shown = refused(
+            &ws,
+            args,
+            &["config.yaml: thresholds.evidnce_rate: no metric `evidnce_rate` in"],
         );
         assert!(!shown.contains("thresholds.evidence_rate"), "{shown}");
     }

@@ -389,38 +389,49 @@ pub(crate) fn encode_parquet_as(
     Ok(Bytes::from(buffer))
 }
 
+/// Why rows of `schema` cannot be written for readers, if they cannot: a timestamp column
+/// without a timezone. The SQL leaves its instant open (`CAST(<lake column> AS TIMESTAMP)` gives
+/// UTC wall-clock time, a `TIMESTAMP '...'` literal the time as written, even with an offset), and
+/// a time flowhealth guesses may be hours off. `tz` names the zone in the hint.
+pub(crate) fn naive_timestamp_problem(
+    schema: &datafusion::arrow::datatypes::Schema,
+    tz: chrono_tz::Tz,
+) -> Option<String> {
+    use datafusion::arrow::datatypes::DataType;
+    let field = schema
+        .fields()
+        .iter()
+        .find(|f| matches!(f.data_type(), DataType::Timestamp(_, None)))?;
+    Some(format!(
+        "column `{}` is a timestamp without a timezone, so its instant is not known \
+         (CAST(<column> AS TIMESTAMP) gives UTC wall-clock time, a TIMESTAMP '...' literal the \
+         time as written): say which with AT TIME ZONE, e.g. \
+         `CAST(occurred_at AS TIMESTAMP) AT TIME ZONE 'UTC'` or \
+         `TIMESTAMP '2026-03-02 10:00:00' AT TIME ZONE '{}'`, or keep the lake's column as it is",
+        field.name(),
+        tz.name()
+    ))
+}
+
 /// `batch` as every Parquet reader (DuckDB, pandas, polars, Spark) reads it alike, for files
 /// whose columns come from user SQL (pipeline `sql:` exports, `query --format parquet`, metric
 /// outputs; `docs/contract.md` section 5):
 /// - every timestamp becomes microseconds, adjusted to UTC (`now()` and `to_timestamp()` give
-///   nanoseconds, which Spark refuses): one with a timezone keeps its instant; one without is
-///   wall-clock time in `tz` (the rule of the SQL functions), converted to its instant;
+///   nanoseconds, which Spark refuses), keeping its instant;
 /// - string and binary views become plain strings and binaries (older readers lack views).
 pub(crate) fn for_readers(batch: &RecordBatch, tz: chrono_tz::Tz) -> Result<RecordBatch> {
-    use datafusion::arrow::array::{Array, AsArray, TimestampMicrosecondArray};
     use datafusion::arrow::compute::cast;
-    use datafusion::arrow::datatypes::{DataType, Field, TimeUnit, TimestampMicrosecondType};
+    use datafusion::arrow::datatypes::{DataType, Field};
 
+    if let Some(problem) = naive_timestamp_problem(&batch.schema(), tz) {
+        return Err(Error::Query(problem));
+    }
     let utc = schema::timestamp_type();
-    let zone = crate::time::Zone::new(tz);
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         let column = match field.data_type() {
             DataType::Timestamp(_, Some(_)) => cast(column, &utc)?,
-            DataType::Timestamp(_, None) => {
-                let local = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-                let local = local.as_primitive::<TimestampMicrosecondType>();
-                let instants: TimestampMicrosecondArray = local
-                    .iter()
-                    .map(|value| {
-                        value
-                            .and_then(chrono::DateTime::from_timestamp_micros)
-                            .map(|t| zone.local_to_utc(t.naive_utc()))
-                    })
-                    .collect();
-                std::sync::Arc::new(instants.with_timezone("UTC")) as _
-            }
             DataType::Utf8View => cast(column, &DataType::Utf8)?,
             DataType::BinaryView => cast(column, &DataType::Binary)?,
             _ => column.clone(),

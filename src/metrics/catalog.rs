@@ -75,7 +75,9 @@ pub struct Meta {
 /// followed_until: the end of the `after` periods after it), and for each metric named, its
 /// latest version's stored rows of those periods as `<metric>_history` (period, team, owner_id,
 /// value; NULL where the metric has no such column). A period whose output is not stored, or
-/// was not computed at its own end, has no rows there.
+/// was not computed at its own end, has no rows there: a new version of a metric looked at has
+/// no history until its earlier periods are stored (`flowhealth backfill`). Both numbers are at
+/// least 1.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LooksBack {
@@ -300,6 +302,18 @@ impl Catalog {
                         self.dir.display()
                     ));
                 }
+            }
+            // `periods: 0` would still look at one period, and `after: 0` at the run's own
+            // period, whose output the same run may be writing.
+            if let Some(looks_back) = &metric.meta.looks_back
+                && (looks_back.periods == 0 || looks_back.after == 0)
+            {
+                problems.push(format!(
+                    "{}:1: looks_back needs periods >= 1 and after >= 1 (periods: {}, after: {})",
+                    metric.path.display(),
+                    looks_back.periods,
+                    looks_back.after
+                ));
             }
             if let Some(locked) = self.lock.get(&metric.id())
                 && *locked != metric.hash

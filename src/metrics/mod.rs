@@ -129,6 +129,13 @@ pub(crate) async fn check_plans(config: &Config, catalog: &Catalog) -> Result<Ve
             match run::plan(ctx, metric, &params).await {
                 Ok(frame) => {
                     problems.extend(carry::check(metric, frame.schema().as_arrow()));
+                    problems.extend(
+                        crate::lake::naive_timestamp_problem(
+                            frame.schema().as_arrow(),
+                            config.timezone,
+                        )
+                        .map(|problem| format!("{}: {problem}", metric.path.display())),
+                    );
                     // What plans but would fail on data (a function returning another type
                     // than it declares).
                     let path = metric.path.display();

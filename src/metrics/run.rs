@@ -50,8 +50,8 @@ pub struct Outcome {
     pub breaches: Vec<Breach>,
     /// The period whose output a carrying metric started from (see `carry.rs`).
     pub carried_from: Option<String>,
-    /// Whether the rows were written to the lake: only a run at the period's own end writes
-    /// (a period's stored output is that period as of its end).
+    /// Whether the rows were written to the lake: only a run at the period's own end, once that
+    /// end has passed, writes (a period's stored output is that period as of its end).
     pub stored: bool,
     /// The rows computed (as written, without run_id and as_of), when the metric ran.
     pub rows: Option<RecordBatch>,
@@ -92,7 +92,7 @@ impl fmt::Display for Report {
                         if outcome.stored {
                             ""
                         } else {
-                            "  (not stored: computed at another as_of than the period's end)"
+                            "  (not stored: a period is stored as of its own end, once that has passed)"
                         }
                     )?;
                     // What a run that stores nothing computed is shown instead (20 rows at most).
@@ -244,7 +244,10 @@ async fn run_levels(
                         batches: &batches,
                         metadata: carry.metadata,
                     };
-                    let stored = params.as_of == period.bounds_utc(config.timezone).1;
+                    // As of its own end, and only once that end has passed: a week computed
+                    // on its Wednesday is shown, not stored as the week (contract section 3).
+                    let end = period.bounds_utc(config.timezone).1;
+                    let stored = params.as_of == end && Utc::now().timestamp_micros() >= end;
                     let written = write(
                         config, lake, metric, &period, &params, &run_id, output, stored,
                     )

@@ -238,7 +238,7 @@ async fn run_step(
                 let frame = engine.ctx().sql(&sql.query).await.map_err(user_sql)?;
                 let frame = params.bind(frame).map_err(user_sql)?;
                 let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-                if let Some(problem) = export_columns_problem(&schema) {
+                if let Some(problem) = export_columns_problem(&schema, config.timezone) {
                     return Err(Error::Query(format!("{}: {problem}", sql.output)));
                 }
                 Ok::<_, Error>((schema, engine.collect(frame, user_sql).await?))
@@ -348,15 +348,20 @@ fn parse_period(spec: &PipelineSpec, id: &str) -> Result<Period> {
 
 /// Why the columns of a `sql:` step's rows cannot be written to `exports/<output>/period=<id>/`,
 /// if they cannot: a `period` column would duplicate the folder's Hive partition, which pandas
-/// and pyarrow refuse to read (`docs/contract.md` section 5).
+/// and pyarrow refuse to read, and a timestamp without a timezone has no known instant
+/// (`docs/contract.md` section 5).
 pub(crate) fn export_columns_problem(
     schema: &datafusion::arrow::datatypes::Schema,
+    tz: chrono_tz::Tz,
 ) -> Option<String> {
-    schema.column_with_name("period").map(|_| {
-        "the query has a column `period`, which the export's period=<id> folder already gives \
-         every reader: rename it (`AS period_id`) or leave it out"
-            .to_string()
-    })
+    match schema.column_with_name("period") {
+        Some(_) => Some(
+            "the query has a column `period`, which the export's period=<id> folder already gives \
+             every reader: rename it (`AS period_id`) or leave it out"
+                .to_string(),
+        ),
+        None => crate::lake::naive_timestamp_problem(schema, tz),
+    }
 }
 
 /// What `validate` finds in the pipelines' `sql:` steps beyond parsing: each query planned with
@@ -399,7 +404,9 @@ pub async fn check_sql(config: &Config, pipelines: &[PipelineSpec]) -> Result<Ve
                         .into_iter()
                         .map(|problem| format!("{field}: {problem}")),
                 );
-                if let Some(problem) = export_columns_problem(frame.schema().as_arrow()) {
+                if let Some(problem) =
+                    export_columns_problem(frame.schema().as_arrow(), config.timezone)
+                {
                     problems.push(format!("{field}: {problem}"));
                 }
             }

@@ -132,8 +132,37 @@ fn a_look_back_never_overwrites_a_week_and_the_pipeline_scores_the_week_four_wee
     let page = std::fs::read_to_string(ws.lake().join("reports/weekly/2026-W09.html")).unwrap();
     assert!(page.contains("Does the index predict wins?"), "{page}");
     assert!(
-        page.contains("not enough data (n = 3)"),
+        page.contains("not enough data (n = 3, 3 teams)"),
         "{}",
         &page[page.find("predict").unwrap_or(0)..]
+    );
+}
+
+/// A week that has not ended yet (this week, today) is computed as of its end and shown, but not
+/// stored as the week: its rows would be part of a week, and `looks_back` trusts stored weeks.
+#[test]
+fn a_week_not_over_yet_is_shown_not_stored() {
+    let ws = workspace();
+    let this_week = chrono::Utc::now().format("%G-W%V").to_string();
+    let stdout = run(
+        &ws,
+        &["metrics", "run", "evidence_rate", "--period", &this_week],
+    );
+    assert!(stdout.contains("not stored"), "{stdout}");
+    let written: Vec<String> = ws
+        .lake_files()
+        .into_iter()
+        .filter(|f| f.contains(&format!("period={this_week}/")))
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+    // The same metric for a week that has ended is stored.
+    run(
+        &ws,
+        &["metrics", "run", "evidence_rate", "--period", "2026-W05"],
+    );
+    assert!(
+        ws.lake_files()
+            .iter()
+            .any(|f| f.contains("evidence_rate/version=") && f.contains("period=2026-W05/"))
     );
 }

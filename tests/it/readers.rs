@@ -178,3 +178,74 @@ fn validate_refuses_an_export_that_repeats_its_period_partition() {
     assert_eq!(run.status.code(), Some(1));
     assert!(!ws.lake().join("exports").exists());
 }
+
+/// A timestamp without a timezone has no known instant (DataFusion's `CAST(<lake column> AS
+/// TIMESTAMP)` gives UTC wall-clock time, a `TIMESTAMP '...'` literal the time as written): a
+/// file holding one is refused, never written hours off; with `AT TIME ZONE` it is an instant.
+#[test]
+fn a_timestamp_without_a_timezone_is_refused_and_at_time_zone_says_which() {
+    let ws = Workspace::in_timezone("Asia/Shanghai", "pipelines: ./pipelines\n");
+    ws.inbox(
+        "actions/a.csv",
+        "action_id,occurred_at,owner_id,team,action_type\nA1,2026-03-02 10:00:00,R1,a,call\n",
+    );
+    assert!(
+        ws.command()
+            .arg("ingest")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = ws.path().join("out.parquet");
+    let query = |sql: &str| {
+        ws.command()
+            .args(["query", "--format", "parquet", "--output"])
+            .arg(&out)
+            .arg(sql)
+            .output()
+            .unwrap()
+    };
+    let refused = query("SELECT CAST(occurred_at AS TIMESTAMP) AS naive FROM actions");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("column `naive` is a timestamp without a timezone"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    // 10:00 in Shanghai is 02:00 UTC, whichever way it is said.
+    let said = query(
+        "SELECT CAST(occurred_at AS TIMESTAMP) AT TIME ZONE 'UTC' AS a, \
+         TIMESTAMP '2026-03-02 10:00:00' AT TIME ZONE 'Asia/Shanghai' AS b FROM actions",
+    );
+    assert!(
+        said.status.success(),
+        "{}",
+        String::from_utf8_lossy(&said.stderr)
+    );
+    let rows = ws.duckdb(&format!(
+        "select strftime(a AT TIME ZONE 'UTC', '%H:%M'), strftime(b AT TIME ZONE 'UTC', '%H:%M') \
+         from read_parquet('{}')",
+        out.display()
+    ));
+    assert_eq!(rows, [["02:00", "02:00"]]);
+
+    // validate says the same of a pipeline's export.
+    std::fs::create_dir_all(ws.path().join("pipelines")).unwrap();
+    std::fs::write(
+        ws.path().join("pipelines/naive.yaml"),
+        "name: naive\nschedule: \"0 0 8 * * Mon\"\nsteps:\n  - sql: { query: \"SELECT TIMESTAMP '2026-03-02 10:00:00' AS t\", output: naive }\n",
+    )
+    .unwrap();
+    let output = ws.command().arg("validate").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "naive.yaml: steps[0].sql.query: column `t` is a timestamp without a timezone"
+        ),
+        "{stderr}"
+    );
+}

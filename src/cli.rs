@@ -63,11 +63,21 @@ pub enum Command {
     /// Land new inbox files (inbox/<dataset>/*) in the lake: validated, deduplicated, with
     /// rejected rows in quarantine/. Re-running is a no-op for files already ingested. Prints per
     /// file the rows read, landed, quarantined, duplicate and blank, and how it was read (format,
-    /// encoding and how it was decided, delimiter).
+    /// encoding and how it was decided, delimiter). A file still being written (its last line
+    /// without a line end, or changed within inbox.settle_s) waits for a later run.
     Ingest {
         /// Datasets to ingest (actions, stage_changes, opportunities); all when none is given.
         datasets: Vec<String>,
     },
+    /// Check the lake: every Parquet file's footer reads, and every landed inbox file still has
+    /// all the files it landed. Says what `repair` would do about each problem; changes nothing.
+    /// Exit 1 when something is wrong.
+    Doctor,
+    /// Repair what `doctor` finds: set each unreadable file aside in quarantine/_corrupt/ (kept,
+    /// not deleted) and land its inbox file again when the inbox still has it as it was landed;
+    /// for a metric output, a breach list or an export, say what computes it again. Exit 1 when
+    /// rows are still missing (their inbox file is gone).
+    Repair,
     /// Run SQL over the lake. Tables: actions, stage_changes, opportunities (the latest snapshot
     /// of each), opportunity_snapshots, quarantine_<dataset>; each has the `dt` partition column
     /// (a local date), and a filter on it reads only those days. The outputs: metrics.<metric>
@@ -246,14 +256,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(execute(cli))
+    runtime.block_on(async {
+        let result = execute(cli).await;
+        // A lock whose run was stopped (a timeout, Ctrl-C) is released before the process ends.
+        crate::lake::lock::finish_releases().await;
+        result
+    })
 }
 
 /// Loads the configuration and runs the command: one function per command below, each returning
 /// the exit status (after mini-redis's `src/cmd/`, one handler per command).
 async fn execute(cli: Cli) -> Result<i32> {
     // The cluster's processes read only the lake's location (the functions' configuration comes
-    // with each plan), so a config with nothing but `lake:` will do.
+    // with each plan), so a config with nothing but `lake:` will do; `validate` reads the config
+    // as far as it goes, to report every problem.
     match &cli.command {
         Command::Scheduler(args) => {
             let lake = open_cluster_lake(cli.config.as_deref())?;
@@ -267,15 +283,17 @@ async fn execute(cli: Cli) -> Result<i32> {
                 .await
                 .map(|()| 0);
         }
+        Command::Validate => return validate(cli.config.as_deref()).await,
         _ => {}
     }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         // Run above, before the configuration is loaded.
-        Command::Scheduler(_) | Command::Executor(_) => Ok(0),
-        Command::Validate => validate(&config).await,
+        Command::Scheduler(_) | Command::Executor(_) | Command::Validate => Ok(0),
         Command::Metrics(command) => metrics(&config, command).await,
         Command::Ingest { datasets } => ingest(&config, &datasets).await,
+        Command::Doctor => doctor(&config).await,
+        Command::Repair => repair(&config).await,
         Command::Demo(args) => crate::demo::run(&config, &args).await,
         Command::Report {
             target,
@@ -303,11 +321,30 @@ async fn execute(cli: Cli) -> Result<i32> {
     }
 }
 
-/// `flowhealth validate`: the configuration (already loaded), the catalog with every metric's
-/// plan, and the pipelines; every problem at once.
-async fn validate(config: &Config) -> Result<i32> {
-    let catalog = crate::metrics::catalog(config)?;
-    let (mut problems, planned) = crate::metrics::check_plans(config, &catalog).await?;
+/// `flowhealth validate`: the configuration, the catalog with every metric's plan, and the
+/// pipelines; every problem at once. A configuration with problems is still read as far as it
+/// goes, so the pipelines are checked in the same run (the plans only against a sound one).
+async fn validate(path: Option<&std::path::Path>) -> Result<i32> {
+    let (config, mut problems) = read_config(path)?;
+    let config = &config;
+    let catalog = crate::metrics::load_catalog(config);
+    let catalog = match catalog {
+        Ok(catalog) => catalog,
+        Err(Error::Config(more)) if !problems.is_empty() => {
+            problems.extend(more);
+            return Err(Error::Config(problems));
+        }
+        Err(error) => return Err(error),
+    };
+    problems.extend(crate::metrics::unknown_metrics(config, &catalog));
+    // The plans only against a sound configuration; the pipelines' SQL against what they planned.
+    let planned = if problems.is_empty() {
+        let (more, planned) = crate::metrics::check_plans(config, &catalog).await?;
+        problems.extend(more);
+        planned
+    } else {
+        Vec::new()
+    };
     let pipelines = crate::schedule::pipeline::load(config, &catalog).unwrap_or_else(|errors| {
         problems.extend(errors);
         Vec::new()
@@ -391,6 +428,20 @@ async fn ingest(config: &Config, names: &[String]) -> Result<i32> {
     Ok(report.exit_code())
 }
 
+/// `flowhealth doctor`.
+async fn doctor(config: &Config) -> Result<i32> {
+    let diagnosis = crate::ingest::repair::doctor(config).await?;
+    print!("{diagnosis}");
+    Ok(diagnosis.exit_code())
+}
+
+/// `flowhealth repair`.
+async fn repair(config: &Config) -> Result<i32> {
+    let repaired = crate::ingest::repair::repair(config).await?;
+    print!("{repaired}");
+    Ok(repaired.exit_code())
+}
+
 /// `flowhealth report weekly|monthly [--period ID] [--send]` and `flowhealth report outbox`.
 async fn report(
     config: &Config,
@@ -441,7 +492,12 @@ async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> 
 
 /// `flowhealth daemon [--grace S]`.
 async fn daemon(config: &Config, grace: f64) -> Result<i32> {
-    let grace = std::time::Duration::from_secs_f64(grace.max(0.0));
+    if !(grace.is_finite() && (0.0..=86_400.0).contains(&grace)) {
+        return Err(Error::Usage(format!(
+            "--grace {grace}: must be from 0 to 86400 seconds"
+        )));
+    }
+    let grace = crate::config::seconds(grace);
     crate::schedule::daemon::run(config, grace).await
 }
 
@@ -522,7 +578,11 @@ async fn query(
     let registered = crate::schedule::register_output_tables(engine.ctx(), &lake, &catalog).await;
     let ran = match (registered, sql) {
         (Err(error), _) => Err(error),
-        (Ok(()), Some(sql)) => crate::engine::query::run(&engine, &sql, format, output).await,
+        (Ok(()), Some(sql)) => match crate::engine::query::run(&engine, &sql, format, output).await
+        {
+            Err(error) => Err(crate::lake::health::name_unreadable(&lake, error).await),
+            ran => ran,
+        },
         (Ok(()), None) => {
             let functions = crate::udf::help(config);
             crate::engine::query::interactive(&engine, format, &functions).await
@@ -534,25 +594,30 @@ async fn query(
 
 /// The lake of a cluster process, from the `lake:` section of the config alone.
 fn open_cluster_lake(path: Option<&std::path::Path>) -> Result<crate::lake::Lake> {
-    let path = match path {
-        Some(path) => Some(path),
-        None if std::path::Path::new("config.yaml").exists() => {
-            Some(std::path::Path::new("config.yaml"))
-        }
-        None => None,
-    };
-    let (store, base_dir) = Config::load_lake(path)?;
+    let (store, base_dir) = Config::load_lake(config_path(path))?;
     crate::lake::Lake::open_existing(&store, &base_dir)
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
-    match path {
-        Some(path) => Config::load(Some(path)),
-        None if std::path::Path::new("config.yaml").exists() => {
-            Config::load(Some(std::path::Path::new("config.yaml")))
-        }
-        None => Config::load(None),
+    let (config, problems) = read_config(path)?;
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Error::Config(problems))
     }
+}
+
+/// The configuration `--config` names, else `./config.yaml`, else the embedded one, as far as
+/// it can be read, with its problems.
+fn read_config(path: Option<&std::path::Path>) -> Result<(Config, Vec<String>)> {
+    Config::read(config_path(path))
+}
+
+/// The configuration file `--config` names, else `./config.yaml` when there is one, else `None`
+/// (the embedded configuration).
+fn config_path(path: Option<&std::path::Path>) -> Option<&std::path::Path> {
+    let local = std::path::Path::new("config.yaml");
+    path.or_else(|| local.exists().then_some(local))
 }
 
 fn init_logging(format: LogFormat) {

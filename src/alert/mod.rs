@@ -186,7 +186,7 @@ impl Routing {
             alerts.notify.clone()
         };
         Ok(Routing {
-            notifier: notify::Notifier::new(alerts.retry)?,
+            notifier: notify::Notifier::new(alerts)?,
             channels: alerts
                 .webhooks
                 .iter()

@@ -79,7 +79,10 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
         inbox.display(),
         files.len()
     )?;
-    let report = crate::ingest::ingest(config, &[]).await?;
+    // The demo wrote these files itself, whole: nothing to wait for (inbox.settle_s).
+    let mut whole = config.clone();
+    whole.inbox.settle_s = None;
+    let report = crate::ingest::ingest(&whole, &[]).await?;
     say!("{report}")?;
     let lake = Lake::open(config)?;
     let (metrics_ok, week) = metrics(config, &lake, until, args.weeks).await?;

@@ -34,11 +34,12 @@
 //! (they finish pending commits once, when they open): a `metrics run` during an ingest may
 //! compute from part of a commit, a known limit the README states.
 //!
-//! For tests, `FLOWHEALTH_FAILPOINT=<point>[@n][=error]` stops the process at the n-th (first)
-//! time it reaches `<point>`: `commit:staged`, `commit:intent`, `commit:committed`,
+//! For tests, `FLOWHEALTH_FAILPOINT=<point>[@n][=error|=panic]` stops the process at the n-th
+//! (first) time it reaches `<point>`: `commit:staged`, `commit:intent`, `commit:committed`,
 //! `commit:moved` (after the first move). It prints `paused at <point>` to standard error and
 //! waits to be killed, so a test can `kill -9` it exactly there; with `=error` it fails there
-//! instead, as a store that refuses a request would.
+//! instead, as a store that refuses a request would, and with `=panic` it panics there (a bug in
+//! a step, which a pipeline run must survive).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -393,6 +394,10 @@ fn failpoint(point: &str) -> Result<()> {
         Some(wanted) => (wanted, true),
         None => (wanted.as_str(), false),
     };
+    let (wanted, panics) = match wanted.strip_suffix("=panic") {
+        Some(wanted) => (wanted, true),
+        None => (wanted, false),
+    };
     let (name, nth) = match wanted.split_once('@') {
         Some((name, n)) => (name, n.parse::<usize>().unwrap_or(1)),
         None => (wanted, 1),
@@ -405,6 +410,9 @@ fn failpoint(point: &str) -> Result<()> {
             store: "failpoint",
             source: format!("FLOWHEALTH_FAILPOINT: failing at {point}").into(),
         }));
+    }
+    if panics {
+        panic!("failpoint {point}");
     }
     eprintln!("paused at {point}");
     loop {

@@ -23,14 +23,50 @@ use catalog::Catalog;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
+/// The catalog `config.queries` points at, with the config's names of metrics checked against
+/// it ([`unknown_metrics`]): a misspelled `thresholds.<metric>` is an error, not a threshold
+/// that silently applies to nothing.
+pub fn catalog(config: &Config) -> Result<Catalog> {
+    let catalog = load_catalog(config)?;
+    let problems = unknown_metrics(config, &catalog);
+    if problems.is_empty() {
+        Ok(catalog)
+    } else {
+        Err(Error::Config(problems))
+    }
+}
+
 /// The catalog `config.queries` points at. The embedded default configuration, run where there
 /// is no such folder, uses the catalog shipped inside the binary.
-pub fn catalog(config: &Config) -> Result<Catalog> {
+pub(crate) fn load_catalog(config: &Config) -> Result<Catalog> {
     let dir = config.resolve_local(&config.queries);
     if config.source == crate::config::EMBEDDED_SOURCE && !dir.exists() {
         return Ok(Catalog::embedded());
     }
     Catalog::load(&dir).map_err(Error::Config)
+}
+
+/// Every key of the config that names a metric the catalog does not have (`thresholds.<metric>`),
+/// as `file: key: message`. Without a catalog at all there is nothing to check against (and
+/// `metrics run` says the folder is empty).
+pub(crate) fn unknown_metrics(config: &Config, catalog: &Catalog) -> Vec<String> {
+    let names: Vec<&str> = catalog.names().collect();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    config
+        .thresholds
+        .keys()
+        .filter(|metric| catalog.latest(metric).is_none())
+        .map(|metric| {
+            format!(
+                "{}: thresholds.{metric}: no metric `{metric}` in {} (metrics: {})",
+                config.source,
+                catalog.dir.display(),
+                names.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// `flowhealth metrics list`: a header, then one line per metric: its versions, period, owner,

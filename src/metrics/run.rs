@@ -26,6 +26,7 @@ use crate::config::{Config, Threshold};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::lake::health;
 use crate::time::Period;
 
 /// What to compute.
@@ -167,8 +168,11 @@ pub async fn run(
     let started = Instant::now();
     let engine = Engine::open(config, lake).await?;
     // The latest opportunity snapshot, from the one the previous run kept (see `snapshot.rs`).
-    if selected.iter().any(|m| m.sql.contains("opportunities")) {
-        crate::engine::snapshot::register_opportunities(&engine, lake).await?;
+    if selected.iter().any(|m| m.sql.contains("opportunities"))
+        && let Err(error) = crate::engine::snapshot::register_opportunities(&engine, lake).await
+    {
+        engine.close().await?;
+        return Err(health::name_unreadable(lake, error).await);
     }
     tracing::debug!("session ready in {:?}", started.elapsed());
     let report = run_levels(config, lake, catalog, &engine, &selected, &periods, as_of).await;
@@ -310,6 +314,24 @@ async fn run_levels(
                 failed.insert(metric.name().to_string(), copy);
             }
             outcomes.push(outcome);
+        }
+    }
+    // A metric that failed on a file of the lake that cannot be read says which file, and what
+    // to do (the lake is scanned once, however many failed).
+    if outcomes
+        .iter()
+        .any(|o| o.result.as_ref().is_err_and(health::is_unreadable_file))
+    {
+        let found = health::unreadable(lake).await?;
+        if !found.is_empty() {
+            for outcome in &mut outcomes {
+                outcome.result = match std::mem::replace(&mut outcome.result, Ok(0)) {
+                    Err(error) if health::is_unreadable_file(&error) => {
+                        Err(health::named(error, &found))
+                    }
+                    result => result,
+                };
+            }
         }
     }
     Ok(Report {

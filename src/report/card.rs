@@ -175,7 +175,7 @@ async fn deliver(
             })?,
             None => BTreeMap::new(),
         };
-    let notifier = notify::Notifier::new(config.alerts.retry)?;
+    let notifier = notify::Notifier::new(&config.alerts)?;
     let mut outcome = Sent::default();
     for name in names {
         if ledger.get(key).is_some_and(|sent| sent.contains_key(name)) {

@@ -26,7 +26,7 @@ use super::{Planner, Trigger, period_for, runner};
 use crate::config::Config;
 use crate::error::{Error, Result, say};
 use crate::lake::Lake;
-use crate::lake::lock::LakeLock;
+use crate::lake::lock::{self, LakeLock};
 
 pub async fn run(config: &Config, grace: Duration) -> Result<i32> {
     let catalog = crate::metrics::catalog(config)?;
@@ -107,6 +107,8 @@ async fn serve(
     let mut armed: Option<DateTime<Utc>> = None;
     let mut running: JoinSet<(String, Result<RunRecord>)> = JoinSet::new();
     let mut started: HashMap<String, RunRecord> = HashMap::new();
+    // Which pipeline each task runs, to free it even when the task itself fails.
+    let mut tasks: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("SIGTERM handler", e))?;
     tracing::info!(pipelines = specs.len(), "Daemon started.");
@@ -119,7 +121,7 @@ async fn serve(
             console.run_started(&record);
             started.insert(due.spec.name.clone(), record.clone());
             let (config, lake, spec) = (config.clone(), lake.clone(), due.spec.clone());
-            running.spawn(async move {
+            let task = running.spawn(async move {
                 let result = runner::execute(
                     &config,
                     &lake,
@@ -131,6 +133,7 @@ async fn serve(
                 .await;
                 (spec.name.clone(), result)
             });
+            tasks.insert(task.id(), due.spec.name.clone());
         }
         if let Some(wake) = planner.next_wake(Utc::now())
             && armed.is_none_or(|a| wake < a || a <= Utc::now())
@@ -157,20 +160,42 @@ async fn serve(
             _ = wake_rx.recv() => {
                 armed = None;
             }
-            Some(joined) = running.join_next(), if !running.is_empty() => {
-                if let Ok((name, result)) = joined {
-                    started.remove(&name);
-                    planner.finished(&name);
-                    match &result {
-                        Ok(record) => console.run_ended(record),
-                        Err(error) => {
-                            console.line(&format!("{name}: the run could not be recorded: {error}"));
-                            tracing::error!(pipeline = %name, %error, "Run could not be recorded.");
+            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                let (id, outcome) = match joined {
+                    Ok((id, (_, result))) => (id, result),
+                    // A run whose task failed outside its steps (which catch their panics):
+                    // recorded failed, and the pipeline runs again at its next fire.
+                    Err(error) => {
+                        let id = error.id();
+                        let why = if error.is_panic() {
+                            runner::panic_message(error.into_panic().as_ref())
+                        } else {
+                            error.to_string()
+                        };
+                        (id, Err(Error::Internal(format!("the run stopped: {why}"))))
+                    }
+                };
+                let Some(name) = tasks.remove(&id) else { continue };
+                let record = started.remove(&name);
+                planner.finished(&name);
+                match outcome {
+                    Ok(ended) => console.run_ended(&ended),
+                    Err(error) => {
+                        console.line(&format!("{name}: {error}"));
+                        tracing::error!(pipeline = %name, %error, "Run could not be recorded.");
+                        if let Some(mut record) = record.filter(|_| error.domain() == crate::error::Domain::Internal) {
+                            lock::finish_releases().await;
+                            record.status = RunStatus::Failed;
+                            record.finished = Some(Utc::now());
+                            record.error = Some(error.to_string());
+                            if let Err(error) = record.write(lake).await {
+                                tracing::error!(pipeline = %name, %error, "Run could not be recorded.");
+                            }
                         }
                     }
-                    if let Some(spec) = specs.iter().find(|s| s.name == name) {
-                        console.next(spec, Utc::now());
-                    }
+                }
+                if let Some(spec) = specs.iter().find(|s| s.name == name) {
+                    console.next(spec, Utc::now());
                 }
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -193,6 +218,10 @@ async fn serve(
             Ok(_) => {}
             Err(_) => {
                 running.abort_all();
+                while running.join_next().await.is_some() {}
+                // The aborted runs' locks (their pipeline's, and any a step held) are guards:
+                // dropping the runs released them.
+                lock::finish_releases().await;
                 for (_, mut record) in started.drain() {
                     record.status = RunStatus::Interrupted;
                     record.finished = Some(Utc::now());
@@ -202,7 +231,6 @@ async fn serve(
                     ));
                     record.write(lake).await?;
                     console.run_ended(&record);
-                    LakeLock::force_release(lake, &format!("pipeline-{}", record.pipeline)).await?;
                 }
                 break;
             }

@@ -5,18 +5,24 @@
 //! template) or an internal one fails the run at once. A lock per pipeline in the lake
 //! (`pipeline-<name>`) means no two processes run the same pipeline at once (`flowhealth run`
 //! beside the daemon, or two daemons on one lake).
+//!
+//! Nothing a step does can wedge what comes after it: a step that panics is a `failed` run, and
+//! every lock a run took is released when it ends, however it ends (done, failed, timed out,
+//! panicked: the locks are guards tied to the run, see [`crate::lake::lock`]). A run that had to
+//! wait for a lock another run of the daemon held says so in its `outputs`.
 
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::compute::concat_batches;
+use futures::FutureExt;
 
 use super::Trigger;
 use super::ledger::{RunRecord, RunStatus};
 use super::pipeline::{PipelineSpec, Step};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lake::lock::LakeLock;
+use crate::lake::lock::{self, LakeLock};
 use crate::lake::{Lake, encode_parquet};
 use crate::time::Period;
 
@@ -77,16 +83,34 @@ pub async fn execute(
     let lock = LakeLock::acquire(lake, &format!("pipeline-{}", spec.name)).await?;
     record.write(lake).await?;
     tracing::info!(pipeline = %spec.name, run_id = %record.run_id, period = %period.id, trigger = %record.trigger, "Run started.");
-    let outcome = tokio::time::timeout(
-        Duration::from_secs_f64(spec.timeout_s),
-        steps(config, lake, spec, period, &mut record, delivery),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Error::Timeout {
-            seconds: spec.timeout_s,
-        })
-    });
+    let label = format!("pipeline {}, run {}", spec.name, record.run_id);
+    let run =
+        AssertUnwindSafe(steps(config, lake, spec, period, &mut record, delivery)).catch_unwind();
+    let (scope, run) = lock::scoped(label, run);
+    let outcome = match tokio::time::timeout(crate::config::seconds(spec.timeout_s), run).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => Err(Error::Internal(format!(
+            "a step panicked (a bug; please report it): {}",
+            panic_message(panic.as_ref())
+        ))),
+        Err(_) => {
+            let timeout = Error::Timeout {
+                seconds: spec.timeout_s,
+            };
+            Err(match scope.waiting() {
+                Some(lock) => timeout.context(format!("waiting for {lock}")),
+                None => timeout,
+            })
+        }
+    };
+    // The locks of a step that was stopped are released before the run is recorded as ended.
+    lock::finish_releases().await;
+    let waits = scope.waits();
+    if !waits.is_empty() {
+        let mut outputs = waits;
+        outputs.extend((!record.outputs.is_empty()).then(|| std::mem::take(&mut record.outputs)));
+        record.outputs = outputs.join("; ");
+    }
     record.finished = Some(Utc::now());
     match outcome {
         Ok(()) => record.status = RunStatus::Succeeded,
@@ -152,16 +176,11 @@ async fn run_step(
                 .filter_map(|n| crate::lake::schema::Dataset::from_name(n))
                 .collect();
             let report = crate::ingest::ingest(config, &datasets).await?;
+            // The step fails as `flowhealth ingest` does (a rejected file: the user's, exit 2).
             if let Some(failure) = report.failure() {
                 return Err(failure);
             }
-            Ok((
-                report.totals().landed as i64,
-                vec![format!(
-                    "ingest: {}",
-                    crate::metrics::display::count(report.files.len(), "file", "files")
-                )],
-            ))
+            Ok((report.totals().landed as i64, vec![report.summary()]))
         }
         Step::Metrics(names) => {
             let catalog = crate::metrics::catalog(config)?;
@@ -345,6 +364,15 @@ fn find(config: &Config, name: &str) -> Result<PipelineSpec> {
             names.join(", ")
         ))
     })
+}
+
+/// What a panic said (`panic!("...")` gives a `&str` or a `String`).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 fn parse_period(spec: &PipelineSpec, id: &str) -> Result<Period> {

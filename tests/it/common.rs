@@ -106,8 +106,11 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<String>) {
     }
 }
 
+// DuckDB draws a progress bar on standard output for a query that takes over two seconds (a busy
+// machine): off, so that standard output is the JSON alone.
 const DUCKDB: &str = "import duckdb, json, sys
 con = duckdb.connect()
+con.execute('SET enable_progress_bar = false')
 con.execute(\"SET TimeZone='UTC'\")
 print(json.dumps(con.execute(sys.argv[1]).fetchall(), default=str))";
 
@@ -217,4 +220,12 @@ pub fn on_a_terminal(
         String::from_utf8_lossy(&output.stderr)
     );
     transcript
+}
+
+/// An `email:` section that sends to boss@example.com through the SMTP server `smtp` (the inside
+/// of the `smtp:` mapping), trying each message once.
+pub fn smtp_once(smtp: &str) -> String {
+    format!(
+        "email:\n  transport: smtp\n  outbox: ./outbox\n  to: [boss@example.com]\n  retry: {{ attempts: 1, backoff_s: 0 }}\n  smtp: {{ {smtp} }}\n"
+    )
 }

@@ -49,6 +49,7 @@ def family(t):
     return 'other: ' + t
 
 con = duckdb.connect()
+con.execute('SET enable_progress_bar = false')  # standard output is the JSON alone
 con.execute("SET TimeZone='UTC'")
 out = {'tables': {}, 'timestamps': {}, 'duplicated_keys': []}
 for table in tables:

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::{Workspace, free_port, scan};
 use crate::metrics::{fixture_with, ok, run};
 
-fn pipeline(ws: &Workspace, name: &str, yaml: &str) {
+pub fn pipeline(ws: &Workspace, name: &str, yaml: &str) {
     let dir = ws.path().join("pipelines");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
@@ -190,15 +190,9 @@ fn a_bad_sql_step_fails_once_while_an_smtp_outage_is_retried() {
     // Nothing listens on this loopback port: every delivery is refused. The outbox itself tries
     // once (email.retry), so the attempts are the pipeline's.
     let port = free_port();
-    let ws = fixture_with(&format!(
-        "email:
-  transport: smtp
-  outbox: ./outbox
-  to: [boss@example.com]
-  retry: {{ attempts: 1, backoff_s: 0 }}
-  smtp: {{ host: 127.0.0.1, port: {port}, tls: none, timeout_s: 5 }}
-"
-    ));
+    let ws = fixture_with(&crate::common::smtp_once(&format!(
+        "host: 127.0.0.1, port: {port}, tls: none, timeout_s: 5"
+    )));
     ok(&ws, &["metrics", "run", "--period", "2026-W12"]);
     ok(&ws, &["metrics", "run", "--period", "2026-W13"]);
     pipeline(
@@ -227,14 +221,20 @@ fn a_bad_sql_step_fails_once_while_an_smtp_outage_is_retried() {
 }
 
 /// The daemon as a child process, killed when dropped.
-struct Daemon(Child);
+pub struct Daemon(pub Child);
 
 impl Daemon {
-    fn start(ws: &Workspace) -> Daemon {
+    pub fn start(ws: &Workspace) -> Daemon {
+        Daemon::start_with(ws, &[])
+    }
+
+    /// A daemon with these environment variables set too.
+    pub fn start_with(ws: &Workspace, env: &[(&str, &str)]) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_flowhealth"))
             .arg("daemon")
             .current_dir(ws.path())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -264,7 +264,7 @@ fn ledger(ws: &Workspace) -> Vec<(String, String, String)> {
     .collect()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::demo::DemoArgs;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, say};
 use crate::lake::schema::Dataset;
 use crate::schedule::ledger::RunStatus;
 
@@ -63,19 +63,33 @@ pub enum Command {
     /// Land new inbox files (inbox/<dataset>/*) in the lake: validated, deduplicated, with
     /// rejected rows in quarantine/. Re-running is a no-op for files already ingested. Prints per
     /// file the rows read, landed, quarantined, duplicate and blank, and how it was read (format,
-    /// encoding and how it was decided, delimiter).
+    /// encoding and how it was decided, delimiter). A file still being written (its last line
+    /// without a line end, or changed within inbox.settle_s) waits for a later run.
     Ingest {
         /// Datasets to ingest (actions, stage_changes, opportunities); all when none is given.
         datasets: Vec<String>,
     },
+    /// Check the lake: every Parquet file's footer reads, and every landed inbox file still has
+    /// all the files it landed. Says what `repair` would do about each problem; changes nothing.
+    /// Exit 1 when something is wrong.
+    Doctor,
+    /// Repair what `doctor` finds: set each unreadable file aside in quarantine/_corrupt/ (kept,
+    /// not deleted) and land its inbox file again when the inbox still has it as it was landed;
+    /// for a metric output, a breach list or an export, say what computes it again. Exit 1 when
+    /// rows are still missing (their inbox file is gone).
+    Repair,
     /// Run SQL over the lake. Tables: actions, stage_changes, opportunities (the latest snapshot
     /// of each), opportunity_snapshots, quarantine_<dataset>; each has the `dt` partition column
-    /// (a local date), and a filter on it reads only those days. The process-flow functions
-    /// (stage_rank, is_stage_skip, silent_hours, business_hours, ...) follow config.yaml; list
-    /// them with --functions.
+    /// (a local date), and a filter on it reads only those days. The outputs: metrics.<metric>
+    /// (its latest version, with a `period` column; metrics.<metric>_v<N> for version N),
+    /// breaches, runs, and read_parquet('<path in the lake>') for any Parquet folder. Instants
+    /// are shown in the configured timezone (Parquet output has UTC microseconds). The process-flow
+    /// functions (stage_rank, is_stage_skip, silent_hours, business_hours, ...) follow
+    /// config.yaml; list them with --functions.
     #[command(after_help = "Examples:\n  \
         flowhealth query \"select action_type, count(*) from actions group by 1\" --format csv\n  \
         flowhealth query \"select * from stage_changes where is_stage_skip(from_stage, to_stage)\"\n  \
+        flowhealth query \"select period, team, value from metrics.process_health_index order by 1, 2\"\n  \
         flowhealth query --format parquet --output skips.parquet < skips.sql\n  \
         flowhealth query            (on a terminal: an interactive prompt with history)")]
     Query {
@@ -118,6 +132,7 @@ pub enum Command {
     /// Run a pipeline (pipelines/<name>.yaml) once, now, for the last complete period (or
     /// --period); recorded in the run ledger (lake/runs/). Refused while the same pipeline runs.
     Run {
+        /// The pipeline (pipelines/<name>.yaml).
         pipeline: String,
         /// A week (2026-W09) or month (2026-03), as the pipeline's `period` says.
         #[arg(long)]
@@ -135,13 +150,21 @@ pub enum Command {
     },
     /// Run a pipeline for every period from --from to --to (oldest first, with a progress
     /// bar). Periods that already have a succeeded run are skipped, so it resumes where an
-    /// interrupted backfill stopped.
+    /// interrupted backfill stopped. Reports are rendered into the lake but not sent, alerts are
+    /// not pushed and the outbox is left alone, unless --send.
     Backfill {
+        /// The pipeline (pipelines/<name>.yaml).
         pipeline: String,
+        /// The first period: a week (2026-W09) or month (2026-03), as the pipeline's `period` says.
         #[arg(long)]
         from: String,
+        /// The last period, included.
         #[arg(long)]
         to: String,
+        /// Deliver what the runs make, as a scheduled run would: email the reports, push the
+        /// alerts, flush the outbox.
+        #[arg(long)]
+        send: bool,
     },
     /// The last runs of the pipelines (from the run ledger in lake/runs/), newest first.
     Runs {
@@ -233,14 +256,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(execute(cli))
+    runtime.block_on(async {
+        let result = execute(cli).await;
+        // A lock whose run was stopped (a timeout, Ctrl-C) is released before the process ends.
+        crate::lake::lock::finish_releases().await;
+        result
+    })
 }
 
 /// Loads the configuration and runs the command: one function per command below, each returning
 /// the exit status (after mini-redis's `src/cmd/`, one handler per command).
 async fn execute(cli: Cli) -> Result<i32> {
     // The cluster's processes read only the lake's location (the functions' configuration comes
-    // with each plan), so a config with nothing but `lake:` will do.
+    // with each plan), so a config with nothing but `lake:` will do; `validate` reads the config
+    // as far as it goes, to report every problem.
     match &cli.command {
         Command::Scheduler(args) => {
             let lake = open_cluster_lake(cli.config.as_deref())?;
@@ -254,15 +283,17 @@ async fn execute(cli: Cli) -> Result<i32> {
                 .await
                 .map(|()| 0);
         }
+        Command::Validate => return validate(cli.config.as_deref()).await,
         _ => {}
     }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         // Run above, before the configuration is loaded.
-        Command::Scheduler(_) | Command::Executor(_) => Ok(0),
-        Command::Validate => validate(&config).await,
+        Command::Scheduler(_) | Command::Executor(_) | Command::Validate => Ok(0),
         Command::Metrics(command) => metrics(&config, command).await,
         Command::Ingest { datasets } => ingest(&config, &datasets).await,
+        Command::Doctor => doctor(&config).await,
+        Command::Repair => repair(&config).await,
         Command::Demo(args) => crate::demo::run(&config, &args).await,
         Command::Report {
             target,
@@ -273,7 +304,12 @@ async fn execute(cli: Cli) -> Result<i32> {
             run_pipeline(&config, &pipeline, period.as_deref()).await
         }
         Command::Daemon { grace } => daemon(&config, grace).await,
-        Command::Backfill { pipeline, from, to } => backfill(&config, &pipeline, &from, &to).await,
+        Command::Backfill {
+            pipeline,
+            from,
+            to,
+            send,
+        } => backfill(&config, &pipeline, (&from, &to), send).await,
         Command::Runs { pipeline, limit } => runs(&config, pipeline.as_deref(), limit).await,
         Command::Alerts { as_of, dry_run } => alerts(&config, as_of.as_deref(), dry_run).await,
         Command::Query {
@@ -285,29 +321,50 @@ async fn execute(cli: Cli) -> Result<i32> {
     }
 }
 
-/// `flowhealth validate`: the configuration (already loaded), the catalog with every metric's
-/// plan, and the pipelines; every problem at once.
-async fn validate(config: &Config) -> Result<i32> {
-    let catalog = crate::metrics::catalog(config)?;
-    let mut problems = crate::metrics::check_plans(config, &catalog).await?;
+/// `flowhealth validate`: the configuration, the catalog with every metric's plan, and the
+/// pipelines; every problem at once. A configuration with problems is still read as far as it
+/// goes, so the pipelines are checked in the same run (the plans only against a sound one).
+async fn validate(path: Option<&std::path::Path>) -> Result<i32> {
+    let (config, mut problems) = read_config(path)?;
+    let config = &config;
+    let catalog = crate::metrics::load_catalog(config);
+    let catalog = match catalog {
+        Ok(catalog) => catalog,
+        Err(Error::Config(more)) if !problems.is_empty() => {
+            problems.extend(more);
+            return Err(Error::Config(problems));
+        }
+        Err(error) => return Err(error),
+    };
+    problems.extend(crate::metrics::unknown_metrics(config, &catalog));
+    // The plans only against a sound configuration; the pipelines' SQL against what they planned.
+    let planned = if problems.is_empty() {
+        let (more, planned) = crate::metrics::check_plans(config, &catalog).await?;
+        problems.extend(more);
+        planned
+    } else {
+        Vec::new()
+    };
     let pipelines = crate::schedule::pipeline::load(config, &catalog).unwrap_or_else(|errors| {
         problems.extend(errors);
         Vec::new()
     });
-    problems.extend(crate::schedule::runner::check_sql(config, &pipelines).await?);
+    problems
+        .extend(crate::schedule::runner::check_sql(config, &catalog, &planned, &pipelines).await?);
     problems.extend(crate::ingest::check_sources(config).await);
     if !problems.is_empty() {
         return Err(Error::Config(problems));
     }
-    println!(
-        "{}: ok ({} stages, {} metric versions, {} pipelines, lake {}, inbox {})",
+    use crate::metrics::display::count;
+    say!(
+        "{}: ok ({}, {}, {}, lake {}, inbox {})\n",
         config.source,
-        config.stages.len(),
-        catalog.metrics.len(),
-        pipelines.len(),
+        count(config.stages.len(), "stage", "stages"),
+        count(catalog.metrics.len(), "metric version", "metric versions"),
+        count(pipelines.len(), "pipeline", "pipelines"),
         config.lake.url,
         config.inbox.url
-    );
+    )?;
     Ok(0)
 }
 
@@ -316,7 +373,7 @@ async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
     let mut catalog = crate::metrics::catalog(config)?;
     match command {
         MetricsCommand::List => {
-            print!("{}", crate::metrics::list(config, &catalog));
+            say!("{}", crate::metrics::list(config, &catalog))?;
             Ok(0)
         }
         MetricsCommand::Run {
@@ -331,12 +388,12 @@ async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
                 as_of,
             };
             let report = crate::metrics::run::run(config, &lake, &catalog, &request).await?;
-            print!("{report}");
+            say!("{report}")?;
             Ok(report.exit_code())
         }
         MetricsCommand::Test => {
             let outcome = crate::metrics::golden::run_all(config, &catalog).await?;
-            print!("{}", outcome.report);
+            say!("{}", outcome.report)?;
             Ok(if outcome.passed { 0 } else { 1 })
         }
         MetricsCommand::Release => {
@@ -344,9 +401,9 @@ async fn metrics(config: &Config, command: MetricsCommand) -> Result<i32> {
                 .release_all()
                 .map_err(|e| Error::io(catalog.dir.join(crate::metrics::catalog::LOCK_FILE), e))?;
             if released.is_empty() {
-                println!("nothing to release: every version is in versions.lock");
+                say!("nothing to release: every version is in versions.lock\n")?;
             } else {
-                println!("released: {}", released.join(", "));
+                say!("released: {}\n", released.join(", "))?;
             }
             Ok(0)
         }
@@ -367,8 +424,22 @@ async fn ingest(config: &Config, names: &[String]) -> Result<i32> {
         })
         .collect::<Result<Vec<_>>>()?;
     let report = crate::ingest::ingest(config, &datasets).await?;
-    print!("{report}");
+    say!("{report}")?;
     Ok(report.exit_code())
+}
+
+/// `flowhealth doctor`.
+async fn doctor(config: &Config) -> Result<i32> {
+    let diagnosis = crate::ingest::repair::doctor(config).await?;
+    print!("{diagnosis}");
+    Ok(diagnosis.exit_code())
+}
+
+/// `flowhealth repair`.
+async fn repair(config: &Config) -> Result<i32> {
+    let repaired = crate::ingest::repair::repair(config).await?;
+    print!("{repaired}");
+    Ok(repaired.exit_code())
 }
 
 /// `flowhealth report weekly|monthly [--period ID] [--send]` and `flowhealth report outbox`.
@@ -389,22 +460,22 @@ async fn report(
             }
             let outcome = crate::report::flush(config).await?;
             if outcome.sent.is_empty() && outcome.failed.is_empty() {
-                println!("outbox: nothing pending");
+                say!("outbox: nothing pending\n")?;
             }
-            print!("{outcome}");
+            say!("{outcome}")?;
             return Ok(outcome.exit_code());
         }
     };
     let outcome = crate::report::run(config, kind, period, send).await?;
-    print!("{outcome}");
+    say!("{outcome}")?;
     Ok(outcome.exit_code())
 }
 
 /// `flowhealth run PIPELINE [--period ID]`.
 async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> Result<i32> {
     let record = crate::schedule::runner::run_now(config, pipeline, period).await?;
-    println!(
-        "{} {} ({}): {}{}",
+    say!(
+        "{} {} ({}): {}{}\n",
         record.pipeline,
         record.run_id,
         record.period.as_deref().unwrap_or("-"),
@@ -414,30 +485,45 @@ async fn run_pipeline(config: &Config, pipeline: &str, period: Option<&str>) -> 
             .as_deref()
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
-    );
+    )?;
     let succeeded = record.status == RunStatus::Succeeded;
     Ok(if succeeded { 0 } else { 1 })
 }
 
 /// `flowhealth daemon [--grace S]`.
 async fn daemon(config: &Config, grace: f64) -> Result<i32> {
-    let grace = std::time::Duration::from_secs_f64(grace.max(0.0));
+    if !(grace.is_finite() && (0.0..=86_400.0).contains(&grace)) {
+        return Err(Error::Usage(format!(
+            "--grace {grace}: must be from 0 to 86400 seconds"
+        )));
+    }
+    let grace = crate::config::seconds(grace);
     crate::schedule::daemon::run(config, grace).await
 }
 
-/// `flowhealth backfill PIPELINE --from ID --to ID`.
-async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Result<i32> {
-    let records = crate::schedule::runner::backfill(config, pipeline, from, to).await?;
+/// `flowhealth backfill PIPELINE --from ID --to ID [--send]`.
+async fn backfill(config: &Config, pipeline: &str, range: (&str, &str), send: bool) -> Result<i32> {
+    use crate::schedule::runner::Delivery;
+    let delivery = if send {
+        Delivery::Send
+    } else {
+        say!(
+            "backfill: reports are rendered into the lake, not sent; alerts and the outbox are \
+             left alone (--send delivers them)\n"
+        )?;
+        Delivery::Hold
+    };
+    let records = crate::schedule::runner::backfill(config, pipeline, range, delivery).await?;
     let lake = crate::lake::Lake::open(config)?;
-    print!(
+    say!(
         "{}",
         crate::schedule::ledger::table(&records, records.len(), config.timezone)
-    );
-    println!(
-        "{} runs in {} (periods already done were skipped)",
-        records.len(),
+    )?;
+    say!(
+        "{} in {} (periods already done were skipped)\n",
+        crate::metrics::display::count(records.len(), "run", "runs"),
         lake.display()
-    );
+    )?;
     let succeeded = records.iter().all(|r| r.status == RunStatus::Succeeded);
     Ok(if succeeded { 0 } else { 1 })
 }
@@ -446,17 +532,17 @@ async fn backfill(config: &Config, pipeline: &str, from: &str, to: &str) -> Resu
 async fn runs(config: &Config, pipeline: Option<&str>, limit: usize) -> Result<i32> {
     let lake = crate::lake::Lake::open(config)?;
     let records = crate::schedule::ledger::read(&lake, pipeline).await?;
-    print!(
+    say!(
         "{}",
         crate::schedule::ledger::table(&records, limit, config.timezone)
-    );
+    )?;
     Ok(0)
 }
 
 /// `flowhealth alerts [--as-of TS] [--dry-run]`.
 async fn alerts(config: &Config, as_of: Option<&str>, dry_run: bool) -> Result<i32> {
     let outcome = crate::alert::run(config, as_of, dry_run).await?;
-    print!("{outcome}");
+    say!("{outcome}")?;
     Ok(outcome.exit_code())
 }
 
@@ -470,7 +556,7 @@ async fn query(
     functions: bool,
 ) -> Result<i32> {
     if functions {
-        print!("{}", crate::udf::help(config));
+        say!("{}", crate::udf::help(config))?;
         return Ok(0);
     }
     let sql = match sql {
@@ -487,9 +573,17 @@ async fn query(
     }
     let lake = crate::lake::Lake::open(config)?;
     let engine = crate::engine::Engine::open(config, &lake).await?;
-    let ran = match sql {
-        Some(sql) => crate::engine::query::run(&engine, &sql, format, output).await,
-        None => {
+    let catalog = crate::metrics::catalog(config)?;
+    // The outputs as tables too; the session is closed whatever happens (a cluster's scratch).
+    let registered = crate::schedule::register_output_tables(engine.ctx(), &lake, &catalog).await;
+    let ran = match (registered, sql) {
+        (Err(error), _) => Err(error),
+        (Ok(()), Some(sql)) => match crate::engine::query::run(&engine, &sql, format, output).await
+        {
+            Err(error) => Err(crate::lake::health::name_unreadable(&lake, error).await),
+            ran => ran,
+        },
+        (Ok(()), None) => {
             let functions = crate::udf::help(config);
             crate::engine::query::interactive(&engine, format, &functions).await
         }
@@ -500,25 +594,30 @@ async fn query(
 
 /// The lake of a cluster process, from the `lake:` section of the config alone.
 fn open_cluster_lake(path: Option<&std::path::Path>) -> Result<crate::lake::Lake> {
-    let path = match path {
-        Some(path) => Some(path),
-        None if std::path::Path::new("config.yaml").exists() => {
-            Some(std::path::Path::new("config.yaml"))
-        }
-        None => None,
-    };
-    let (store, base_dir) = Config::load_lake(path)?;
+    let (store, base_dir) = Config::load_lake(config_path(path))?;
     crate::lake::Lake::open_existing(&store, &base_dir)
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
-    match path {
-        Some(path) => Config::load(Some(path)),
-        None if std::path::Path::new("config.yaml").exists() => {
-            Config::load(Some(std::path::Path::new("config.yaml")))
-        }
-        None => Config::load(None),
+    let (config, problems) = read_config(path)?;
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Error::Config(problems))
     }
+}
+
+/// The configuration `--config` names, else `./config.yaml`, else the embedded one, as far as
+/// it can be read, with its problems.
+fn read_config(path: Option<&std::path::Path>) -> Result<(Config, Vec<String>)> {
+    Config::read(config_path(path))
+}
+
+/// The configuration file `--config` names, else `./config.yaml` when there is one, else `None`
+/// (the embedded configuration).
+fn config_path(path: Option<&std::path::Path>) -> Option<&std::path::Path> {
+    let local = std::path::Path::new("config.yaml");
+    path.or_else(|| local.exists().then_some(local))
 }
 
 fn init_logging(format: LogFormat) {
@@ -539,4 +638,32 @@ fn init_logging(format: LogFormat) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` describes every command and every argument (flags and positionals alike).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() && command.get_long_about().is_none() {
+                missing.push(format!("{path}: no description"));
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {} has no help", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }

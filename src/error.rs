@@ -141,6 +141,11 @@ pub enum Error {
     #[error("{context}: {source}")]
     Context { context: String, source: Box<Error> },
 
+    /// Standard output was closed by its reader (`flowhealth query ... | head`): a normal end,
+    /// not a failure. `main` exits 0 without a message.
+    #[error("standard output closed")]
+    OutputClosed,
+
     /// Several failures of one operation (the metrics of a run, the messages of an outbox),
     /// `; `-separated. User if any is the user's, else Internal if any is internal, else
     /// External; retryable when every one is.
@@ -224,6 +229,7 @@ impl Error {
             | Error::Busy(_)
             | Error::Timeout { .. }
             | Error::Io { .. }
+            | Error::OutputClosed
             | Error::ObjectStore(_) => Domain::External,
             Error::DataFusion(error) if reaching_the_data(error) => Domain::External,
             Error::Lake(_)
@@ -279,6 +285,34 @@ impl Error {
         }
     }
 }
+
+/// Writes `text` to standard output (flushed, so a reader sees it at once). A reader that went
+/// away (`| head`) is [`Error::OutputClosed`]: the command stops there and exits 0. Every command
+/// prints through this (the [`say!`] macro) rather than `print!`, which panics on a closed pipe.
+pub fn write_stdout(text: fmt::Arguments) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(text)
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+/// A failed write to standard output: [`Error::OutputClosed`] when its reader went away.
+pub fn stdout_error(error: std::io::Error) -> Error {
+    match error.kind() {
+        std::io::ErrorKind::BrokenPipe => Error::OutputClosed,
+        _ => Error::io("<stdout>", error),
+    }
+}
+
+/// `print!` for commands: formats its arguments and writes them with [`write_stdout`], returning
+/// its `Result` (so `say!(...)?` stops quietly when the reader is gone).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::error::write_stdout(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
 
 /// A DataFusion error that is about reaching the data (the store, a file), not the SQL.
 fn reaching_the_data(error: &DataFusionError) -> bool {

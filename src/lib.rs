@@ -29,7 +29,8 @@
 //!    there, in this process or on an Apache Ballista cluster ([`engine::cluster`]: the client,
 //!    and the `flowhealth scheduler` and `flowhealth executor` processes).
 //! 6. [`metrics`]: the versioned metric SQL in `queries/` (catalog, lock), the runner, the lake
-//!    layout of their outputs and breaches ([`metrics::output`]) and the golden tests.
+//!    layout of their outputs and breaches and their SQL tables ([`metrics::output`]), the
+//!    golden tests, and metric values as people read them ([`metrics::display`]).
 //! 7. [`notify`]: the chat channels (DingTalk, WeCom, Feishu/Lark, Slack, generic JSON): one
 //!    `Channel` trait, a file per vendor's format and signature, delivery with retries, every
 //!    error masked (webhook URLs hold tokens).

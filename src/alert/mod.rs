@@ -186,7 +186,7 @@ impl Routing {
             alerts.notify.clone()
         };
         Ok(Routing {
-            notifier: notify::Notifier::new(alerts.retry)?,
+            notifier: notify::Notifier::new(alerts)?,
             channels: alerts
                 .webhooks
                 .iter()
@@ -429,7 +429,8 @@ async fn deliver(
             Round::Escalation,
             |n| {
                 format!(
-                    "flowhealth escalation: {n} alerts unresolved after {} h",
+                    "flowhealth escalation: {} unresolved after {} h",
+                    crate::metrics::display::count(n, "alert", "alerts"),
                     escalate.after_h
                 )
             },

@@ -1,11 +1,14 @@
 //! `config.yaml` -> typed [`Config`].
 //!
-//! Loading is: read the file, interpolate `${VAR}` references ([`vars`]), parse YAML, deserialize
-//! each top-level section on its own (so one mistyped key does not hide the next), then run the
-//! semantic checks of [`validation`]. Every problem is collected and reported together, each
-//! naming the file and the key path.
+//! Loading is: read the file, parse it as YAML with `${VAR}` references interpolated inside its
+//! scalars ([`vars`]: a value from the environment arrives byte for byte and is never shown),
+//! deserialize each top-level section on its own, collecting every problem of the section
+//! ([`load`]: a mistyped key does not hide the next), then run the semantic checks of
+//! [`validation`] on every section that could be read. Every problem is collected and reported
+//! together, each naming the file and the key path.
 
 pub mod datasets;
+pub(crate) mod load;
 pub mod secret;
 pub(crate) mod validation;
 pub(crate) mod vars;
@@ -17,10 +20,11 @@ pub use datasets::{
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -66,10 +70,25 @@ pub struct StoreConfig {
     /// S3 settings; anything left out is read from the usual `AWS_*` environment variables.
     #[serde(default)]
     pub s3: Option<S3Config>,
+    /// Inbox only: seconds a file must have been left unchanged before it lands (a file
+    /// modified more recently is still being written and waits for the next run). 0 when absent.
+    #[serde(default)]
+    pub settle_s: Option<f64>,
+}
+
+impl StoreConfig {
+    /// A local folder or URL, with nothing else set.
+    pub fn at(url: impl Into<String>) -> StoreConfig {
+        StoreConfig {
+            url: url.into(),
+            s3: None,
+            settle_s: None,
+        }
+    }
 }
 
 /// Connection settings for an S3-compatible store.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// Endpoint URL for S3-compatible servers (MinIO, moto, ...); AWS when absent.
@@ -85,6 +104,28 @@ pub struct S3Config {
     /// Allow plain `http://` endpoints (test servers on loopback).
     #[serde(default)]
     pub allow_http: bool,
+    /// Seconds one request may take, from connecting to the last byte of the answer; a request
+    /// that fails for a reason a retry can help is tried twice more, so a store that accepts and
+    /// then stalls fails the command after about three times this.
+    #[serde(default = "default_s3_timeout_s")]
+    pub timeout_s: f64,
+}
+
+const fn default_s3_timeout_s() -> f64 {
+    30.0
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            timeout_s: default_s3_timeout_s(),
+        }
+    }
 }
 
 /// One stage of the opportunity pipeline, in order (`docs/contract.md` section 2).
@@ -317,6 +358,10 @@ pub struct EngineConfig {
     /// when left out. On a cluster, about the task slots of all executors together.
     #[serde(default)]
     pub target_partitions: Option<usize>,
+    /// Seconds the client waits for the scheduler: to connect, and for the answer to each call
+    /// (Ballista's gRPC client deadlines, whole seconds; its own default is 20).
+    #[serde(default = "default_engine_timeout_s")]
+    pub timeout_s: f64,
 }
 
 impl Default for EngineConfig {
@@ -325,8 +370,13 @@ impl Default for EngineConfig {
             kind: EngineKind::default(),
             scheduler: default_scheduler(),
             target_partitions: None,
+            timeout_s: default_engine_timeout_s(),
         }
     }
+}
+
+const fn default_engine_timeout_s() -> f64 {
+    20.0
 }
 
 fn default_scheduler() -> String {
@@ -383,6 +433,11 @@ pub struct ReportConfig {
     /// Attach the overdue opportunities as CSV to the weekly report.
     #[serde(default = "default_true")]
     pub attach_overdue_csv: bool,
+    /// Display names of stage and action-type codes in the reports (`contract_approval:
+    /// Contract approval`), over the built-in ones of `language` (labels.yaml `codes`); the CSV
+    /// attachment and the lake keep the codes.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Report (`weekly`, `monthly`) -> webhooks (names in `alerts.webhooks`) that get a short
     /// card of it (index, change, top breaches, the link) when it is sent, once each.
     #[serde(default)]
@@ -409,6 +464,7 @@ impl Default for ReportConfig {
             top_overdue: default_top_overdue(),
             heatmap_stores: default_heatmap_stores(),
             attach_overdue_csv: default_true(),
+            labels: BTreeMap::new(),
             channels: BTreeMap::new(),
             link: None,
             industry_advice: BTreeMap::new(),
@@ -500,10 +556,11 @@ pub struct RetryConfig {
 }
 
 impl RetryConfig {
-    /// The wait after failed attempt `attempt` (1-based): `backoff_s`, then twice that, and so on.
-    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+    /// The wait after failed attempt `attempt` (1-based): `backoff_s`, then twice that, and so on
+    /// (at most a day, whatever the numbers: see [`seconds`]).
+    pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        std::time::Duration::from_secs_f64(self.backoff_s * f64::from(factor))
+        seconds(self.backoff_s * f64::from(factor))
     }
 }
 
@@ -536,7 +593,8 @@ pub struct SmtpConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
-    /// Seconds to wait for the server at each step.
+    /// Seconds one delivery attempt may take in all: connecting, TLS, login and sending. A
+    /// server that accepts and then stalls fails the attempt after this long.
     #[serde(default = "default_smtp_timeout_s")]
     pub timeout_s: f64,
     /// A PEM file of extra root certificates to trust (a private CA), besides the system's.
@@ -580,6 +638,9 @@ pub struct AlertsConfig {
     /// Attempts per webhook call and the backoff between them.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Seconds one webhook call may take, from connecting to the answer.
+    #[serde(default = "default_webhook_timeout_s")]
+    pub timeout_s: f64,
     /// Team -> the webhooks (by name) its alerts go to instead of `notify`. Alerts of a team
     /// without a route, and alerts without a team, go to `notify`.
     #[serde(default)]
@@ -606,6 +667,7 @@ impl Default for AlertsConfig {
             deadlines: Vec::new(),
             lookback_days: default_lookback_days(),
             retry: RetryConfig::default(),
+            timeout_s: default_webhook_timeout_s(),
             routes: BTreeMap::new(),
             owners: BTreeMap::new(),
             max_items: default_max_items(),
@@ -616,6 +678,9 @@ impl Default for AlertsConfig {
 
 const fn default_lookback_days() -> u32 {
     7
+}
+const fn default_webhook_timeout_s() -> f64 {
+    15.0
 }
 
 const fn default_max_items() -> usize {
@@ -732,10 +797,47 @@ pub struct Contact {
     pub slack: Option<String>,
 }
 
-/// A value that must never be printed: `Debug` and `Display` show `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+/// A value that must never be printed: `Debug` and `Display` show `***`, and a value of the
+/// wrong type in the file is refused without being shown.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Secret, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("text")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(
+                self,
+                v: String,
+            ) -> std::result::Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<Secret, E> {
+                Err(not_text())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<Secret, E> {
+                Err(not_text())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<Secret, E> {
+                Err(not_text())
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<Secret, E> {
+                Err(not_text())
+            }
+        }
+        fn not_text<E: serde::de::Error>() -> E {
+            E::custom("a secret must be text: put it in quotes (its value is not shown)")
+        }
+        deserializer.deserialize_string(Text)
+    }
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -755,22 +857,44 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `s` seconds as a [`Duration`], never panicking: negative or NaN is zero, more than a day (or
+/// infinite) is a day. `validate` refuses such numbers; this keeps a value that got past it
+/// (a computed backoff, a command-line flag) from stopping the process.
+pub fn seconds(s: f64) -> Duration {
+    const DAY: f64 = 86_400.0;
+    if s.is_nan() || s <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(s.min(DAY))
+    }
+}
+
 impl Config {
     /// Loads `path`, or the embedded default configuration when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Config> {
+        let (config, problems) = Config::read(path)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Config(problems))
+        }
+    }
+
+    /// Loads `path` (or the embedded configuration) as far as it can be read, with every
+    /// problem: a setting that could not be read stands in with its default, so that
+    /// `validate` can go on to check what depends on the config (the pipelines) in the same run.
+    /// An error only when there is no configuration to speak of (no file, not YAML).
+    pub fn read(path: Option<&Path>) -> Result<(Config, Vec<String>)> {
+        let env = |k: &str| std::env::var(k).ok();
         match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     Error::Config(vec![format!("{}: cannot read: {e}", path.display())])
                 })?;
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                Config::parse(&text, &path.display().to_string(), base, |k| {
-                    std::env::var(k).ok()
-                })
+                Config::read_text(&text, &path.display().to_string(), base, env)
             }
-            None => Config::parse(EMBEDDED, EMBEDDED_SOURCE, PathBuf::from("."), |k| {
-                std::env::var(k).ok()
-            }),
+            None => Config::read_text(EMBEDDED, EMBEDDED_SOURCE, PathBuf::from("."), env),
         }
     }
 
@@ -782,6 +906,22 @@ impl Config {
         base_dir: PathBuf,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config> {
+        let (config, problems) = Config::read_text(text, source, base_dir, env)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Config(problems))
+        }
+    }
+
+    /// [`Config::parse`], returning the config as far as it could be read with every problem
+    /// (each `source: key: message`).
+    fn read_text(
+        text: &str,
+        source: &str,
+        base_dir: PathBuf,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Config, Vec<String>)> {
         let fail = |problems: Vec<String>| {
             Error::Config(
                 problems
@@ -790,10 +930,9 @@ impl Config {
                     .collect(),
             )
         };
-        let text = vars::interpolate(text, env).map_err(fail)?;
-        let root: serde_yaml::Value =
-            serde_yaml::from_str(&text).map_err(|e| fail(vec![format!("not valid YAML: {e}")]))?;
-        let serde_yaml::Value::Mapping(mut root) = root else {
+        let document = vars::parse(text, env).map_err(fail)?;
+        let expanded = document.expanded;
+        let serde_yaml::Value::Mapping(mut root) = document.value else {
             return Err(fail(vec![
                 "expected a mapping of settings at the top level".into(),
             ]));
@@ -802,6 +941,9 @@ impl Config {
         let mut sections = Sections {
             root: &mut root,
             problems: &mut problems,
+            expanded: &expanded,
+            unread: Vec::new(),
+            kept: load::Kept::default(),
         };
         let timezone = sections.take::<String>("timezone", || Some("Asia/Shanghai".into()));
         let timezone = timezone.and_then(|name| match name.parse::<Tz>() {
@@ -813,18 +955,8 @@ impl Config {
                 None
             }
         });
-        let lake = sections.take("lake", || {
-            Some(StoreConfig {
-                url: "./lake".into(),
-                s3: None,
-            })
-        });
-        let inbox = sections.take("inbox", || {
-            Some(StoreConfig {
-                url: "./inbox".into(),
-                s3: None,
-            })
-        });
+        let lake = sections.take("lake", || Some(StoreConfig::at("./lake")));
+        let inbox = sections.take("inbox", || Some(StoreConfig::at("./inbox")));
         let queries = sections.take("queries", || Some("./queries".to_string()));
         let pipelines = sections.take("pipelines", || Some("./pipelines".to_string()));
         let datasets = sections.take("datasets", || Some(DatasetsConfig::default()));
@@ -837,6 +969,8 @@ impl Config {
         let report = sections.take("report", || Some(ReportConfig::default()));
         let email = sections.take("email", || Some(EmailConfig::default()));
         let alerts = sections.take("alerts", || Some(AlertsConfig::default()));
+        let unread = std::mem::take(&mut sections.unread);
+        let kept = std::mem::take(&mut sections.kept);
         for key in root.keys() {
             problems.push(format!(
                 "{}: unknown setting (expected one of timezone, lake, inbox, queries, pipelines, datasets, stages, rules, \
@@ -844,67 +978,39 @@ impl Config {
                 serde_yaml::to_string(key).unwrap_or_default().trim()
             ));
         }
-        let (
-            Some(timezone),
-            Some(lake),
-            Some(inbox),
-            Some(queries),
-            Some(pipelines),
-            Some(datasets),
-            Some(stages),
-            Some(rules),
-            Some(thresholds),
-            Some(index_weights),
-            Some(calendar),
-            Some(engine),
-            Some(report),
-            Some(email),
-            Some(alerts),
-        ) = (
-            timezone,
-            lake,
-            inbox,
-            queries,
-            pipelines,
-            datasets,
-            stages,
-            rules,
-            thresholds,
-            index_weights,
-            calendar,
-            engine,
-            report,
-            email,
-            alerts,
-        )
-        else {
-            return Err(fail(problems));
-        };
+        // A section that could not be read stands in with its default, so that the checks of
+        // every other section still run (and that one's are left out).
         let config = Config {
             source: source.to_string(),
             base_dir,
-            timezone,
-            lake,
-            inbox,
-            queries,
-            pipelines,
-            datasets,
-            stages,
-            rules,
-            thresholds,
-            index_weights,
-            calendar,
-            engine,
-            report,
-            email,
-            alerts,
+            timezone: timezone.unwrap_or(Tz::UTC),
+            lake: lake.unwrap_or_else(|| StoreConfig::at("./lake")),
+            inbox: inbox.unwrap_or_else(|| StoreConfig::at("./inbox")),
+            queries: queries.unwrap_or_default(),
+            pipelines: pipelines.unwrap_or_default(),
+            datasets: datasets.unwrap_or_default(),
+            stages: stages.unwrap_or_default(),
+            rules: rules.unwrap_or_default(),
+            thresholds: thresholds.unwrap_or_default(),
+            index_weights: index_weights.unwrap_or_default(),
+            calendar: calendar.unwrap_or_default(),
+            engine: engine.unwrap_or_default(),
+            report: report.unwrap_or_default(),
+            email: email.unwrap_or_default(),
+            alerts: alerts.unwrap_or_default(),
         };
-        problems.extend(validation::check(&config));
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(fail(problems))
-        }
+        // The checks see lists without the elements that could not be read: their messages
+        // name elements by the file's index.
+        problems.extend(
+            validation::check(&config, &unread)
+                .iter()
+                .map(|p| kept.reindex(p)),
+        );
+        let problems: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{source}: {}", expanded.hide(p)))
+            .collect();
+        Ok((config, problems))
     }
 
     /// The `lake:` section of `path` (the embedded configuration when `None`) alone, and the
@@ -934,20 +1040,22 @@ impl Config {
                     .collect(),
             )
         };
-        let text = vars::interpolate(&text, |k| std::env::var(k).ok()).map_err(fail)?;
-        let mut root: serde_yaml::Mapping =
-            serde_yaml::from_str(&text).map_err(|e| fail(vec![format!("not valid YAML: {e}")]))?;
+        let document = vars::parse(&text, |k| std::env::var(k).ok()).map_err(fail)?;
+        let serde_yaml::Value::Mapping(mut root) = document.value else {
+            return Err(fail(vec![
+                "expected a mapping of settings at the top level".into(),
+            ]));
+        };
         let mut problems = Vec::new();
         let lake = Sections {
             root: &mut root,
             problems: &mut problems,
+            expanded: &document.expanded,
+            unread: Vec::new(),
+            kept: load::Kept::default(),
         }
-        .take("lake", || {
-            Some(StoreConfig {
-                url: "./lake".into(),
-                s3: None,
-            })
-        });
+        .take("lake", || Some(StoreConfig::at("./lake")));
+        let problems: Vec<String> = problems.iter().map(|p| document.expanded.hide(p)).collect();
         let lake = lake.ok_or_else(|| fail(problems))?;
         validation::check_store(&lake).map_err(|p| fail(vec![format!("lake.url: {p}")]))?;
         Ok((lake, base))
@@ -977,16 +1085,22 @@ impl Config {
     }
 }
 
-/// Takes top-level sections out of the YAML mapping one at a time, collecting problems.
+/// Takes top-level sections out of the YAML mapping one at a time, collecting every problem of
+/// each ([`load::typed`]) and which sections could not be read at all.
 struct Sections<'a> {
     root: &'a mut serde_yaml::Mapping,
     problems: &'a mut Vec<String>,
+    expanded: &'a vars::Expanded,
+    /// Sections left at their default because they could not be read.
+    unread: Vec<&'static str>,
+    /// What is left of lists that lost elements.
+    kept: load::Kept,
 }
 
 impl Sections<'_> {
     fn take<T: DeserializeOwned>(
         &mut self,
-        key: &str,
+        key: &'static str,
         default: impl FnOnce() -> Option<T>,
     ) -> Option<T> {
         match self.root.remove(key) {
@@ -995,22 +1109,20 @@ impl Sections<'_> {
                 if value.is_none() {
                     self.problems
                         .push(format!("{key}: missing (it is required)"));
+                    self.unread.push(key);
                 }
                 value
             }
-            Some(value) => match serde_path_to_error::deserialize::<_, T>(value) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    let path = e.path().to_string();
-                    let at = match path.as_str() {
-                        "." => key.to_string(),
-                        index if index.starts_with('[') => format!("{key}{index}"),
-                        field => format!("{key}.{field}"),
-                    };
-                    self.problems.push(format!("{at}: {}", e.into_inner()));
-                    None
+            Some(value) => {
+                let (typed, problems, kept) =
+                    load::typed::<T>(value, &[load::Seg::Key(key.into())], self.expanded);
+                self.problems.extend(problems);
+                self.kept.extend(kept);
+                if typed.is_none() {
+                    self.unread.push(key);
                 }
-            },
+                typed
+            }
         }
     }
 }

@@ -73,7 +73,9 @@ pub fn mask_url(url: &str) -> String {
 /// ledger entry of a notification goes through.
 pub fn mask(text: &str) -> String {
     static URL: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r#"[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>()\[\]{}]+"#).expect("a valid pattern")
+        // A URL does not end with the punctuation after it ("...: HTTP 500").
+        Regex::new(r#"[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>()\[\]{}]*[^\s"'<>()\[\]{}.,:;!?]"#)
+            .expect("a valid pattern")
     });
     static PAIR: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"(?i)\b(access_token|key|sign|timestamp|secret)=[^\s&]+")
@@ -129,5 +131,9 @@ mod tests {
         );
         assert_eq!(mask("bad sign=abc and key=zzz"), "bad sign=*** and key=***");
         assert_eq!(mask("HTTP 500: try again"), "HTTP 500: try again");
+        // Punctuation after a URL stays; masking twice changes nothing.
+        let told = "POST http://127.0.0.1:9/robot/send?access_token=t0k: HTTP 500.";
+        assert_eq!(mask(told), "POST http://127.0.0.1:9/robot/***: HTTP 500.");
+        assert_eq!(mask(&mask(told)), mask(told));
     }
 }

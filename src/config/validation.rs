@@ -8,21 +8,31 @@ use crate::time::parse::parse_hours;
 
 /// Every problem of `config` that serde cannot see, each `key.path: message`, section by section
 /// in the order of the file (after vector's `src/config/validation.rs`: one check per section,
-/// each adding to the same list, so every problem is reported at once).
-pub fn check(config: &Config) -> Vec<String> {
+/// each adding to the same list, so every problem is reported at once). The sections in
+/// `unread` could not be read (their problems are reported already) and are not checked.
+pub fn check(config: &Config, unread: &[&str]) -> Vec<String> {
     let mut problems = Problems::default();
     let found = &mut problems;
-    stores(config, found);
-    datasets(config, found);
-    stages(config, found);
-    rules(config, found);
-    thresholds(config, found);
-    index_weights(config, found);
-    calendar(config, found);
-    engine(config, found);
-    report(config, found);
-    email(config, found);
-    alerts(config, found);
+    type Check = fn(&Config, &mut Problems);
+    let checks: [(&str, Check); 12] = [
+        ("lake", lake),
+        ("inbox", inbox),
+        ("datasets", datasets),
+        ("stages", stages),
+        ("rules", rules),
+        ("thresholds", thresholds),
+        ("index_weights", index_weights),
+        ("calendar", calendar),
+        ("engine", engine),
+        ("report", report),
+        ("email", email),
+        ("alerts", alerts),
+    ];
+    for (section, check) in checks {
+        if !unread.contains(&section) {
+            check(config, found);
+        }
+    }
     problems.0
 }
 
@@ -36,13 +46,58 @@ impl Problems {
     }
 }
 
-/// `lake.url` and `inbox.url`: a local path, `file:///...` or `s3://bucket/prefix`.
-fn stores(config: &Config, problems: &mut Problems) {
-    let mut problem = |key: &str, message: String| problems.add(key, message);
-    for (key, store) in [("lake", &config.lake), ("inbox", &config.inbox)] {
-        if let Err(message) = check_store(store) {
-            problem(&format!("{key}.url"), message);
-        }
+/// `lake`: a local path, `file:///...` or `s3://bucket/prefix`; S3 timeouts; no `settle_s`
+/// (only the inbox waits for files to settle).
+fn lake(config: &Config, problems: &mut Problems) {
+    store("lake", &config.lake, problems);
+    if config.lake.settle_s.is_some() {
+        problems.add(
+            "lake.settle_s",
+            "only the inbox waits for files to settle: move it to inbox.settle_s".into(),
+        );
+    }
+}
+
+/// `inbox`: as the lake, and `settle_s` from 0 to a day.
+fn inbox(config: &Config, problems: &mut Problems) {
+    store("inbox", &config.inbox, problems);
+    if let Some(settle) = config.inbox.settle_s {
+        check_range(problems, "inbox.settle_s", settle, 0.0, DAY_S, "seconds");
+    }
+}
+
+fn store(key: &str, store: &StoreConfig, problems: &mut Problems) {
+    if let Err(message) = check_store(store) {
+        problems.add(&format!("{key}.url"), message);
+    }
+    if let Some(s3) = &store.s3 {
+        check_positive(
+            problems,
+            &format!("{key}.s3.timeout_s"),
+            s3.timeout_s,
+            HOUR_S,
+        );
+    }
+}
+
+/// A day and an hour in seconds: the longest wait any setting may ask for.
+const DAY_S: f64 = 86_400.0;
+const HOUR_S: f64 = 3_600.0;
+
+/// `value` must be a number from `min` to `max`.
+fn check_range(problems: &mut Problems, key: &str, value: f64, min: f64, max: f64, unit: &str) {
+    if !(value.is_finite() && (min..=max).contains(&value)) {
+        problems.add(key, format!("must be from {min} to {max} {unit}"));
+    }
+}
+
+/// `value` must be a number of seconds above 0 and at most `max`.
+fn check_positive(problems: &mut Problems, key: &str, value: f64, max: f64) {
+    if !(value.is_finite() && value > 0.0 && value <= max) {
+        problems.add(
+            key,
+            format!("must be more than 0 and at most {max} seconds"),
+        );
     }
 }
 
@@ -122,6 +177,12 @@ fn rules(config: &Config, problems: &mut Problems) {
             problem(key, "must be zero or more".into());
         }
     }
+    if config.rules.chronic_report_max_days == 0 {
+        problem(
+            "rules.chronic_report_max_days",
+            "must be at least 1 (no follow-up could be valid)".into(),
+        );
+    }
     let templated = config.rules.templated_notes;
     if !(templated.similarity > 0.0 && templated.similarity <= 1.0) {
         problem(
@@ -148,6 +209,11 @@ fn thresholds(config: &Config, problems: &mut Problems) {
     let mut problem = |key: &str, message: String| problems.add(key, message);
     for (metric, threshold) in &config.thresholds {
         let key = format!("thresholds.{metric}");
+        for (bound, value) in [("min", threshold.min), ("max", threshold.max)] {
+            if value.is_some_and(|v| !v.is_finite()) {
+                problem(&format!("{key}.{bound}"), "must be a finite number".into());
+            }
+        }
         match (threshold.min, threshold.max) {
             (None, None) => problem(&key, "give `min`, `max` or both".into()),
             (Some(min), Some(max)) if min > max => {
@@ -215,8 +281,8 @@ fn report(config: &Config, problems: &mut Problems) {
             format!("`{}` is not one of en, zh", report.language),
         );
     }
-    if report.trend_weeks == 0 {
-        problem("report.trend_weeks", "must be at least 1".into());
+    if !(1..=520).contains(&report.trend_weeks) {
+        problem("report.trend_weeks", "must be from 1 to 520 weeks".into());
     }
     for (industry, advice) in &report.industry_advice {
         if let Err(e) = minijinja::Environment::new().template_from_str(advice) {
@@ -254,8 +320,15 @@ fn email(config: &Config, problems: &mut Problems) {
                         format!("`{}` is not one of starttls, implicit, none", smtp.tls),
                     );
                 }
-                if smtp.timeout_s.is_nan() || smtp.timeout_s <= 0.0 {
-                    problem("email.smtp.timeout_s", "must be more than 0".into());
+                if !(smtp.timeout_s.is_finite() && smtp.timeout_s > 0.0 && smtp.timeout_s <= HOUR_S)
+                {
+                    problem(
+                        "email.smtp.timeout_s",
+                        format!("must be more than 0 and at most {HOUR_S} seconds"),
+                    );
+                }
+                if smtp.port == 0 {
+                    problem("email.smtp.port", "must be from 1 to 65535".into());
                 }
                 if smtp.password.is_some() && smtp.username.is_none() {
                     problem(
@@ -373,12 +446,18 @@ fn alerts(config: &Config, problems: &mut Problems) {
         }
     }
     if let Some(escalate) = &alerts.escalate
-        && (escalate.after_h.is_nan() || escalate.after_h < 0.0)
+        && !(escalate.after_h.is_finite() && escalate.after_h >= 0.0)
     {
         problem("alerts.escalate.after_h", "must be 0 or more".into());
     }
+    if !(alerts.timeout_s.is_finite() && alerts.timeout_s > 0.0 && alerts.timeout_s <= HOUR_S) {
+        problem(
+            "alerts.timeout_s",
+            format!("must be more than 0 and at most {HOUR_S} seconds"),
+        );
+    }
     for (i, deadline) in alerts.deadlines.iter().enumerate() {
-        if deadline.within_h.is_nan() || deadline.within_h <= 0.0 {
+        if !(deadline.within_h.is_finite() && deadline.within_h > 0.0) {
             problem(
                 &format!("alerts.deadlines[{i}].within_h"),
                 "must be more than 0".into(),
@@ -411,14 +490,20 @@ fn engine(config: &Config, problems: &mut Problems) {
     if engine.target_partitions == Some(0) {
         problems.add("engine.target_partitions", "must be at least 1".into());
     }
+    check_positive(problems, "engine.timeout_s", engine.timeout_s, HOUR_S);
 }
 
-fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, retry: &RetryConfig) {
-    if retry.attempts == 0 {
-        problem(&format!("{key}.attempts"), "must be at least 1".into());
+/// `attempts` from 1 to 100, `backoff_s` from 0 to an hour (it doubles after each attempt).
+/// Also used for a pipeline's `retries`.
+pub(crate) fn check_retry(problem: &mut impl FnMut(&str, String), key: &str, retry: &RetryConfig) {
+    if !(1..=100).contains(&retry.attempts) {
+        problem(&format!("{key}.attempts"), "must be from 1 to 100".into());
     }
-    if retry.backoff_s.is_nan() || retry.backoff_s < 0.0 {
-        problem(&format!("{key}.backoff_s"), "must be 0 or more".into());
+    if !(retry.backoff_s.is_finite() && (0.0..=HOUR_S).contains(&retry.backoff_s)) {
+        problem(
+            &format!("{key}.backoff_s"),
+            format!("must be from 0 to {HOUR_S} seconds"),
+        );
     }
 }
 

@@ -10,8 +10,9 @@ use chrono_tz::Tz;
 
 use self::generate::{Action, DemoSize, Organisation};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, say};
 use crate::lake::Lake;
+use crate::metrics::display;
 use crate::time::{Period, PeriodKind};
 
 /// `flowhealth demo`'s options (the command line parses them straight into this).
@@ -61,8 +62,8 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
             )
             .await?;
     }
-    println!(
-        "demo: seed {}, {} weeks to {}, {} reps, {} stores: {} opportunities, {} stage changes, {} CRM actions, {} store actions",
+    say!(
+        "demo: seed {}, {} weeks to {}, {} reps, {} stores: {} opportunities, {} stage changes, {} CRM actions, {} store actions\n",
         args.seed,
         args.weeks,
         until,
@@ -72,14 +73,17 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
         org.stage_changes.len(),
         org.crm_actions.len(),
         org.store_actions.len()
-    );
-    println!(
-        "inbox: {} ({} files written)\n",
+    )?;
+    say!(
+        "inbox: {} ({} files written)\n\n",
         inbox.display(),
         files.len()
-    );
-    let report = crate::ingest::ingest(config, &[]).await?;
-    print!("{report}");
+    )?;
+    // The demo wrote these files itself, whole: nothing to wait for (inbox.settle_s).
+    let mut whole = config.clone();
+    whole.inbox.settle_s = None;
+    let report = crate::ingest::ingest(&whole, &[]).await?;
+    say!("{report}")?;
     let lake = Lake::open(config)?;
     let (metrics_ok, week) = metrics(config, &lake, until, args.weeks).await?;
     let mut report_ok = true;
@@ -87,19 +91,22 @@ pub async fn run(config: &Config, args: &DemoArgs) -> Result<i32> {
         let outcome =
             crate::report::run(config, crate::report::Kind::Weekly, Some(&week), true).await?;
         report_ok = outcome.failed.is_empty();
-        println!("\nweekly report, {week}:");
-        print!("{outcome}");
+        say!("\nweekly report, {week}:\n")?;
+        say!("{outcome}")?;
     }
-    println!("\nlake: {}", lake.display());
-    println!("  raw/<dataset>/dt=YYYY-MM-DD/*.parquet         landed rows");
-    println!("  quarantine/<dataset>/dt=YYYY-MM-DD/*.parquet  rejected rows, with the reason");
-    println!(
-        "try: flowhealth query \"select action_type, count(*) from actions group by 1 order by 2 desc\""
-    );
-    println!(
-        "  or: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"",
+    say!("\nlake: {}\n", lake.display())?;
+    say!("  raw/<dataset>/dt=YYYY-MM-DD/*.parquet         landed rows\n")?;
+    say!("  quarantine/<dataset>/dt=YYYY-MM-DD/*.parquet  rejected rows, with the reason\n")?;
+    say!(
+        "try: flowhealth query \"select action_type, count(*) from actions group by 1 order by 2 desc\"\n"
+    )?;
+    say!(
+        "     flowhealth query \"select period, team, value from metrics.process_health_index order by 1 desc, 2 nulls first\"\n"
+    )?;
+    say!(
+        "  or: duckdb -c \"select action_type, count(*) from read_parquet('{}/raw/actions/**/*.parquet', hive_partitioning=1) group by 1 order by 2 desc\"\n",
         lake.display()
-    );
+    )?;
     Ok(if metrics_ok && report_ok {
         report.exit_code()
     } else {
@@ -118,10 +125,10 @@ async fn metrics(
 ) -> Result<(bool, Option<String>)> {
     let catalog = crate::metrics::catalog(config)?;
     if catalog.metrics.is_empty() {
-        println!(
-            "\nno metrics: {} has no metric definitions",
+        say!(
+            "\nno metrics: {} has no metric definitions\n",
             catalog.dir.display()
-        );
+        )?;
         return Ok((true, None));
     }
     let first = until - Duration::days(7 * i64::from(weeks) - 1);
@@ -137,12 +144,12 @@ async fn metrics(
             period = Period::containing(kind, period.end);
         }
     }
-    println!(
-        "\nmetrics: {} periods ({} .. {})",
+    say!(
+        "\nmetrics: {} periods ({} .. {})\n",
         periods.len(),
         first,
         until
-    );
+    )?;
     let mut ok = true;
     let mut latest = None;
     for period in &periods {
@@ -154,7 +161,7 @@ async fn metrics(
         for outcome in &report.outcomes {
             if let Err(error) = &outcome.result {
                 ok = false;
-                println!("  {} {}: FAILED: {error}", outcome.metric, outcome.period);
+                say!("  {} {}: FAILED: {error}\n", outcome.metric, outcome.period)?;
             }
         }
         if period.kind == PeriodKind::Week {
@@ -162,35 +169,16 @@ async fn metrics(
         }
     }
     let Some((week, report)) = latest else {
-        println!("  (no complete week yet)");
+        say!("  (no complete week yet)\n")?;
         return Ok((ok, None));
     };
-    let index = catalog.latest("process_health_index");
-    if let Some(index) = index
+    if let Some(index) = catalog.latest("process_health_index")
         && let Some(batches) = crate::metrics::output::read_output(lake, index, &week).await?
     {
-        let columns = [
-            "team",
-            "value",
-            "stage_compliance_rate",
-            "evidence_rate",
-            "silent_overtime_rate",
-        ];
-        let projected = batches
-            .iter()
-            .map(|b| {
-                let indices: Vec<usize> = columns
-                    .iter()
-                    .filter_map(|c| b.schema().index_of(c).ok())
-                    .collect();
-                b.project(&indices)
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        println!("\nprocess health index, {week} (team NULL: the organisation):");
-        println!(
-            "{}",
-            datafusion::arrow::util::pretty::pretty_format_batches(&projected)?
-        );
+        say!(
+            "\nprocess health index, {week}:\n{}",
+            index_table(&batches)?
+        )?;
     }
     let breaches: Vec<String> = report
         .outcomes
@@ -201,16 +189,51 @@ async fn metrics(
                 .map(move |b| format!("  {}: {}", o.metric, b.advice))
         })
         .collect();
-    println!("breaches, {week}: {}", breaches.len());
+    say!(
+        "{}, {week}:\n",
+        display::count(breaches.len(), "breach", "breaches")
+    )?;
     for breach in breaches {
-        println!("{breach}");
+        say!("{breach}\n")?;
     }
-    println!(
-        "metrics: {}/metrics/<metric>/version=<N>/period=<id>/, breaches: {}/breaches/",
+    say!(
+        "metrics: {}/metrics/<metric>/version=<N>/period=<id>/, breaches: {}/breaches/\n",
         lake.display(),
         lake.display()
-    );
+    )?;
     Ok((ok, Some(week)))
+}
+
+/// The index per team as people read it: a header, the organisation's row first as
+/// `(organisation)`, every rate a percentage.
+fn index_table(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<String> {
+    use crate::engine::{json_rows, row_number, row_text};
+    let columns = [
+        ("value", "index"),
+        ("stage_compliance_rate", "stage compliance"),
+        ("evidence_rate", "evidence"),
+        ("silent_overtime_rate", "silent overtime"),
+    ];
+    let mut out = format!("  {:16}", "team");
+    for (_, title) in columns {
+        out.push_str(&format!("  {title:>16}"));
+    }
+    out.push('\n');
+    let mut rows = json_rows(batches)?;
+    // The organisation (team NULL) first, then the teams by name.
+    rows.sort_by_key(|row| row_text(row, "team"));
+    for row in rows {
+        let team = row_text(&row, "team");
+        out.push_str(&format!("  {:16}", display::team(team.as_deref())));
+        for (column, _) in columns {
+            out.push_str(&format!(
+                "  {:>16}",
+                display::rate(row_number(&row, column))
+            ));
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// The inbox files of the demo: path under the inbox -> content.

@@ -5,7 +5,10 @@
 //!
 //! Tables: `actions`, `stage_changes`, `opportunities` (the latest snapshot of each opportunity),
 //! `opportunity_snapshots` (every snapshot), and `quarantine_<dataset>` for rejected rows; the
-//! configured `stages`, `rules_evidence_required` and `rules_store_actions`.
+//! configured `stages`, `rules_evidence_required` and `rules_store_actions`; the table function
+//! `read_parquet('path')` over any folder of the lake ([`tables`]). The outputs flowhealth
+//! writes (metric outputs, breaches, runs) are registered by the modules that know their layout,
+//! through [`tables::register_folder`].
 //!
 //! The SQL runs in this process (`engine.kind: local`, the default) or on an Apache Ballista
 //! cluster ([`cluster`]). The two differ only in how the session is made and where a computed
@@ -16,6 +19,7 @@ pub mod cluster;
 pub mod probe;
 pub mod query;
 pub mod snapshot;
+pub mod tables;
 
 use std::sync::Arc;
 
@@ -53,21 +57,19 @@ impl Engine {
     ///
     /// Either way, a commit whose writer was killed before its files were all in place is
     /// finished first, so the session reads exactly what the ledgers committed
-    /// ([`crate::lake::commit::roll_forward`]).
+    /// ([`crate::lake::commit::roll_forward`], best-effort: a reader that cannot move files
+    /// reads those in place).
     pub async fn open(config: &Config, lake: &Lake) -> Result<Engine> {
+        crate::lake::commit::roll_forward(lake).await;
         match config.engine.kind {
             EngineKind::Local => Engine::local(config, lake).await,
-            EngineKind::Ballista => {
-                crate::lake::commit::roll_forward(lake).await?;
-                cluster::client::open(config, lake).await
-            }
+            EngineKind::Ballista => cluster::client::open(config, lake).await,
         }
     }
 
-    /// A session in this process, whatever the configuration says (planning in `validate`),
-    /// after the same roll-forward as [`Engine::open`].
+    /// A session in this process, whatever the configuration says (planning in `validate`).
+    /// Unlike [`Engine::open`] it changes nothing in the lake: planning reads no data.
     pub async fn local(config: &Config, lake: &Lake) -> Result<Engine> {
-        crate::lake::commit::roll_forward(lake).await?;
         // Every hash join builds one table from its smaller side (by the inputs' statistics) and
         // probes it from every partition, instead of hash-partitioning both sides. Then the
         // join's dynamic filter on the probe side is a plain range of the build side's keys, which
@@ -109,6 +111,7 @@ impl Engine {
         }
         // After the session is made: a Ballista session replaces the function list it was given.
         crate::udf::register(&ctx, config);
+        tables::register_read_parquet(&ctx, lake, &config.lake.url);
         for (name, sql) in rules::views(config) {
             ctx.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
         }
@@ -352,14 +355,30 @@ fn register(
     Ok(())
 }
 
-/// Names of the tables and views a query can use, for hints.
+/// Names of the tables and views a query can use, for hints and `\d`: those of the default
+/// schema by name, the others qualified (`metrics.evidence_rate`), `information_schema` left out.
 pub(crate) fn table_names(ctx: &SessionContext) -> Vec<String> {
-    let mut names: Vec<String> = ctx
-        .catalog("datafusion")
-        .and_then(|catalog| catalog.schema("public"))
-        .map(|schema| schema.table_names())
-        .unwrap_or_default();
-    names.sort();
+    let Some(catalog) = ctx.catalog("datafusion") else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut schemas = catalog.schema_names();
+    // The default schema first, then the others by name.
+    schemas.sort_by_key(|s| (s != "public", s.clone()));
+    for schema_name in schemas {
+        if schema_name == "information_schema" {
+            continue;
+        }
+        let Some(schema) = catalog.schema(&schema_name) else {
+            continue;
+        };
+        let mut tables = schema.table_names();
+        tables.sort();
+        names.extend(tables.into_iter().map(|t| match schema_name.as_str() {
+            "public" => t,
+            other => format!("{other}.{t}"),
+        }));
+    }
     names
 }
 

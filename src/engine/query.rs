@@ -10,7 +10,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
 use super::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, say};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -39,11 +39,22 @@ pub async fn run(
     // The plan's schema, not the first batch's: a query with no rows still has columns.
     let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
     let batches = engine.collect(frame, Error::from).await?;
-    let bytes = encode(&batches, schema, format, session_zone(ctx))?;
+    // One convention for instants: text is read by people, so table, CSV and JSON show them in
+    // the configured timezone, alike; Parquet is read by tools, so it keeps UTC microseconds
+    // (`lake::for_readers`, in `encode`), as every Parquet file flowhealth writes.
+    let tz = session_zone(ctx);
+    let (schema, batches) = match format {
+        OutputFormat::Table | OutputFormat::Csv | OutputFormat::Json => {
+            local_times(schema, &batches, tz.name())?
+        }
+        OutputFormat::Parquet => (schema, batches),
+    };
+    let bytes = encode(&batches, schema, format, tz)?;
     match output {
         None => std::io::stdout()
             .write_all(&bytes)
-            .map_err(|e| Error::io("<stdout>", e)),
+            .and_then(|()| std::io::stdout().flush())
+            .map_err(crate::error::stdout_error),
         Some(path) => {
             // Written beside the target and renamed into place: a reader never sees half a file.
             let dir = path
@@ -58,6 +69,52 @@ pub async fn run(
     }
 }
 
+/// The timestamp columns that are instants (they have a timezone: the lake's UTC, or `now()`'s)
+/// shown in `tz`: the same instants, displayed as local times with their offset
+/// (`2026-03-01T18:00:00+08:00`). Wall-clock timestamps (no timezone) are left as they are.
+/// Every text a person reads of rows goes through here (`query`, [`crate::metrics::display`]).
+pub(crate) fn local_times(
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    tz: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let local = |data_type: &DataType| match data_type {
+        DataType::Timestamp(unit, Some(_)) => Some(DataType::Timestamp(*unit, Some(tz.into()))),
+        _ => None,
+    };
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| local(f.data_type()).is_some())
+    {
+        return Ok((schema, batches.to_vec()));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match local(f.data_type()) {
+            Some(data_type) => f.as_ref().clone().with_data_type(data_type),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let local_schema =
+        std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let batches = batches
+        .iter()
+        .map(|batch| {
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(local_schema.fields())
+                .map(|(column, field)| datafusion::arrow::compute::cast(column, field.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new(local_schema.clone(), columns)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((local_schema, batches))
+}
+
 fn encode(
     batches: &[RecordBatch],
     schema: SchemaRef,
@@ -67,6 +124,12 @@ fn encode(
     let mut out = Vec::new();
     match format {
         OutputFormat::Table => {
+            // No rows still shows the header: the columns are part of the answer.
+            let empty = [RecordBatch::new_empty(schema.clone())];
+            let batches = match batches.iter().all(|b| b.num_rows() == 0) {
+                true => &empty[..],
+                false => batches,
+            };
             let table = datafusion::arrow::util::pretty::pretty_format_batches(batches)?;
             writeln!(out, "{table}").map_err(|e| Error::io("<buffer>", e))?;
         }
@@ -122,11 +185,30 @@ fn planning_error(ctx: &SessionContext, error: DataFusionError) -> Error {
         return Error::Query(format!("wrong arguments: {inner}"));
     }
     let hint = if message.contains("not found") && message.to_lowercase().contains("table") {
-        format!("\ntables: {}", super::table_names(ctx).join(", "))
+        let mut hint = format!("\ntables: {}", super::table_names(ctx).join(", "));
+        if message.contains(".metrics.") {
+            hint.push_str(
+                "\na metric has a table once it has outputs in the lake: \
+                 `flowhealth metrics run NAME` computes them",
+            );
+        }
+        hint
     } else {
         String::new()
     };
     Error::Query(format!("{message}{hint}"))
+}
+
+/// What `\d` prints: every table (`metrics.<metric>` and the other outputs included), then the
+/// table function over the lake's files.
+fn tables_help(ctx: &SessionContext) -> String {
+    let mut text = super::table_names(ctx).join("\n");
+    text.push_str(&format!(
+        "\n{}('<path in the lake>'): any Parquet folder or file, e.g. {}('exports/my_export')\n",
+        super::tables::READ_PARQUET,
+        super::tables::READ_PARQUET
+    ));
+    text
 }
 
 /// The interactive prompt of `flowhealth query` on a terminal: statements end with `;`, history
@@ -141,9 +223,9 @@ pub async fn interactive(engine: &Engine, format: OutputFormat, functions: &str)
         // A first session has no history yet.
         let _ = editor.load_history(history);
     }
-    println!(
-        "flowhealth SQL over the lake. End statements with `;`. \\d tables, \\df functions, \\q quit."
-    );
+    say!(
+        "flowhealth SQL over the lake. End statements with `;`. \\d tables, \\df functions, \\q quit.\n"
+    )?;
     let mut statement = String::new();
     loop {
         let prompt = if statement.is_empty() {
@@ -167,12 +249,12 @@ pub async fn interactive(engine: &Engine, format: OutputFormat, functions: &str)
                 "\\q" | "quit" | "exit" => break,
                 "\\d" => {
                     let _ = editor.add_history_entry(trimmed);
-                    println!("{}", super::table_names(engine.ctx()).join("\n"));
+                    say!("{}", tables_help(engine.ctx()))?;
                     continue;
                 }
                 "\\df" => {
                     let _ = editor.add_history_entry(trimmed);
-                    print!("{functions}");
+                    say!("{functions}")?;
                     continue;
                 }
                 _ => {}

@@ -58,8 +58,8 @@ fn arrival(opportunity: &str, stage: &str, changed_at: i64) -> u128 {
 
 impl HistoryState {
     /// Reads the stage history in the lake (one pass: the keys of its rows and each
-    /// opportunity's latest change).
-    pub async fn load(lake: &Lake) -> Result<HistoryState> {
+    /// opportunity's latest change), and the files of it that could not be read.
+    pub async fn load(lake: &Lake) -> Result<(HistoryState, Vec<String>)> {
         let mut state = HistoryState::default();
         let mut hasher = KeyHasher::new(Dataset::StageChanges);
         const COLUMNS: [&str; 6] = [
@@ -70,12 +70,12 @@ impl HistoryState {
             "ingested_at",
             "source_line",
         ];
-        keys::scan_raw(lake, Dataset::StageChanges, &COLUMNS, |batch| {
+        let unreadable = keys::scan_raw(lake, Dataset::StageChanges, &COLUMNS, |batch| {
             hasher.add_batch(Dataset::StageChanges, batch, &mut state.keys)?;
             state.add_batch(batch)
         })
         .await?;
-        Ok(state)
+        Ok((state, unreadable))
     }
 
     fn add_batch(&mut self, batch: &RecordBatch) -> Result<()> {

@@ -144,24 +144,28 @@ impl KeyHasher {
     }
 }
 
-/// The keys of every row of `dataset` already in the lake, reading only the key columns.
-pub async fn load(lake: &Lake, dataset: Dataset) -> Result<KeySet> {
+/// The keys of every row of `dataset` already in the lake, reading only the key columns, and
+/// the files that could not be read (lake-relative path and why): a truncated or foreign Parquet
+/// file is named and passed over, so it does not stop every later ingest of the dataset.
+pub async fn load(lake: &Lake, dataset: Dataset) -> Result<(KeySet, Vec<String>)> {
     let mut keys = KeySet::default();
     let mut hasher = KeyHasher::new(dataset);
-    scan_raw(lake, dataset, dataset.key_columns(), |batch| {
+    let unreadable = scan_raw(lake, dataset, dataset.key_columns(), |batch| {
         hasher.add_batch(dataset, batch, &mut keys)
     })
     .await?;
-    Ok(keys)
+    Ok((keys, unreadable))
 }
 
-/// Calls `f` with every batch of `raw/<dataset>/`, reading only `columns`.
+/// Calls `f` with every batch of `raw/<dataset>/`, reading only `columns`. Returns the files that
+/// could not be read (`path: cannot be read (why)`), which it passes over.
 pub async fn scan_raw(
     lake: &Lake,
     dataset: Dataset,
     columns: &[&str],
     mut f: impl FnMut(&RecordBatch) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let mut unreadable = Vec::new();
     for object in lake.list(&["raw", dataset.name()]).await? {
         if !object.location.as_ref().ends_with(".parquet") {
             continue;
@@ -169,20 +173,44 @@ pub async fn scan_raw(
         let Some(bytes) = lake.get(&object.location).await? else {
             continue;
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+        let file = lake.relative(&object.location);
+        let mut unreadable_file = |e: &dyn std::fmt::Display| {
+            tracing::error!(%file, error = %e, "A Parquet file of the lake cannot be read.");
+            unreadable.push(format!("{file}: cannot be read ({e})"));
+        };
+        let builder = match ParquetRecordBatchReaderBuilder::try_new(bytes) {
+            Ok(builder) => builder,
+            Err(e) => {
+                unreadable_file(&e);
+                continue;
+            }
+        };
         let schema = builder.parquet_schema();
         let indices =
             (0..schema.num_columns()).filter(|&i| columns.contains(&schema.column(i).name()));
         let mask = ProjectionMask::leaves(schema, indices);
-        for batch in builder
+        let batches = match builder
             .with_projection(mask)
             .with_batch_size(64 * 1024)
-            .build()?
+            .build()
         {
-            f(&batch?)?;
+            Ok(batches) => batches,
+            Err(e) => {
+                unreadable_file(&e);
+                continue;
+            }
+        };
+        for batch in batches {
+            match batch {
+                Ok(batch) => f(&batch)?,
+                Err(e) => {
+                    unreadable_file(&e);
+                    break;
+                }
+            }
         }
     }
-    Ok(())
+    Ok(unreadable)
 }
 
 #[cfg(test)]

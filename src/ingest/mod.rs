@@ -14,6 +14,10 @@
 //!   ([`Dataset::key_columns`]) is already in the lake, or earlier in the same file, is counted as
 //!   a duplicate. A file that changed since it was ingested is reported as such.
 //! - One run at a time, enforced by a lock in the lake.
+//! - A file still being written waits, a file that is not text is rejected, and the report says
+//!   what the ledger knows of each file ([`arrival`]).
+//! - A Parquet file of `raw/` that cannot be read is named, the other files still land, and
+//!   `flowhealth doctor` / `repair` ([`repair`]) set it aside and land its input again.
 //!
 //! For every file: landed + quarantined + duplicates + blank = rows read.
 //!
@@ -22,6 +26,7 @@
 //! [`columns`] of its [`spec`] (its dataset's settings and its source's); [`validate`] types each
 //! record; [`history`] derives stage changes from snapshots; [`buffer`] groups rows by `dt=`.
 
+pub(crate) mod arrival;
 pub(crate) mod buffer;
 pub(crate) mod cell;
 pub(crate) mod columns;
@@ -29,6 +34,7 @@ pub(crate) mod decode;
 pub(crate) mod history;
 pub(crate) mod keys;
 pub(crate) mod reader;
+pub mod repair;
 pub(crate) mod source;
 pub(crate) mod spec;
 pub(crate) mod validate;
@@ -74,6 +80,9 @@ pub enum FileStatus {
     Rejected,
     /// Failed for a reason outside the file (storage); nothing of it landed.
     Failed,
+    /// Still being written (modified within `inbox.settle_s`, or its last line has no line end
+    /// yet): nothing of it landed; a later run lands it.
+    Waiting,
 }
 
 impl fmt::Display for FileStatus {
@@ -84,6 +93,7 @@ impl fmt::Display for FileStatus {
             FileStatus::AlreadyIngested => "already ingested",
             FileStatus::Rejected => "rejected",
             FileStatus::Failed => "failed",
+            FileStatus::Waiting => "waiting",
         })
     }
 }
@@ -148,6 +158,10 @@ pub struct IngestReport {
     pub finished: usize,
     /// Where the files were looked for, for messages.
     pub inbox: String,
+    /// Parquet files of `raw/` that could not be read (lake-relative path: why). Their rows
+    /// are not deduplicated against until `flowhealth repair` sets them aside and lands their
+    /// inputs again.
+    pub corrupt: Vec<String>,
 }
 
 impl IngestReport {
@@ -162,38 +176,61 @@ impl IngestReport {
         })
     }
 
-    /// 0 when every file was ingested (quarantined rows are not a failure: they are accounted
-    /// for), 2 when a file was rejected as bad input, 1 when storage failed.
+    /// 0 when every file was ingested or waits for its writer (quarantined rows are not a
+    /// failure: they are accounted for), 2 when a file was rejected as bad input, 1 when storage
+    /// failed or the lake holds a file that cannot be read.
     pub fn exit_code(&self) -> i32 {
-        if self.files.iter().any(|f| f.status == FileStatus::Failed) {
-            1
-        } else if self.files.iter().any(|f| f.status == FileStatus::Rejected) {
-            2
-        } else {
-            0
-        }
+        self.failure().map_or(0, |e| e.exit_code())
     }
 
-    /// The files that failed at run time, as one error with the whole report (a rejected file
-    /// is the input's to fix and is not a failure of the run); `None` when no file failed.
-    /// Retryable when every failed file is.
+    /// What went wrong, as one error with the whole report, in the domain that sets the exit
+    /// status: a file that failed at run time (external; retryable when every such file is),
+    /// else an unreadable file in the lake (internal), else a rejected file (the user's).
+    /// `None` when nothing did. A pipeline's `ingest` step fails with it, as the command does.
     pub fn failure(&self) -> Option<Error> {
-        let failed: Vec<&FileOutcome> = self
-            .files
-            .iter()
-            .filter(|f| f.status == FileStatus::Failed)
-            .collect();
-        (!failed.is_empty()).then(|| Error::Reported {
+        let of = |status| self.files.iter().filter(move |f| f.status == status);
+        let (domain, retryable) = if of(FileStatus::Failed).next().is_some() {
+            (
+                Domain::External,
+                of(FileStatus::Failed).all(|f| f.retryable),
+            )
+        } else if !self.corrupt.is_empty() {
+            (Domain::Internal, false)
+        } else if of(FileStatus::Rejected).next().is_some() {
+            (Domain::User, false)
+        } else {
+            return None;
+        };
+        Some(Error::Reported {
             message: self.to_string(),
-            domain: Domain::External,
-            retryable: failed.iter().all(|f| f.retryable),
+            domain,
+            retryable,
         })
+    }
+
+    /// One line for a run ledger: `ingest: 3 files (2 ingested, 1 waiting)`.
+    pub fn summary(&self) -> String {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for file in &self.files {
+            *counts.entry(file.status.to_string()).or_default() += 1;
+        }
+        let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let n = self.files.len();
+        format!(
+            "ingest: {n} {}{}",
+            if n == 1 { "file" } else { "files" },
+            if counts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", counts.join(", "))
+            }
+        )
     }
 }
 
 impl fmt::Display for IngestReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.files.is_empty() {
+        if self.files.is_empty() && self.corrupt.is_empty() {
             return writeln!(
                 f,
                 "no files to ingest in {}/<dataset>/ (datasets: actions, stage_changes, opportunities)",
@@ -266,6 +303,18 @@ impl fmt::Display for IngestReport {
                 self.finished
             )?;
         }
+        for corrupt in &self.corrupt {
+            writeln!(f, "{corrupt}")?;
+        }
+        if !self.corrupt.is_empty() {
+            writeln!(
+                f,
+                "the lake holds {} Parquet file(s) that cannot be read; the other files landed, but rows repeating \
+                 theirs could not be told apart: run `flowhealth doctor` to see what `flowhealth repair` will do \
+                 (set them aside in quarantine/_corrupt/ and land their inbox files again)",
+                self.corrupt.len()
+            )?;
+        }
         Ok(())
     }
 }
@@ -323,6 +372,9 @@ struct Ingest<'c> {
     lake: Lake,
     inbox: Lake,
     ingested_at: DateTime<Utc>,
+    /// Only these inbox files (by name), when set: `repair` lands the inputs of what it set
+    /// aside, and nothing else.
+    only: Option<HashSet<String>>,
 }
 
 impl<'c> Ingest<'c> {
@@ -332,6 +384,7 @@ impl<'c> Ingest<'c> {
             lake,
             inbox,
             ingested_at: Utc::now(),
+            only: None,
         }
     }
 
@@ -361,8 +414,16 @@ impl<'c> Ingest<'c> {
                 ledger: ledgers.remove(&dataset).unwrap_or_default(),
                 keys: None,
                 history: None,
+                unreadable: Vec::new(),
             };
             for file in source::list(&self.inbox, dataset).await? {
+                if self
+                    .only
+                    .as_ref()
+                    .is_some_and(|only| !only.contains(&file.name))
+                {
+                    continue;
+                }
                 let outcome = self.ingest_file(&file, &mut state).await;
                 let outcome = match outcome {
                     Ok(outcome) => outcome,
@@ -402,6 +463,11 @@ impl<'c> Ingest<'c> {
                     ),
                 }
                 report.files.push(outcome);
+            }
+            for unreadable in state.unreadable {
+                if !report.corrupt.contains(&unreadable) {
+                    report.corrupt.push(unreadable);
+                }
             }
         }
         Ok(report)
@@ -468,7 +534,6 @@ impl<'c> Ingest<'c> {
         };
         let format = source::format_of(&file.name).map_err(rejected)?;
         let spec = FileSpec::new(self.config, dataset, &file.name).map_err(rejected)?;
-        let prepared = source::prepare(&self.inbox, file).await?;
         let outcome = |status, counts, message, read_as| FileOutcome {
             dataset,
             source: file.name.clone(),
@@ -478,6 +543,16 @@ impl<'c> Ingest<'c> {
             retryable: false,
             read_as,
         };
+        let settle_s = self.config.inbox.settle_s.unwrap_or(0.0);
+        if let Some(why) = arrival::waiting_for_writer(file.modified, self.ingested_at, settle_s) {
+            return Ok(outcome(
+                FileStatus::Waiting,
+                Counts::default(),
+                Some(why),
+                None,
+            ));
+        }
+        let prepared = source::prepare(&self.inbox, file).await?;
         if let Some(entry) = ledger.get(&prepared.content_hash) {
             let message =
                 (entry.source != file.name).then(|| format!("same content as {}", entry.source));
@@ -490,6 +565,25 @@ impl<'c> Ingest<'c> {
         }
         if prepared.size == 0 {
             return Err(rejected("the file is empty: expected a header row".into()));
+        }
+        if format != Format::Xlsx {
+            let head = arrival::head(&prepared.path).map_err(|e| Error::io(&prepared.path, e))?;
+            // UTF-16 has NUL bytes: declared so, it is text even without a byte order mark.
+            let utf16 = matches!(spec.encoding, crate::config::EncodingSetting::Declared(e)
+                if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE);
+            if let Some(why) = arrival::not_text(&head).filter(|_| !utf16) {
+                return Err(rejected(why));
+            }
+            let cut = arrival::unterminated(&prepared.path, format, prepared.size, &head)
+                .map_err(|e| Error::io(&prepared.path, e))?;
+            if let Some(why) = cut {
+                return Ok(outcome(
+                    FileStatus::Waiting,
+                    Counts::default(),
+                    Some(why),
+                    None,
+                ));
+            }
         }
         let previous = ledger
             .values()
@@ -504,10 +598,14 @@ impl<'c> Ingest<'c> {
             )
         });
         if state.keys.is_none() {
-            state.keys = Some(keys::load(&self.lake, dataset).await?);
+            let (loaded, unreadable) = keys::load(&self.lake, dataset).await?;
+            state.unreadable.extend(unreadable);
+            state.keys = Some(loaded);
         }
         if spec.history.is_some() && state.history.is_none() {
-            state.history = Some(HistoryState::load(&self.lake).await?);
+            let (history, unreadable) = HistoryState::load(&self.lake).await?;
+            state.unreadable.extend(unreadable);
+            state.history = Some(history);
         }
         let known = Arc::new(state.keys.take().expect("loaded above"));
         let history = state.history.take().map(Arc::new);
@@ -550,7 +648,9 @@ impl<'c> Ingest<'c> {
         entry_parts.push(&entry_name);
         let entry_path = self.lake.path(&entry_parts);
         let entry_bytes = bytes::Bytes::from(serde_json::to_vec_pretty(&entry)?);
-        transaction.commit(Some((entry_path, entry_bytes))).await?;
+        // Past the commit point the file is landed, even when a move failed: its keys and history
+        // count for the files after it, or an overlapping export would land its rows again.
+        let committed = transaction.commit(Some((entry_path, entry_bytes))).await?;
         ledger.insert(entry.content_hash.clone(), entry);
         state
             .keys
@@ -565,12 +665,29 @@ impl<'c> Ingest<'c> {
         } else {
             FileStatus::Ingested
         };
-        let message = match (changed, counts.derived) {
-            (changed, 0) => changed,
+        // Changed: the ledger knew the name. Otherwise the name and the content are new to it,
+        // and rows it repeats are worth saying (an edited copy sent under another name).
+        let known = changed
+            .or_else(|| arrival::repeated_rows(dataset, counts.duplicates, counts.rows_read));
+        let message = match (known, counts.derived) {
+            (known, 0) => known,
             (None, n) => Some(format!("{n} stage change(s) derived from the snapshots")),
-            (Some(changed), n) => Some(format!(
-                "{changed}; {n} stage change(s) derived from the snapshots"
+            (Some(known), n) => Some(format!(
+                "{known}; {n} stage change(s) derived from the snapshots"
             )),
+        };
+        let message = match committed.pending {
+            None => message,
+            Some(error) => {
+                tracing::warn!(dataset = dataset.name(), file = %file.name, %error, "Committed, but not every file is in place yet.");
+                let pending = format!(
+                    "committed, but not every file is in place yet ({error}): the next query, metrics run, report or ingest moves them"
+                );
+                Some(match message {
+                    Some(message) => format!("{message}; {pending}"),
+                    None => pending,
+                })
+            }
         };
         Ok(outcome(status, counts, message, Some(read_as)))
     }
@@ -724,6 +841,8 @@ struct DatasetState {
     keys: Option<KeySet>,
     /// The stage history, loaded at the first snapshot file that derives from it.
     history: Option<HistoryState>,
+    /// Files of `raw/` that could not be read while loading the keys or the history.
+    unreadable: Vec<String>,
 }
 
 /// The blocking half of landing a file: records in, batches out.

@@ -25,6 +25,8 @@ pub struct InboxFile {
     /// Path relative to the inbox root, e.g. `actions/crm-2026-03.csv`.
     pub name: String,
     pub location: object_store::path::Path,
+    /// When the file last changed, as the store says.
+    pub modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// Files of `dataset` in the inbox, sorted by name. Hidden files and Office lock files (`~$x.xlsx`)
@@ -40,6 +42,7 @@ pub async fn list(inbox: &Lake, dataset: Dataset) -> Result<Vec<InboxFile>> {
         files.push(InboxFile {
             dataset,
             name,
+            modified: object.last_modified,
             location: object.location,
         });
     }

@@ -1,36 +1,45 @@
 //! Committing a set of files to the lake so that no reader, flowhealth or a BI tool listing the
 //! folders, sees one of them before the commit, and every reader sees all of them after it.
 //!
-//! The protocol ([`Transaction`]), one per input file of an ingest, per metric period, per
-//! compaction:
+//! The protocol ([`Transaction`]), one per input file of an ingest and per metric period:
 //!
 //! 1. **Stage.** Each file is written under `_staging/<transaction>/<its final path>`. Hive-style
 //!    readers (DuckDB's `hive_partitioning`, pandas and pyarrow datasets, polars, Spark) skip
 //!    folders whose names start with `_` or `.`, and `_staging/` is outside every dataset's
 //!    folder, so `raw/actions/**/*.parquet` never matches a staged file either.
-//! 2. **Intent.** `_flowhealth/commits/<transaction>.json` lists the moves (staged -> final), the
-//!    files to remove, and the ledger entry that commits them (if any).
+//! 2. **Intent.** `_flowhealth/commits/<transaction>.json` lists the moves (staged -> final) and
+//!    the ledger entry that commits them (if any).
 //! 3. **Commit.** The ledger entry is written (an ingest's `_flowhealth/ingest/ledger/...json`):
 //!    one atomic put, the commit point. A transaction without a ledger entry (a metric's output)
 //!    commits with the intent itself.
 //! 4. **Apply.** Each staged file is moved into place (a rename on a local disk; a server-side
-//!    copy and a delete on S3), then the files to remove are deleted, then the intent.
+//!    copy and a delete on S3), then the intent is deleted.
 //!
 //! A process killed before 3 leaves staged files and perhaps an intent, both invisible to
-//! readers; the writer's next run rolls them back ([`recover`], under the writer's lock). Killed
-//! after 3, the commit stands and its moves are finished by whoever comes next: every reader of
-//! flowhealth's own ([`roll_forward`] when a SQL session opens or a report is read) and the next
-//! writer. Moves are idempotent (a staged file already gone whose final file exists was moved),
-//! so a reader finishing a commit while its writer is still moving is harmless. A reader never
-//! rolls back: it cannot tell a writer that died before its commit from one about to commit.
+//! readers; the next writer of the same kind rolls them back ([`recover`], under that kind's lock
+//! in the lake: `ingest` for an ingest, `metrics` for a metric's output). Killed after 3, the
+//! commit stands and its moves are finished by whoever comes next: every reader of flowhealth's
+//! own ([`roll_forward`] when a SQL session opens or a report is read) and the next writer. Moves
+//! are idempotent (a staged file already gone whose final file exists was moved), so a reader
+//! finishing a commit while its writer is still moving is harmless. A reader never rolls back: it
+//! cannot tell a writer that died before its commit from one about to commit. Finishing is
+//! best-effort for a reader (one with read-only credentials cannot move): what it cannot move
+//! stays for the next writer, and the reader reads the committed files in place.
 //!
 //! During the moves a reader that lists the folders may see some of a commit's files and not yet
-//! the others: never a file that is not committed, never more rows than the ledger holds.
+//! the others: never a file that is not committed, and, as a transaction only adds files (a
+//! replaced file is overwritten by its move), never more rows than the ledger holds. A metric's
+//! output and breaches are two moves too: between them such a reader sees the new output beside
+//! the old breaches. flowhealth's own readers are such readers for a commit made while they read
+//! (they finish pending commits once, when they open): a `metrics run` during an ingest may
+//! compute from part of a commit, a known limit the README states.
 //!
-//! For tests, `FLOWHEALTH_FAILPOINT=<point>[@n]` stops the process at the n-th (first) time it
-//! reaches `<point>`: `commit:staged`, `commit:intent`, `commit:committed`, `commit:moved` (after
-//! the first move). It prints `paused at <point>` to standard error and waits to be killed, so a
-//! test can `kill -9` it exactly there.
+//! For tests, `FLOWHEALTH_FAILPOINT=<point>[@n][=error|=panic]` stops the process at the n-th
+//! (first) time it reaches `<point>`: `commit:staged`, `commit:intent`, `commit:committed`,
+//! `commit:moved` (after the first move). It prints `paused at <point>` to standard error and
+//! waits to be killed, so a test can `kill -9` it exactly there; with `=error` it fails there
+//! instead, as a store that refuses a request would, and with `=panic` it panics there (a bug in
+//! a step, which a pipeline run must survive).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -39,10 +48,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
-use super::Lake;
+use super::{Lake, STAGING};
 use crate::error::{Error, Result};
-
-pub use super::STAGING;
 
 /// Where intents live, relative to the lake's root.
 const INTENTS: [&str; 2] = ["_flowhealth", "commits"];
@@ -59,7 +66,6 @@ pub struct Transaction {
     id: String,
     /// (staged, final), in the order they were staged.
     moves: Vec<(Path, Path)>,
-    removes: Vec<Path>,
 }
 
 /// What an intent records, lake-relative.
@@ -70,14 +76,23 @@ struct Intent {
     /// itself is the commit.
     ledger: Option<String>,
     moves: Vec<Move>,
-    #[serde(default)]
-    removes: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Move {
     from: String,
     to: String,
+}
+
+/// A transaction past its commit point: its files are committed, whether or not all of them are
+/// in place yet.
+#[derive(Debug)]
+#[must_use = "a commit whose moves failed still stands: see `pending`"]
+pub struct Committed {
+    /// Why some of its files are not in place yet (a move failed after the commit point): the
+    /// commit stands, and the next reader or writer moves them ([`roll_forward`], [`recover`]).
+    /// `None`: every file is in place.
+    pub pending: Option<Error>,
 }
 
 /// What [`recover`] did.
@@ -91,19 +106,13 @@ pub struct Recovery {
 
 impl Transaction {
     /// Begins a transaction of `kind` (`ingest`, `metrics`, ...: a recovery under the writer's
-    /// lock removes what a dead writer of that kind staged at once, others' after an hour).
+    /// lock removes what a dead writer of that kind staged at once, see [`recover`]).
     pub fn begin(lake: &Lake, kind: &str) -> Transaction {
         Transaction {
             lake: lake.clone(),
             id: super::staging_id(kind),
             moves: Vec::new(),
-            removes: Vec::new(),
         }
-    }
-
-    /// The transaction's id: `<kind>-<UTC time>-<8 hex digits>`.
-    pub fn id(&self) -> &str {
-        &self.id
     }
 
     /// Writes `bytes` as a staged file that appears at `to` when the transaction commits.
@@ -112,11 +121,6 @@ impl Transaction {
         self.lake.put_direct(&staged, bytes).await?;
         self.moves.push((staged, to));
         Ok(())
-    }
-
-    /// Deletes `path` when the transaction commits (a file a compaction or a rewrite replaces).
-    pub fn remove_on_commit(&mut self, path: Path) {
-        self.removes.push(path);
     }
 
     /// The final paths of the files staged so far.
@@ -135,17 +139,19 @@ impl Transaction {
     }
 
     /// Commits: the intent, then `ledger` (path and bytes, the commit point; without one the
-    /// intent is), then the moves. Returns once every file is in place. An error before the
-    /// commit point leaves nothing visible (the next [`recover`] removes the staged files); one
-    /// after it leaves a commit that the next reader or writer finishes.
-    pub async fn commit(self, ledger: Option<(Path, Bytes)>) -> Result<()> {
-        if self.moves.is_empty() && self.removes.is_empty() {
+    /// intent is), then the moves. An error means the commit point was not passed: nothing is
+    /// visible, and the next [`recover`] removes the staged files. Past it the transaction is
+    /// committed even when a move fails: [`Committed::pending`] says why not every file is in
+    /// place yet, and the next reader or writer finishes the moves. A caller that keeps state
+    /// (an ingest's keys) must take the files as landed either way.
+    pub async fn commit(self, ledger: Option<(Path, Bytes)>) -> Result<Committed> {
+        if self.moves.is_empty() {
             if let Some((path, bytes)) = ledger {
                 self.lake.put(&path, bytes).await?;
             }
-            return Ok(());
+            return Ok(Committed { pending: None });
         }
-        failpoint("commit:staged");
+        failpoint("commit:staged")?;
         let intent = Intent {
             id: self.id.clone(),
             ledger: ledger.as_ref().map(|(path, _)| self.lake.relative(path)),
@@ -157,7 +163,6 @@ impl Transaction {
                     to: self.lake.relative(to),
                 })
                 .collect(),
-            removes: self.removes.iter().map(|p| self.lake.relative(p)).collect(),
         };
         let intent_path = intent_path(&self.lake, &self.id);
         self.lake
@@ -166,12 +171,20 @@ impl Transaction {
                 Bytes::from(serde_json::to_vec_pretty(&intent)?),
             )
             .await?;
-        failpoint("commit:intent");
-        if let Some((path, bytes)) = ledger {
-            self.lake.put(&path, bytes).await?;
+        failpoint("commit:intent")?;
+        if let Some((path, bytes)) = ledger
+            && let Err(error) = self.lake.put(&path, bytes).await
+        {
+            // A put that failed may still have been stored (a timeout after the store took
+            // it): then the commit stands, and taking it for not committed would land its rows
+            // again.
+            if !committed(&self.lake, &intent).await.unwrap_or(false) {
+                return Err(error);
+            }
         }
-        failpoint("commit:committed");
-        apply(&self.lake, &intent).await
+        failpoint("commit:committed")?;
+        let pending = apply(&self.lake, &intent).await.err();
+        Ok(Committed { pending })
     }
 
     /// Removes what was staged: the transaction never happened.
@@ -184,8 +197,8 @@ fn intent_path(lake: &Lake, id: &str) -> Path {
     lake.path(&[INTENTS[0], INTENTS[1], &format!("{id}.json")])
 }
 
-/// Moves a committed transaction's files into place, deletes what it removes, then its intent.
-/// Idempotent: what was already moved is passed over.
+/// Moves a committed transaction's files into place, then deletes its intent. Idempotent: what
+/// was already moved is passed over.
 async fn apply(lake: &Lake, intent: &Intent) -> Result<()> {
     let store = lake.store();
     for (i, step) in intent.moves.iter().enumerate() {
@@ -204,11 +217,8 @@ async fn apply(lake: &Lake, intent: &Intent) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
         if i == 0 {
-            failpoint("commit:moved");
+            failpoint("commit:moved")?;
         }
-    }
-    for remove in &intent.removes {
-        lake.delete(&lake.path_of(remove)).await?;
     }
     remove_staging(lake, &intent.id).await?;
     lake.delete(&intent_path(lake, &intent.id)).await
@@ -270,26 +280,46 @@ async fn committed(lake: &Lake, intent: &Intent) -> Result<bool> {
     }
 }
 
-/// Finishes every commit whose moves did not finish (its writer was killed after the commit
-/// point). Safe for any reader at any time: it never removes what may still commit. Returns how
-/// many commits it finished; usually none, for the price of one listing.
-pub async fn roll_forward(lake: &Lake) -> Result<usize> {
+/// Finishes every commit whose moves did not finish (its writer stopped after the commit point,
+/// or is still moving). Safe for any reader at any time: it never removes what may still commit.
+/// Best-effort: a reader must not fail because it cannot write (read-only credentials, a store
+/// that refuses a move), so what it cannot finish is logged and left for the next writer, and
+/// the reader reads the committed files that are in place. Returns how many commits it
+/// finished; usually none, for the price of one listing.
+pub async fn roll_forward(lake: &Lake) -> usize {
+    let intents = match intents(lake).await {
+        Ok(intents) => intents,
+        Err(error) => {
+            tracing::info!(%error, "Cannot list the pending commits; reading the files in place.");
+            return 0;
+        }
+    };
     let mut finished = 0;
-    for intent in intents(lake).await? {
-        if committed(lake, &intent).await? {
-            tracing::warn!(commit = %intent.id, files = intent.moves.len(), "Finishing a commit whose writer stopped before its files were in place.");
-            apply(lake, &intent).await?;
-            finished += 1;
+    for intent in intents {
+        let done = async {
+            if !committed(lake, &intent).await? {
+                return Ok(false);
+            }
+            tracing::info!(commit = %intent.id, files = intent.moves.len(), "Finishing a commit (its writer stopped, or is still moving its files).");
+            apply(lake, &intent).await.map(|()| true)
+        };
+        match done.await {
+            Ok(finished_it) => finished += usize::from(finished_it),
+            Err(error) => {
+                tracing::info!(commit = %intent.id, %error, "A commit is pending: its files not yet in place are not read until a writer finishes it.");
+            }
         }
     }
-    Ok(finished)
+    finished
 }
 
 /// Rolls every transaction forward or back: a committed one's moves are finished; one that did
 /// not commit is removed, staged files and intent. Only a writer holding the lock of `kind` may
 /// call this, so that no live writer of that kind is between staging and its commit: staging
-/// folders of `kind` without a committed intent are removed at once, those of other kinds after
-/// an hour.
+/// folders of `kind` without a committed intent are removed at once, those of short-lived
+/// writers of other kinds (a metric's output, a single put) after an hour. An ingest's are left
+/// to an ingest: one transaction lasts as long as its input file takes to read, hours for a
+/// large one.
 pub async fn recover(lake: &Lake, kind: &str) -> Result<Recovery> {
     let mut recovery = Recovery::default();
     let mut known = std::collections::HashSet::new();
@@ -311,7 +341,7 @@ pub async fn recover(lake: &Lake, kind: &str) -> Result<Recovery> {
             continue;
         }
         let ours = id.starts_with(&format!("{kind}-"));
-        if ours || abandoned(&id) {
+        if ours || (abandoned(&id) && !id.starts_with("ingest-")) {
             tracing::warn!(transaction = %id, "Removing the staged files of a writer that stopped before its commit.");
             remove_staging(lake, &id).await?;
             recovery.rolled_back += usize::from(ours);
@@ -354,21 +384,35 @@ fn abandoned(id: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Stops here for a test that kills the process at `point` (see the module documentation).
-pub fn failpoint(point: &str) {
+/// Stops here, or fails here, for a test (see the module documentation).
+fn failpoint(point: &str) -> Result<()> {
     static SEEN: AtomicUsize = AtomicUsize::new(0);
     let Ok(wanted) = std::env::var("FLOWHEALTH_FAILPOINT") else {
-        return;
+        return Ok(());
+    };
+    let (wanted, fail) = match wanted.strip_suffix("=error") {
+        Some(wanted) => (wanted, true),
+        None => (wanted.as_str(), false),
+    };
+    let (wanted, panics) = match wanted.strip_suffix("=panic") {
+        Some(wanted) => (wanted, true),
+        None => (wanted, false),
     };
     let (name, nth) = match wanted.split_once('@') {
-        Some((name, n)) => (name.to_string(), n.parse::<usize>().unwrap_or(1)),
-        None => (wanted.clone(), 1),
+        Some((name, n)) => (name, n.parse::<usize>().unwrap_or(1)),
+        None => (wanted, 1),
     };
-    if name != point {
-        return;
+    if name != point || SEEN.fetch_add(1, Ordering::SeqCst) + 1 != nth {
+        return Ok(());
     }
-    if SEEN.fetch_add(1, Ordering::SeqCst) + 1 != nth {
-        return;
+    if fail {
+        return Err(Error::ObjectStore(object_store::Error::Generic {
+            store: "failpoint",
+            source: format!("FLOWHEALTH_FAILPOINT: failing at {point}").into(),
+        }));
+    }
+    if panics {
+        panic!("failpoint {point}");
     }
     eprintln!("paused at {point}");
     loop {

@@ -10,6 +10,7 @@
 //! moved into place.
 
 pub mod commit;
+pub mod health;
 pub(crate) mod lock;
 pub mod schema;
 
@@ -43,7 +44,9 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
 
 use crate::config::{Config, StoreConfig};
 use crate::error::{Error, Result};
@@ -111,9 +114,21 @@ impl Lake {
                 if let Some(secret) = &s3.secret_access_key {
                     builder = builder.with_secret_access_key(secret.expose());
                 }
+                // A deadline on every request (object_store's default is 30 s per request, retried
+                // for up to three minutes): a store that accepts and then stalls fails the command
+                // after about three times `timeout_s`.
+                let timeout = crate::config::seconds(s3.timeout_s);
+                let mut client = ClientOptions::new()
+                    .with_timeout(timeout)
+                    .with_connect_timeout(timeout.min(std::time::Duration::from_secs(10)));
                 if s3.allow_http {
-                    builder = builder.with_allow_http(true);
+                    client = client.with_allow_http(true);
                 }
+                builder = builder.with_client_options(client).with_retry(RetryConfig {
+                    max_retries: 2,
+                    retry_timeout: timeout * 3,
+                    ..RetryConfig::default()
+                });
                 let store = builder.build()?;
                 Ok(Lake {
                     store: Arc::new(store),

@@ -75,8 +75,9 @@ pub async fn run_all(config: &Config, catalog: &Catalog) -> Result<Outcome> {
     }
     let _ = writeln!(
         report,
-        "{} cases, {checked} expectations, {failed} failed",
-        cases.len()
+        "{}, {}, {failed} failed",
+        super::display::count(cases.len(), "case", "cases"),
+        super::display::count(checked, "expectation", "expectations")
     );
     Ok(Outcome {
         report,
@@ -106,6 +107,8 @@ async fn run_case(
     config.lake.s3 = None;
     config.inbox.url = case.join("inbox").display().to_string();
     config.inbox.s3 = None;
+    // The case's files are whole (a fresh clone makes them look just written).
+    config.inbox.settle_s = None;
     if let Some(tz) = &spec.timezone {
         config.timezone = tz.parse().map_err(|_| {
             Error::Config(vec![format!(

@@ -26,6 +26,7 @@ use crate::config::{Config, Threshold};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::lake::health;
 use crate::time::Period;
 
 /// What to compute.
@@ -60,6 +61,8 @@ pub struct Outcome {
 pub struct Report {
     pub run_id: String,
     pub outcomes: Vec<Outcome>,
+    /// The configured timezone, in which the rows shown are displayed.
+    pub timezone: chrono_tz::Tz,
 }
 
 impl Report {
@@ -80,10 +83,11 @@ impl fmt::Display for Report {
                 Ok(rows) => {
                     writeln!(
                         f,
-                        "  {:32} {:9} {rows:>6} rows  {} breaches{}{}",
+                        "  {:32} {:9} {:>10}  {}{}{}",
                         outcome.metric,
                         outcome.period,
-                        outcome.breaches.len(),
+                        super::display::count(*rows, "row", "rows"),
+                        super::display::count(outcome.breaches.len(), "breach", "breaches"),
                         match &outcome.carried_from {
                             Some(from) => format!("  (from {from}'s state)"),
                             None => String::new(),
@@ -97,7 +101,7 @@ impl fmt::Display for Report {
                     // What a run that stores nothing computed is shown instead (20 rows at most).
                     if let (false, Some(batch)) = (outcome.stored, &outcome.rows) {
                         let shown = batch.slice(0, batch.num_rows().min(20));
-                        match datafusion::arrow::util::pretty::pretty_format_batches(&[shown]) {
+                        match super::display::table(&shown, self.timezone) {
                             Ok(table) => writeln!(f, "{table}")?,
                             Err(e) => writeln!(f, "      (rows not shown: {e})")?,
                         }
@@ -164,8 +168,11 @@ pub async fn run(
     let started = Instant::now();
     let engine = Engine::open(config, lake).await?;
     // The latest opportunity snapshot, from the one the previous run kept (see `snapshot.rs`).
-    if selected.iter().any(|m| m.sql.contains("opportunities")) {
-        crate::engine::snapshot::register_opportunities(&engine, lake).await?;
+    if selected.iter().any(|m| m.sql.contains("opportunities"))
+        && let Err(error) = crate::engine::snapshot::register_opportunities(&engine, lake).await
+    {
+        engine.close().await?;
+        return Err(health::name_unreadable(lake, error).await);
     }
     tracing::debug!("session ready in {:?}", started.elapsed());
     let report = run_levels(config, lake, catalog, &engine, &selected, &periods, as_of).await;
@@ -309,7 +316,29 @@ async fn run_levels(
             outcomes.push(outcome);
         }
     }
-    Ok(Report { run_id, outcomes })
+    // A metric that failed on a file of the lake that cannot be read says which file, and what
+    // to do (the lake is scanned once, however many failed).
+    if outcomes
+        .iter()
+        .any(|o| o.result.as_ref().is_err_and(health::is_unreadable_file))
+    {
+        let found = health::unreadable(lake).await?;
+        if !found.is_empty() {
+            for outcome in &mut outcomes {
+                outcome.result = match std::mem::replace(&mut outcome.result, Ok(0)) {
+                    Err(error) if health::is_unreadable_file(&error) => {
+                        Err(health::named(error, &found))
+                    }
+                    result => result,
+                };
+            }
+        }
+    }
+    Ok(Report {
+        run_id,
+        outcomes,
+        timezone: config.timezone,
+    })
 }
 
 /// The metrics asked for, plus what they depend on (latest versions unless asked for by version).
@@ -686,8 +715,10 @@ fn breaches(
     let (teams, values) = team_and_value(rows)?;
     let records = crate::engine::json_rows(std::slice::from_ref(rows))?;
     let mut env = minijinja::Environment::new();
+    // Advice reads like the report it appears in: `{{ value | pct }}` is `89.6%`.
+    env.add_filter("pct", |value: Option<f64>| super::display::rate(value));
     let advice = metric.meta.advice.clone().unwrap_or_else(|| {
-        "{{ team or 'Organisation' }}: {{ metric }} is {{ value | round(3) }}, {{ direction }} the healthy {{ threshold }}".into()
+        "{{ team or 'Organisation' }}: {{ metric }} is {{ value | pct }}, {{ direction }} the healthy {{ threshold | pct }}".into()
     });
     env.add_template("advice", &advice)
         .map_err(|e| Error::Usage(format!("{}: advice template: {e}", metric.path.display())))?;

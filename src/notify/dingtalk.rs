@@ -68,6 +68,10 @@ impl Channel for DingTalk {
         Ok(Request { url, body })
     }
 
+    fn signing_secret(&self) -> Option<&str> {
+        self.secret.as_deref()
+    }
+
     fn accepted(&self, reply: &str) -> Result<()> {
         zero_code("DingTalk", reply, &[("errcode", "errmsg")])
     }

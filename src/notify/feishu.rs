@@ -67,6 +67,10 @@ impl Channel for Feishu {
         })
     }
 
+    fn signing_secret(&self) -> Option<&str> {
+        self.secret.as_deref()
+    }
+
     fn accepted(&self, reply: &str) -> Result<()> {
         zero_code(
             "Feishu",

@@ -12,7 +12,10 @@
 //! Each channel file cites the vendor documentation its format follows. A message lists at most
 //! as many items as the caller put in it and says how many more there are; a channel whose
 //! vendor caps the size (WeCom) drops items from the end into that count. Every error a channel
-//! or the HTTP client reports goes through [`mask`] first: URLs carry the tokens.
+//! or the HTTP client reports goes through [`mask`] first: URLs carry the tokens, and a reply
+//! that echoes the request loses this channel's tokens, signature and secret before that. Every
+//! call has a deadline (`alerts.timeout_s`, connecting included), so a receiver that accepts and
+//! then stalls cannot hold a run.
 
 pub mod dingtalk;
 pub mod feishu;
@@ -20,14 +23,12 @@ pub mod json;
 pub mod slack;
 pub mod wecom;
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 pub use crate::config::secret::{SecretUrl, mask};
-use crate::config::{Contact, RetryConfig, WebhookConfig, WebhookKind};
+use crate::config::{AlertsConfig, Contact, RetryConfig, WebhookConfig, WebhookKind};
 use crate::error::{Error, Result};
 
 /// What a channel is told.
@@ -111,6 +112,11 @@ pub trait Channel: Send + Sync {
         let _ = reply;
         Ok(())
     }
+
+    /// The secret the channel signs with, if any: never shown, even when a receiver echoes it.
+    fn signing_secret(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The channel a webhook's configuration describes.
@@ -138,12 +144,19 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(retry: RetryConfig) -> Result<Notifier> {
+    /// Retries as `alerts.retry` says; each call may take `alerts.timeout_s`, from connecting
+    /// to the last byte of the reply.
+    pub fn new(alerts: &AlertsConfig) -> Result<Notifier> {
+        let deadline = crate::config::seconds(alerts.timeout_s);
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
+            .timeout(deadline)
+            .connect_timeout(deadline)
             .build()
             .map_err(|e| Error::Internal(mask(&format!("cannot start the HTTP client: {e}"))))?;
-        Ok(Notifier { client, retry })
+        Ok(Notifier {
+            client,
+            retry: alerts.retry,
+        })
     }
 
     /// Sends `message` to `channel`. A failure after the retries is a [`Error::Delivery`]
@@ -167,8 +180,26 @@ impl Notifier {
         Err(error)
     }
 
+    /// One call. A failed connection or an HTTP error status says `POST <the URL, masked>: <what
+    /// failed>`, a vendor's refusal its code and message; neither holds the channel's tokens,
+    /// signature or secret, even where the receiver's reply repeats them.
     async fn post(&self, channel: &dyn Channel, request: &Request) -> Result<()> {
-        let describe = |e: reqwest::Error| refused(crate::error::with_causes(e.to_string(), &e));
+        let failed = |message: &str| {
+            refused(format!(
+                "POST {}: {}",
+                SecretUrl::new(request.url.as_str()),
+                scrub(message, channel, request)
+            ))
+        };
+        let describe = |e: reqwest::Error| {
+            let timed_out = e.is_timeout();
+            let e = e.without_url();
+            let mut message = crate::error::with_causes(e.to_string(), &e);
+            if timed_out {
+                message.push_str(" (alerts.timeout_s)");
+            }
+            failed(&message)
+        };
         let response = self
             .client
             .post(&request.url)
@@ -180,9 +211,13 @@ impl Notifier {
         let status = response.status();
         let reply = response.text().await.map_err(describe)?;
         if !status.is_success() {
-            return Err(refused(format!("HTTP {status}: {}", excerpt(&reply))));
+            return Err(failed(&format!("HTTP {status}: {}", excerpt(&reply))));
         }
-        channel.accepted(&reply)
+        // The vendor answered: its refusal is told as it is, without the URL.
+        channel.accepted(&reply).map_err(|e| match e {
+            Error::Delivery { message, .. } => refused(scrub(&message, channel, request)),
+            other => other,
+        })
     }
 }
 
@@ -194,6 +229,39 @@ fn refused(message: String) -> Error {
         message: mask(&message),
         permanent: false,
     }
+}
+
+/// `text` (a receiver's reply, which may repeat the request without the URL's scheme and host)
+/// without `request`'s secret pieces: the URL's path after its first segment, its query's
+/// values, the body's signature, the channel's signing secret. [`mask`] does the rest.
+fn scrub(text: &str, channel: &dyn Channel, request: &Request) -> String {
+    let mut pieces: Vec<String> = Vec::new();
+    if let Ok(url) = reqwest::Url::parse(&request.url) {
+        pieces.extend(
+            url.path_segments()
+                .into_iter()
+                .flatten()
+                .skip(1)
+                .map(String::from),
+        );
+        pieces.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+    }
+    pieces.extend(
+        request
+            .body
+            .get("sign")
+            .and_then(|s| s.as_str())
+            .map(String::from),
+    );
+    pieces.extend(channel.signing_secret().map(String::from));
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut out = text.to_string();
+    // Shorter pieces (`send`, `hook`, `v2`) are words, not secrets: tokens, signatures and
+    // timestamps are longer.
+    for piece in pieces.iter().filter(|p| p.len() >= 8) {
+        out = out.replace(piece.as_str(), "***");
+    }
+    out
 }
 
 /// The first 200 characters of a reply, for an error message.

@@ -25,7 +25,7 @@ const LEDGER: [&str; 3] = ["_flowhealth", "notify", "reports.json"];
 /// The card of a weekly report.
 pub fn weekly(templates: &Templates, report: &Weekly, subject: &str) -> Result<Message> {
     let label = |key: &str| templates.label(key);
-    let pct = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:.1}%", v * 100.0));
+    let pct = crate::metrics::display::rate;
     let pts = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{:+.1} pts", v * 100.0));
     let mut lines = vec![Line {
         text: std::iter::once(&report.index)
@@ -85,7 +85,7 @@ pub fn monthly(templates: &Templates, report: &Monthly, subject: &str) -> Result
                 text: format!(
                     "{} {} ({}): {:.0} h",
                     text("opportunity_id"),
-                    text("stage"),
+                    templates.codes().label(&text("stage")),
                     text("owner_id"),
                     crate::engine::row_number(s, "dwell_hours").unwrap_or(0.0)
                 ),
@@ -175,7 +175,7 @@ async fn deliver(
             })?,
             None => BTreeMap::new(),
         };
-    let notifier = notify::Notifier::new(config.alerts.retry)?;
+    let notifier = notify::Notifier::new(&config.alerts)?;
     let mut outcome = Sent::default();
     for name in names {
         if ledger.get(key).is_some_and(|sent| sent.contains_key(name)) {

@@ -222,7 +222,12 @@ fn draw(
         };
         root.draw_text(&head, &bold, (x0, top))?;
         if first == 0 {
-            let size = format!("{} stores, {red} red cells", group.stores.len());
+            use crate::metrics::display::count;
+            let size = format!(
+                "{}, {}",
+                count(group.stores.len(), "store", "stores"),
+                count(red, "red cell", "red cells")
+            );
             root.draw_text(&size, &text, (x0, top + 13))?;
         }
         for (a, action) in action_types.iter().enumerate() {

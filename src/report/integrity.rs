@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::render::CodeLabels;
 use crate::config::Config;
 use crate::engine::{row_number, row_text};
 use crate::error::Result;
@@ -117,6 +118,7 @@ pub async fn weekly(
     catalog: &Catalog,
     period: &Period,
     stores_seen: usize,
+    codes: &CodeLabels,
 ) -> Result<Vec<Signal>> {
     let mut signals = Vec::new();
 
@@ -135,7 +137,7 @@ pub async fn weekly(
                 format!(
                     "{} {}: {} days, {} - {}",
                     text(r, "store_id"),
-                    text(r, "action_type"),
+                    codes.label(&text(r, "action_type")),
                     number(r, "streak_days"),
                     text(r, "streak_start"),
                     text(r, "streak_end")
@@ -230,7 +232,7 @@ pub async fn weekly(
                     row_text(r, "store_id")
                         .or_else(|| row_text(r, "owner_id"))
                         .unwrap_or_default(),
-                    row_text(r, "action_type").unwrap_or_default(),
+                    codes.label(&row_text(r, "action_type").unwrap_or_default()),
                     number(r, "templated"),
                     number(r, "notes"),
                     text(r, "template_text")
@@ -280,7 +282,12 @@ pub async fn weekly(
 }
 
 /// The signals of a monthly report: month-end bunching.
-pub async fn monthly(lake: &Lake, catalog: &Catalog, period: &Period) -> Result<Vec<Signal>> {
+pub async fn monthly(
+    lake: &Lake,
+    catalog: &Catalog,
+    period: &Period,
+    codes: &CodeLabels,
+) -> Result<Vec<Signal>> {
     let rows = output(lake, catalog, "month_end_bunching", period).await?;
     let bunched = rows.clone().unwrap_or_default();
     Ok(vec![Signal {
@@ -296,7 +303,7 @@ pub async fn monthly(lake: &Lake, catalog: &Catalog, period: &Period) -> Result<
                 format!(
                     "{} {}: {:.0}% of {} on days 25-28",
                     text(r, "store_id"),
-                    text(r, "action_type"),
+                    codes.label(&text(r, "action_type")),
                     number(r, "month_end_share") * 100.0,
                     number(r, "actions")
                 )

@@ -198,6 +198,10 @@ enum Transport {
         client: Box<AsyncSmtpTransport<Tokio1Executor>>,
         /// `host:port`, for messages.
         server: String,
+        /// The most one attempt may take (`email.smtp.timeout_s`): lettre bounds only the
+        /// connect, so a server that accepts and then stalls (after EHLO, after AUTH) would hold
+        /// the send for as long as the socket lives.
+        deadline: Duration,
     },
 }
 
@@ -207,6 +211,7 @@ impl Transport {
             ("smtp", Some(smtp)) => Ok(Transport::Smtp {
                 client: Box::new(smtp_client(config, smtp)?),
                 server: format!("{}:{}", smtp.host, smtp.port),
+                deadline: crate::config::seconds(smtp.timeout_s),
             }),
             _ => Ok(Transport::File),
         }
@@ -218,7 +223,12 @@ impl Transport {
         bytes: &[u8],
         retry: &RetryConfig,
     ) -> Attempted {
-        let Transport::Smtp { client, server } = self else {
+        let Transport::Smtp {
+            client,
+            server,
+            deadline,
+        } = self
+        else {
             return Attempted {
                 attempts: 1,
                 error: None,
@@ -241,7 +251,20 @@ impl Transport {
             if attempt > 0 {
                 tokio::time::sleep(retry.backoff(attempt)).await;
             }
-            match client.send_raw(&envelope, bytes).await {
+            let sent = tokio::time::timeout(*deadline, client.send_raw(&envelope, bytes)).await;
+            let Ok(sent) = sent else {
+                let message = format!(
+                    "smtp {server}: no answer within {} s (email.smtp.timeout_s)",
+                    deadline.as_secs_f64()
+                );
+                tracing::warn!(key = %item.key, attempt = attempt + 1, error = %message, "SMTP delivery failed.");
+                error = Some(Refusal {
+                    message,
+                    permanent: false,
+                });
+                continue;
+            };
+            match sent {
                 Ok(_) => {
                     return Attempted {
                         attempts: attempt + 1,
@@ -324,7 +347,7 @@ fn smtp_client(config: &Config, smtp: &SmtpConfig) -> Result<AsyncSmtpTransport<
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
         .port(smtp.port)
         .tls(tls)
-        .timeout(Some(Duration::from_secs_f64(smtp.timeout_s)));
+        .timeout(Some(crate::config::seconds(smtp.timeout_s)));
     if let Some(username) = &smtp.username {
         let password = smtp.password.as_ref().map(|p| p.expose().to_string());
         builder = builder.credentials(Credentials::new(

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use sha2::Digest as _;
 
 use self::mail::{Outbox, Queued};
 use self::model::{COMPONENTS, Monthly, Weekly};
@@ -105,7 +106,7 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
     let catalog = crate::metrics::catalog(config)?;
     let lake = Lake::open(config)?;
     // A metrics run killed after its commit: its outputs are finished before they are read.
-    crate::lake::commit::roll_forward(&lake).await?;
+    crate::lake::commit::roll_forward(&lake).await;
     let templates = Templates::load(config)?;
     let recipients = config
         .email
@@ -117,7 +118,7 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
 
     let (messages, lake_html, mut card) = match kind {
         Kind::Weekly => {
-            let report = Weekly::load(config, &lake, &catalog, &period).await?;
+            let report = Weekly::load(config, &lake, &catalog, &period, templates.codes()).await?;
             let threshold = report.index.threshold;
             let trend = chart::trend_png(&report.chart_points(), threshold)?;
             let pictures = pictures(&report, &trend)?;
@@ -156,7 +157,7 @@ pub async fn run(config: &Config, kind: Kind, period: Option<&str>, send: bool) 
             (messages, lake_html, card)
         }
         Kind::Monthly => {
-            let report = Monthly::load(config, &lake, &catalog, &period).await?;
+            let report = Monthly::load(config, &lake, &catalog, &period, templates.codes()).await?;
             let mut context = serde_json::to_value(&report)?;
             context["language"] = config.report.language.clone().into();
             templates.integrity_advice(&mut context)?;
@@ -311,7 +312,12 @@ fn render_weekly(
     for (industry, facts) in &report.industries {
         if let Some(text) = config.report.industry_advice.get(industry) {
             let origin = format!("{}: report.industry_advice.{industry}", config.source);
-            industry_advice.push(templates.render_text(&origin, text, facts)?);
+            // People read the stage's name, not its code.
+            let mut facts = facts.clone();
+            if let Some(stage) = facts["stage"].as_str() {
+                facts["stage"] = templates.codes().label(stage).into();
+            }
+            industry_advice.push(templates.render_text(&origin, text, &facts)?);
         }
     }
     context["industry_advice"] = industry_advice.into();
@@ -340,7 +346,7 @@ fn weekly_message(
     let (context, html) = render_weekly(config, templates, report, &sources)?;
     let text = templates.render("weekly.txt", &context)?;
     let csv = (config.report.attach_overdue_csv && !report.overdue_all.is_empty())
-        .then(|| report.overdue_csv())
+        .then(|| report.overdue_csv(config.timezone))
         .transpose()?
         .map(|csv| (format!("overdue-{}.csv", report.period.id), csv));
     Ok(Rendered {
@@ -383,7 +389,7 @@ fn build(config: &Config, message: &Rendered) -> Result<Message> {
     let mut builder = Message::builder()
         .from(mailbox(&config.email.from)?)
         .subject(message.subject.clone())
-        .message_id(Some(format!("<{}@flowhealth>", message.key)));
+        .message_id(Some(message_id(&message.key)));
     for address in &message.to {
         builder = builder.to(mailbox(address)?);
     }
@@ -409,6 +415,24 @@ fn subject_line(text: &str) -> String {
     line.trim().to_string()
 }
 
+/// The Message-ID of the message with `key`: the same for every attempt at one message (so a
+/// mail client sees a re-delivery as the same message), and ASCII as RFC 5322 requires. A key
+/// with other characters (a team copy of `华东`) keeps its ASCII part and gets a hash of the
+/// whole key, so that two teams never share an id.
+fn message_id(key: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    if key.chars().all(plain) {
+        return format!("<{key}@flowhealth>");
+    }
+    let ascii: String = key.chars().filter(|c| plain(*c)).collect();
+    let hash = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "<{}.{hex}@flowhealth>",
+        ascii.trim_end_matches(['-', '.', '_'])
+    )
+}
+
 /// A team name as part of a file name.
 fn slug(team: &str) -> String {
     team.chars()
@@ -432,6 +456,20 @@ mod tests {
             subject_line("[Team north\r\nBcc: x@evil.example] index 80%"),
             "[Team north  Bcc: x@evil.example] index 80%"
         );
+    }
+
+    #[test]
+    fn message_ids_are_ascii_and_one_per_message() {
+        assert_eq!(
+            message_id("weekly-2026-W13"),
+            "<weekly-2026-W13@flowhealth>"
+        );
+        let east = message_id("weekly-2026-W13.team-华东");
+        let south = message_id("weekly-2026-W13.team-华南");
+        assert!(east.is_ascii() && south.is_ascii(), "{east} {south}");
+        assert!(east.starts_with("<weekly-2026-W13.team."), "{east}");
+        assert_ne!(east, south);
+        assert_eq!(east, message_id("weekly-2026-W13.team-华东"));
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use datafusion::arrow::datatypes::DataType;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::chart;
 pub use super::heatmap::{HeatCell, HeatRow};
+use super::render::CodeLabels;
 use crate::config::{Config, Threshold};
 use crate::engine::{json_rows, row_number, row_text};
 use crate::error::{Error, Result};
@@ -285,6 +287,8 @@ pub struct Weekly {
     pub overdue: Vec<Map<String, Value>>,
     pub overdue_total: usize,
     pub trend: Vec<TrendPoint>,
+    /// The metric versions the report reads (`name@N`), for its footer.
+    pub metric_versions: Vec<String>,
     /// Whether the index predicts wins: `health_outcome_correlation`'s rows (across teams, then
     /// owners); empty when the week's output has none of version 2's columns.
     pub outcome: Vec<Map<String, Value>>,
@@ -300,16 +304,19 @@ pub struct Weekly {
     /// Every overdue opportunity, for the CSV attachment.
     #[serde(skip)]
     pub overdue_all: Vec<Map<String, Value>>,
+    /// The columns of `silent_warnings`, in its order, with their types.
     #[serde(skip)]
-    overdue_columns: Vec<String>,
+    overdue_columns: Vec<(String, DataType)>,
 }
 
 impl Weekly {
+    /// The report of `period`, codes in its text (the integrity examples) shown by `codes`.
     pub async fn load(
         config: &Config,
         lake: &Lake,
         catalog: &Catalog,
         period: &Period,
+        codes: &CodeLabels,
     ) -> Result<Weekly> {
         let previous = period.previous();
         let index_metric = metric(catalog, "process_health_index")?;
@@ -376,7 +383,7 @@ impl Weekly {
                 b.schema()
                     .fields()
                     .iter()
-                    .map(|f| f.name().clone())
+                    .map(|f| (f.name().clone(), f.data_type().clone()))
                     .collect()
             })
             .unwrap_or_default();
@@ -392,7 +399,8 @@ impl Weekly {
         });
 
         let integrity =
-            super::integrity::weekly(config, lake, catalog, period, heatmap.stores_total).await?;
+            super::integrity::weekly(config, lake, catalog, period, heatmap.stores_total, codes)
+                .await?;
         let focus = focus(&components, &teams);
         let industries = super::integrity::industries(config, &overdue_all);
 
@@ -437,6 +445,7 @@ impl Weekly {
                 .collect(),
             overdue_total: overdue_all.len(),
             trend,
+            metric_versions: metric_versions(catalog, period),
             outcome,
             integrity,
             focus,
@@ -480,18 +489,34 @@ impl Weekly {
             .collect()
     }
 
-    /// The overdue opportunities as CSV (every column of `silent_warnings`).
-    pub fn overdue_csv(&self) -> Result<Vec<u8>> {
+    /// The overdue opportunities as CSV (every column of `silent_warnings`, by its code), for a
+    /// spreadsheet: UTF-8 with a byte-order mark (so Excel, a Chinese one included, reads it as
+    /// UTF-8), instants as local times in `tz` (`2026-03-27 11:00`), hours and other decimals to
+    /// one decimal.
+    pub fn overdue_csv(&self, tz: chrono_tz::Tz) -> Result<Vec<u8>> {
         let columns = &self.overdue_columns;
-        let mut writer = csv::Writer::from_writer(Vec::new());
+        let mut writer = csv::Writer::from_writer(b"\xEF\xBB\xBF".to_vec());
         let fail = |e: csv::Error| Error::Internal(format!("overdue CSV: {e}"));
-        writer.write_record(columns).map_err(fail)?;
+        writer
+            .write_record(columns.iter().map(|(name, _)| name))
+            .map_err(fail)?;
         for row in &self.overdue_all {
             writer
-                .write_record(columns.iter().map(|c| match row.get(c) {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Null) | None => String::new(),
-                    Some(other) => other.to_string(),
+                .write_record(columns.iter().map(|(name, data_type)| {
+                    match (row.get(name), data_type) {
+                        (Some(Value::Null) | None, _) => String::new(),
+                        (Some(Value::String(s)), DataType::Timestamp(_, _)) => {
+                            crate::time::format::local_text(tz, s).unwrap_or_else(|| s.clone())
+                        }
+                        (
+                            Some(Value::Number(n)),
+                            DataType::Float16 | DataType::Float32 | DataType::Float64,
+                        ) => n
+                            .as_f64()
+                            .map_or_else(|| n.to_string(), |v| format!("{v:.1}")),
+                        (Some(Value::String(s)), _) => s.clone(),
+                        (Some(other), _) => other.to_string(),
+                    }
                 }))
                 .map_err(fail)?;
         }
@@ -499,6 +524,17 @@ impl Weekly {
             .into_inner()
             .map_err(|e| Error::Internal(format!("overdue CSV: {e}")))
     }
+}
+
+/// The latest version of every metric of `period`'s kind (what `metrics run --period` computes
+/// and the report reads), as `name@N`.
+fn metric_versions(catalog: &Catalog, period: &Period) -> Vec<String> {
+    catalog
+        .names()
+        .filter_map(|name| catalog.latest(name))
+        .filter(|metric| metric.meta.period == period.kind)
+        .map(Metric::id)
+        .collect()
 }
 
 /// The monthly breakpoints report.
@@ -510,16 +546,20 @@ pub struct Monthly {
     /// Average dwell per stage, with the stage's timeout.
     pub stages: Vec<Map<String, Value>>,
     pub breaches: Vec<BreachRow>,
+    /// The metric versions the report reads (`name@N`), for its footer.
+    pub metric_versions: Vec<String>,
     /// The "Process integrity" section of the month: month-end bunching.
     pub integrity: Vec<super::integrity::Signal>,
 }
 
 impl Monthly {
+    /// The report of `period`, codes in its text shown by `codes`.
     pub async fn load(
         config: &Config,
         lake: &Lake,
         catalog: &Catalog,
         period: &Period,
+        codes: &CodeLabels,
     ) -> Result<Monthly> {
         let rows = required(lake, metric(catalog, "breakpoints_top5")?, period).await?;
         let kind = |k: &str| {
@@ -534,7 +574,8 @@ impl Monthly {
             stays: kind("stay"),
             stages: kind("stage_average"),
             breaches,
-            integrity: super::integrity::monthly(lake, catalog, period).await?,
+            metric_versions: metric_versions(catalog, period),
+            integrity: super::integrity::monthly(lake, catalog, period, codes).await?,
         })
     }
 }

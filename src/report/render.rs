@@ -1,7 +1,9 @@
 //! Report templates: minijinja files a data team can edit. `report.templates` names a folder of
 //! overrides; a template not there is the built-in one (the repository's `templates/`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono_tz::Tz;
 use minijinja::value::Value;
@@ -22,9 +24,32 @@ pub struct Templates {
     env: Environment<'static>,
     /// The labels of the configured language (`t` in every template).
     labels: Value,
+    /// Display names of stage and action codes.
+    codes: CodeLabels,
+}
+
+/// Display names of stage and action-type codes (`contract_approval` -> "Contract approval"):
+/// `report.labels` from the config over the built-in ones of the language (labels.yaml `codes`).
+/// People read the names; CSVs and the lake keep the codes.
+#[derive(Debug, Clone, Default)]
+pub struct CodeLabels(Arc<BTreeMap<String, String>>);
+
+impl CodeLabels {
+    /// `code`'s display name; a code without one is shown as it is.
+    pub fn label(&self, code: &str) -> String {
+        self.0
+            .get(code)
+            .cloned()
+            .unwrap_or_else(|| code.to_string())
+    }
 }
 
 impl Templates {
+    /// The display names of codes, for text the model writes (examples, advice contexts).
+    pub fn codes(&self) -> &CodeLabels {
+        &self.codes
+    }
+
     pub fn load(config: &Config) -> Result<Templates> {
         let folder = config.resolve_local(&config.report.templates);
         let source = |name: &str| -> Result<(String, String)> {
@@ -50,6 +75,14 @@ impl Templates {
                 config.report.language
             ))
         })?;
+        // Display names of stage and action codes (`label` filter): the built-in ones of the
+        // language, then `report.labels` from the config over them.
+        let mut codes: BTreeMap<String, String> = labels
+            .get("codes")
+            .and_then(|c| serde_yaml::from_value(c.clone()).ok())
+            .unwrap_or_default();
+        codes.extend(config.report.labels.clone());
+        let codes = CodeLabels(Arc::new(codes));
         let labels = Value::from_serialize(labels);
 
         let mut env = Environment::new();
@@ -67,12 +100,19 @@ impl Templates {
         env.add_filter("num", num);
         env.add_filter("healthy", healthy);
         env.add_filter("local_time", move |v: Value| local_time(tz, v));
+        env.add_filter("count", count);
+        let filter_codes = codes.clone();
+        env.add_filter("label", move |code: Value| match code.as_str() {
+            Some(text) => filter_codes.label(text),
+            None if code.is_none() || code.is_undefined() => String::new(),
+            None => code.to_string(),
+        });
         for (name, _) in BUILT_IN.iter().filter(|(n, _)| *n != "labels.yaml") {
             let (text, origin) = source(name)?;
             env.add_template_owned(name.to_string(), text)
                 .map_err(|e| template_error(&origin, &e))?;
         }
-        Ok(Templates { env, labels })
+        Ok(Templates { env, labels, codes })
     }
 
     /// Renders template `name` with `context` (an object) plus `t`, the labels.
@@ -159,12 +199,17 @@ fn as_f64(value: &Value) -> Option<f64> {
     f64::try_from(value.clone()).ok().filter(|v| v.is_finite())
 }
 
-/// 0.875 -> "87.5%"; nothing -> "n/a".
+/// 0.875 -> "87.5%"; nothing -> "n/a" (the convention of [`crate::metrics::display`]).
 fn pct(value: Value, decimals: Option<usize>) -> String {
     match as_f64(&value) {
-        Some(v) => format!("{:.*}%", decimals.unwrap_or(1), v * 100.0),
+        Some(v) => crate::metrics::display::percent(v, decimals.unwrap_or(1)),
         None => "n/a".into(),
     }
+}
+
+/// A count with its noun: `{{ n | count("breach", "breaches") }}` is `1 breach`, `2 breaches`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    crate::metrics::display::count(n, one, many)
 }
 
 /// A change of a rate in percentage points: 0.021 -> "+2.1 pts".
@@ -184,11 +229,11 @@ fn num(value: Value, decimals: Option<usize>) -> String {
 
 /// A score's healthy range: ">= 92.0%" or "<= 15.0%".
 fn healthy(score: Value) -> std::result::Result<String, minijinja::Error> {
-    let threshold = score.get_attr("threshold")?;
+    let threshold = as_f64(&score.get_attr("threshold")?);
     let direction = score.get_attr("direction")?;
-    Ok(match (as_f64(&threshold), direction.as_str()) {
-        (Some(t), Some("min")) => format!(">= {:.1}%", t * 100.0),
-        (Some(t), Some("max")) => format!("<= {:.1}%", t * 100.0),
+    Ok(match direction.as_str() {
+        Some("min") => crate::metrics::display::healthy(threshold, None),
+        Some("max") => crate::metrics::display::healthy(None, threshold),
         _ => "n/a".into(),
     })
 }
@@ -204,4 +249,49 @@ fn local_time(tz: Tz, value: Value) -> std::result::Result<String, minijinja::Er
             format!("`{text}` is not a timestamp"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates(yaml: &str) -> Templates {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "lake: {{ url: {}/lake }}\nstages: [{{ name: lead }}]\nreport: {{ templates: {}/none, {yaml} }}\n",
+            dir.path().display(),
+            dir.path().display()
+        );
+        let config = Config::parse(&text, "test.yaml", ".".into(), |_| None).unwrap();
+        Templates::load(&config).unwrap()
+    }
+
+    fn render(templates: &Templates, text: &str) -> String {
+        templates
+            .env
+            .render_str(text, minijinja::context! {})
+            .unwrap()
+    }
+
+    #[test]
+    fn codes_show_their_labels_in_the_configured_language_config_first() {
+        let codes = "{{ 'contract_approval' | label }} / {{ 'high_margin_recommendation' | label }} / {{ 'demo' | label }} / {{ 'my_code' | label }}";
+        let zh = templates("language: zh, labels: { demo: 演示（自定义） }");
+        assert_eq!(
+            render(&zh, codes),
+            "合同审批 / 高毛利产品推荐 / 演示（自定义） / my_code"
+        );
+        let en = templates("language: en");
+        assert_eq!(
+            render(&en, codes),
+            "Contract approval / High-margin recommendation / Demo / my_code"
+        );
+        assert_eq!(
+            render(
+                &en,
+                "{{ 1 | count('breach', 'breaches') }}, {{ 3 | count('breach', 'breaches') }}, {{ 0.8964 | pct }}"
+            ),
+            "1 breach, 3 breaches, 89.6%"
+        );
+    }
 }

@@ -8,6 +8,9 @@
 //!   wake-up, as its cron jobs keep the UTC offset of the day they were made).
 //! - On SIGTERM or Ctrl-C no new run starts; running ones get `grace` to finish, then are stopped
 //!   and recorded `interrupted`.
+//! - On a terminal it also says what it does, for the person watching ([`Console`]): the
+//!   pipelines with their next fire time in local time, a line when a run starts and ends, and
+//!   what happens on SIGTERM. Its log lines (stderr) are for the journal.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,9 +24,9 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use super::ledger::{self, RunRecord, RunStatus};
 use super::{Planner, Trigger, period_for, runner};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, say};
 use crate::lake::Lake;
-use crate::lake::lock::LakeLock;
+use crate::lake::lock::{self, LakeLock};
 
 pub async fn run(config: &Config, grace: Duration) -> Result<i32> {
     let catalog = crate::metrics::catalog(config)?;
@@ -89,6 +92,8 @@ async fn serve(
             tracing::info!(pipeline = %spec.name, next = %next.with_timezone(&spec.tz()), "Scheduled.");
         }
     }
+    let console = Console::new(config.timezone);
+    console.started(lake, &specs, grace, now);
     let mut planner = Planner::new(specs.clone(), &last, &redo, now);
 
     let scheduler = JobScheduler::new()
@@ -102,6 +107,8 @@ async fn serve(
     let mut armed: Option<DateTime<Utc>> = None;
     let mut running: JoinSet<(String, Result<RunRecord>)> = JoinSet::new();
     let mut started: HashMap<String, RunRecord> = HashMap::new();
+    // Which pipeline each task runs, to free it even when the task itself fails.
+    let mut tasks: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("SIGTERM handler", e))?;
     tracing::info!(pipelines = specs.len(), "Daemon started.");
@@ -111,12 +118,22 @@ async fn serve(
         for due in planner.due(now) {
             let period = period_for(&due.spec, config.timezone, due.scheduled_for);
             let record = runner::record(&due.spec, due.scheduled_for, &period, due.trigger);
+            console.run_started(&record);
             started.insert(due.spec.name.clone(), record.clone());
             let (config, lake, spec) = (config.clone(), lake.clone(), due.spec.clone());
-            running.spawn(async move {
-                let result = runner::execute(&config, &lake, &spec, &period, record).await;
+            let task = running.spawn(async move {
+                let result = runner::execute(
+                    &config,
+                    &lake,
+                    &spec,
+                    &period,
+                    record,
+                    runner::Delivery::Send,
+                )
+                .await;
                 (spec.name.clone(), result)
             });
+            tasks.insert(task.id(), due.spec.name.clone());
         }
         if let Some(wake) = planner.next_wake(Utc::now())
             && armed.is_none_or(|a| wake < a || a <= Utc::now())
@@ -143,13 +160,42 @@ async fn serve(
             _ = wake_rx.recv() => {
                 armed = None;
             }
-            Some(joined) = running.join_next(), if !running.is_empty() => {
-                if let Ok((name, result)) = joined {
-                    started.remove(&name);
-                    planner.finished(&name);
-                    if let Err(error) = result {
-                        tracing::error!(pipeline = %name, %error, "Run could not be recorded.");
+            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                let (id, outcome) = match joined {
+                    Ok((id, (_, result))) => (id, result),
+                    // A run whose task failed outside its steps (which catch their panics):
+                    // recorded failed, and the pipeline runs again at its next fire.
+                    Err(error) => {
+                        let id = error.id();
+                        let why = if error.is_panic() {
+                            runner::panic_message(error.into_panic().as_ref())
+                        } else {
+                            error.to_string()
+                        };
+                        (id, Err(Error::Internal(format!("the run stopped: {why}"))))
                     }
+                };
+                let Some(name) = tasks.remove(&id) else { continue };
+                let record = started.remove(&name);
+                planner.finished(&name);
+                match outcome {
+                    Ok(ended) => console.run_ended(&ended),
+                    Err(error) => {
+                        console.line(&format!("{name}: {error}"));
+                        tracing::error!(pipeline = %name, %error, "Run could not be recorded.");
+                        if let Some(mut record) = record.filter(|_| error.domain() == crate::error::Domain::Internal) {
+                            lock::finish_releases().await;
+                            record.status = RunStatus::Failed;
+                            record.finished = Some(Utc::now());
+                            record.error = Some(error.to_string());
+                            if let Err(error) = record.write(lake).await {
+                                tracing::error!(pipeline = %name, %error, "Run could not be recorded.");
+                            }
+                        }
+                    }
+                }
+                if let Some(spec) = specs.iter().find(|s| s.name == name) {
+                    console.next(spec, Utc::now());
                 }
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -162,6 +208,7 @@ async fn serve(
         grace_s = grace.as_secs_f64(),
         "Stopping: letting running steps finish."
     );
+    console.stopping(running.len(), grace);
     let deadline = tokio::time::Instant::now() + grace;
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, running.join_next()).await {
@@ -171,6 +218,10 @@ async fn serve(
             Ok(_) => {}
             Err(_) => {
                 running.abort_all();
+                while running.join_next().await.is_some() {}
+                // The aborted runs' locks (their pipeline's, and any a step held) are guards:
+                // dropping the runs released them.
+                lock::finish_releases().await;
                 for (_, mut record) in started.drain() {
                     record.status = RunStatus::Interrupted;
                     record.finished = Some(Utc::now());
@@ -179,7 +230,7 @@ async fn serve(
                         grace.as_secs_f64()
                     ));
                     record.write(lake).await?;
-                    LakeLock::force_release(lake, &format!("pipeline-{}", record.pipeline)).await?;
+                    console.run_ended(&record);
                 }
                 break;
             }
@@ -187,5 +238,102 @@ async fn serve(
     }
     let _ = scheduler.clone().shutdown().await;
     tracing::info!("Daemon stopped.");
+    console.line("stopped");
     Ok(0)
+}
+
+/// What the daemon tells a person watching it on a terminal (standard output is one): nothing
+/// otherwise, where its log lines say it all. Times are local: run lines in the configured
+/// timezone, fire times in each pipeline's own.
+struct Console {
+    on: bool,
+    tz: chrono_tz::Tz,
+}
+
+impl Console {
+    fn new(tz: chrono_tz::Tz) -> Console {
+        use std::io::IsTerminal;
+        Console {
+            on: std::io::stdout().is_terminal(),
+            tz,
+        }
+    }
+
+    /// One line, stamped with the local time. A terminal that went away does not stop the
+    /// daemon: the line is lost, the log keeps it.
+    fn line(&self, text: &str) {
+        if self.on {
+            let now = crate::time::format::local(self.tz, Utc::now());
+            let _ = say!("{now}  {text}\n");
+        }
+    }
+
+    fn started(
+        &self,
+        lake: &Lake,
+        specs: &[Arc<super::pipeline::PipelineSpec>],
+        grace: Duration,
+        now: DateTime<Utc>,
+    ) {
+        let count = crate::metrics::display::count(specs.len(), "pipeline", "pipelines");
+        self.line(&format!(
+            "daemon started: {count} on {}; SIGTERM or Ctrl-C stops it (no new runs; running \
+             steps get {} s to finish, then are recorded interrupted)",
+            lake.display(),
+            grace.as_secs_f64()
+        ));
+        for spec in specs {
+            self.next(spec, now);
+        }
+    }
+
+    /// `spec`'s next fire time after `now`, in the pipeline's timezone.
+    fn next(&self, spec: &super::pipeline::PipelineSpec, now: DateTime<Utc>) {
+        let next = match super::next_fire(spec.cron(), spec.tz(), now) {
+            Some(at) => format!(
+                "{} {}",
+                crate::time::format::local(spec.tz(), at),
+                spec.tz().name()
+            ),
+            None => "never (the schedule has no later time)".into(),
+        };
+        self.line(&format!("{:24} next run {next}", spec.name));
+    }
+
+    fn run_started(&self, record: &RunRecord) {
+        self.line(&format!(
+            "{:24} {} started ({}, run {})",
+            record.pipeline,
+            record.period.as_deref().unwrap_or("-"),
+            record.trigger,
+            record.run_id
+        ));
+    }
+
+    fn run_ended(&self, record: &RunRecord) {
+        let took = record
+            .finished
+            .map(|f| (f - record.started).num_milliseconds() as f64 / 1000.0)
+            .unwrap_or_default();
+        let error = record
+            .error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        self.line(&format!(
+            "{:24} {} {} in {took:.1} s{error}",
+            record.pipeline,
+            record.period.as_deref().unwrap_or("-"),
+            record.status
+        ));
+    }
+
+    fn stopping(&self, running: usize, grace: Duration) {
+        self.line(&format!(
+            "stopping: no new runs; {} {} {} s to finish",
+            crate::metrics::display::count(running, "run", "runs"),
+            if running == 1 { "gets" } else { "get" },
+            grace.as_secs_f64()
+        ));
+    }
 }

@@ -116,6 +116,19 @@ impl RunRecord {
     }
 }
 
+/// Registers the run ledger as the SQL table `runs` (a listing table over `runs/`): one row per
+/// run, with the `pipeline` column from the folder.
+pub fn register_table(ctx: &datafusion::prelude::SessionContext, lake: &Lake) -> Result<()> {
+    crate::engine::tables::register_folder(
+        ctx,
+        lake,
+        datafusion::common::TableReference::bare("runs"),
+        &["runs"],
+        &[("pipeline", DataType::Utf8)],
+        &schema(),
+    )
+}
+
 /// Every run of `pipeline` (all pipelines when `None`), oldest scheduled first.
 pub async fn read(lake: &Lake, pipeline: Option<&str>) -> Result<Vec<RunRecord>> {
     let folder = pipeline.map(|p| format!("pipeline={p}"));

@@ -26,6 +26,19 @@ use croner::Cron;
 use self::pipeline::{CatchUp, PipelineSpec};
 use crate::time::Period;
 
+/// Registers what flowhealth writes to the lake as SQL tables, for `flowhealth query` and a
+/// pipeline's `sql:` step: the metric outputs (`metrics.<metric>`, `metrics.<metric>_v<N>`), the
+/// breaches (`breaches`) and the run ledger (`runs`). Each module that owns a layout registers
+/// its own; this floor is the one that sees them all.
+pub async fn register_output_tables(
+    ctx: &datafusion::prelude::SessionContext,
+    lake: &crate::lake::Lake,
+    catalog: &crate::metrics::catalog::Catalog,
+) -> crate::error::Result<()> {
+    crate::metrics::output::register_tables(ctx, lake, catalog).await?;
+    ledger::register_table(ctx, lake)
+}
+
 /// Why a run happens (the run ledger's `trigger`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -53,6 +53,9 @@ pub struct PipelineSpec {
     pub path: PathBuf,
 }
 
+/// The longest a run may be given: a week.
+const MAX_TIMEOUT_S: f64 = 7.0 * 86_400.0;
+
 const fn default_period() -> PeriodKind {
     PeriodKind::Week
 }
@@ -210,20 +213,26 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
     let shown = file.display().to_string();
     let text =
         std::fs::read_to_string(file).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
-    let text =
-        crate::config::vars::interpolate(&text, |k| std::env::var(k).ok()).map_err(|errors| {
+    let document =
+        crate::config::vars::parse(&text, |k| std::env::var(k).ok()).map_err(|errors| {
             errors
                 .into_iter()
                 .map(|e| format!("{shown}: {e}"))
                 .collect::<Vec<_>>()
         })?;
-    // serde_yaml's message names the field path and the line.
-    let mut spec: PipelineSpec =
-        serde_yaml::from_str(&text).map_err(|e| vec![format!("{shown}: {e}")])?;
+    // Every problem of the file at once; the first with its line.
+    let (spec, read, kept) = crate::config::load::typed_document::<PipelineSpec>(&document);
+    let mut problems: Vec<String> = read.iter().map(|p| format!("{shown}: {p}")).collect();
+    let Some(mut spec) = spec else {
+        return Err(problems);
+    };
     spec.path = file.to_path_buf();
-    let mut problems = Vec::new();
-    let mut problem =
-        |field: &str, message: String| problems.push(format!("{shown}: {field}: {message}"));
+    // Steps that could not be read are left out: a later message names a step by its index in
+    // the file.
+    let mut problem = |field: &str, message: String| {
+        let message = format!("{shown}: {}: {message}", kept.reindex(field));
+        problems.push(document.expanded.hide(&message))
+    };
     let stem = file
         .file_stem()
         .and_then(|s| s.to_str())
@@ -253,11 +262,12 @@ fn load_one(config: &Config, catalog: &Catalog, file: &Path) -> Result<PipelineS
     if spec.steps.is_empty() {
         problem("steps", "a pipeline needs at least one step".into());
     }
-    if spec.retries.attempts == 0 {
-        problem("retries.attempts", "must be at least 1".into());
-    }
-    if spec.timeout_s.is_nan() || spec.timeout_s <= 0.0 {
-        problem("timeout_s", "must be more than 0".into());
+    crate::config::validation::check_retry(&mut problem, "retries", &spec.retries);
+    if !(spec.timeout_s.is_finite() && spec.timeout_s > 0.0 && spec.timeout_s <= MAX_TIMEOUT_S) {
+        problem(
+            "timeout_s",
+            format!("must be more than 0 and at most {MAX_TIMEOUT_S} seconds (a week)"),
+        );
     }
     for (i, step) in spec.steps.iter().enumerate() {
         let field = format!("steps[{i}].{}", step.name());

@@ -5,20 +5,37 @@
 //! template) or an internal one fails the run at once. A lock per pipeline in the lake
 //! (`pipeline-<name>`) means no two processes run the same pipeline at once (`flowhealth run`
 //! beside the daemon, or two daemons on one lake).
+//!
+//! Nothing a step does can wedge what comes after it: a step that panics is a `failed` run, and
+//! every lock a run took is released when it ends, however it ends (done, failed, timed out,
+//! panicked: the locks are guards tied to the run, see [`crate::lake::lock`]). A run that had to
+//! wait for a lock another run of the daemon held says so in its `outputs`.
 
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::compute::concat_batches;
+use futures::FutureExt;
 
 use super::Trigger;
 use super::ledger::{RunRecord, RunStatus};
 use super::pipeline::{PipelineSpec, Step};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lake::lock::LakeLock;
+use crate::lake::lock::{self, LakeLock};
 use crate::lake::{Lake, encode_parquet};
 use crate::time::Period;
+
+/// Whether a run delivers what it makes: report emails, alerts and the outbox's waiting
+/// messages. Scheduled and manual runs send; a backfill holds them unless `--send` (recomputing
+/// old periods must not email last quarter's reports to leadership).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Send,
+    /// Reports are rendered into the lake only; alerts are found and not sent; the outbox step
+    /// is skipped.
+    Hold,
+}
 
 /// A run about to start: its ledger record (status `running`).
 pub fn record(
@@ -61,20 +78,39 @@ pub async fn execute(
     spec: &PipelineSpec,
     period: &Period,
     mut record: RunRecord,
+    delivery: Delivery,
 ) -> Result<RunRecord> {
     let lock = LakeLock::acquire(lake, &format!("pipeline-{}", spec.name)).await?;
     record.write(lake).await?;
     tracing::info!(pipeline = %spec.name, run_id = %record.run_id, period = %period.id, trigger = %record.trigger, "Run started.");
-    let outcome = tokio::time::timeout(
-        Duration::from_secs_f64(spec.timeout_s),
-        steps(config, lake, spec, period, &mut record),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(Error::Timeout {
-            seconds: spec.timeout_s,
-        })
-    });
+    let label = format!("pipeline {}, run {}", spec.name, record.run_id);
+    let run =
+        AssertUnwindSafe(steps(config, lake, spec, period, &mut record, delivery)).catch_unwind();
+    let (scope, run) = lock::scoped(label, run);
+    let outcome = match tokio::time::timeout(crate::config::seconds(spec.timeout_s), run).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => Err(Error::Internal(format!(
+            "a step panicked (a bug; please report it): {}",
+            panic_message(panic.as_ref())
+        ))),
+        Err(_) => {
+            let timeout = Error::Timeout {
+                seconds: spec.timeout_s,
+            };
+            Err(match scope.waiting() {
+                Some(lock) => timeout.context(format!("waiting for {lock}")),
+                None => timeout,
+            })
+        }
+    };
+    // The locks of a step that was stopped are released before the run is recorded as ended.
+    lock::finish_releases().await;
+    let waits = scope.waits();
+    if !waits.is_empty() {
+        let mut outputs = waits;
+        outputs.extend((!record.outputs.is_empty()).then(|| std::mem::take(&mut record.outputs)));
+        record.outputs = outputs.join("; ");
+    }
     record.finished = Some(Utc::now());
     match outcome {
         Ok(()) => record.status = RunStatus::Succeeded,
@@ -96,6 +132,7 @@ async fn steps(
     spec: &PipelineSpec,
     period: &Period,
     record: &mut RunRecord,
+    delivery: Delivery,
 ) -> Result<()> {
     let mut outputs = Vec::new();
     for (i, step) in spec.steps.iter().enumerate() {
@@ -103,7 +140,7 @@ async fn steps(
         let done = loop {
             attempt += 1;
             record.attempts += 1;
-            match run_step(config, lake, spec, step, period).await {
+            match run_step(config, lake, spec, step, period, delivery).await {
                 Ok(done) => break done,
                 Err(error) if attempt < spec.retries.attempts && error.retryable() => {
                     let wait = spec.retries.backoff(attempt);
@@ -129,7 +166,9 @@ async fn run_step(
     spec: &PipelineSpec,
     step: &Step,
     period: &Period,
+    delivery: Delivery,
 ) -> Result<(i64, Vec<String>)> {
+    let send = delivery == Delivery::Send;
     match step {
         Step::Ingest(names) => {
             let datasets: Vec<_> = names
@@ -137,13 +176,11 @@ async fn run_step(
                 .filter_map(|n| crate::lake::schema::Dataset::from_name(n))
                 .collect();
             let report = crate::ingest::ingest(config, &datasets).await?;
+            // The step fails as `flowhealth ingest` does (a rejected file: the user's, exit 2).
             if let Some(failure) = report.failure() {
                 return Err(failure);
             }
-            Ok((
-                report.totals().landed as i64,
-                vec![format!("ingest: {} files", report.files.len())],
-            ))
+            Ok((report.totals().landed as i64, vec![report.summary()]))
         }
         Step::Metrics(names) => {
             let catalog = crate::metrics::catalog(config)?;
@@ -182,16 +219,23 @@ async fn run_step(
             Ok((rows as i64, written))
         }
         Step::Report(kind) => {
-            let outcome = crate::report::run(config, *kind, Some(&period.id), true).await?;
+            let outcome = crate::report::run(config, *kind, Some(&period.id), send).await?;
             if !outcome.failed.is_empty() {
                 return Err(Error::Several(outcome.failed));
             }
             let mut written = vec![outcome.html];
+            if !send {
+                written.push(format!("{} report not sent", kind.name()));
+            }
             written.extend(outcome.sent.iter().map(|(key, _)| format!("sent {key}")));
             Ok((outcome.sent.len() as i64, written))
         }
         Step::Alerts(_) => {
-            let outcome = crate::alert::run(config, None, false).await?;
+            let outcome = crate::alert::run(config, None, !send).await?;
+            if !send {
+                let found = outcome.unsent.len();
+                return Ok((0, vec![format!("alerts: {found} found, not sent")]));
+            }
             if !outcome.failed.is_empty() {
                 return Err(Error::Several(outcome.failed));
             }
@@ -200,6 +244,7 @@ async fn run_step(
                 vec![format!("alerts: {} sent", outcome.notified.len())],
             ))
         }
+        Step::Outbox(_) if !send => Ok((0, vec!["outbox: not delivered".into()])),
         Step::Outbox(_) => {
             let outcome = crate::report::flush(config).await?;
             if !outcome.failed.is_empty() {
@@ -210,10 +255,13 @@ async fn run_step(
         }
         Step::Sql(sql) => {
             let engine = crate::engine::Engine::open(config, lake).await?;
+            let catalog = crate::metrics::catalog(config)?;
             let params = crate::metrics::run::Params::new(config, period, None);
             // The query is the user's: one that does not plan is theirs to fix, not retried.
             let user_sql = |e| Error::from_user_sql(e, None);
             let computed = async {
+                // The outputs (metrics.<metric>, breaches, runs) are tables too.
+                super::register_output_tables(engine.ctx(), lake, &catalog).await?;
                 let frame = engine.ctx().sql(&sql.query).await.map_err(user_sql)?;
                 let frame = params.bind(frame).map_err(user_sql)?;
                 let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
@@ -249,13 +297,19 @@ pub async fn run_now(config: &Config, name: &str, period: Option<&str>) -> Resul
         None => super::period_for(&spec, config.timezone, now),
     };
     let record = record(&spec, now, &period, Trigger::Manual);
-    execute(config, &lake, &spec, &period, record).await
+    execute(config, &lake, &spec, &period, record, Delivery::Send).await
 }
 
-/// `flowhealth backfill PIPELINE --from ID --to ID`: a run for every period in the range, oldest
-/// first, with a progress bar. Periods with a succeeded run in the ledger are skipped, so an
-/// interrupted backfill resumes where it stopped. Returns the records of the runs it made.
-pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Result<Vec<RunRecord>> {
+/// `flowhealth backfill PIPELINE --from ID --to ID [--send]`: a run for every period in the
+/// range, oldest first, with a progress bar, delivering as `delivery` says. Periods with a
+/// succeeded run in the ledger are skipped, so an interrupted backfill resumes where it stopped.
+/// Returns the records of the runs it made.
+pub async fn backfill(
+    config: &Config,
+    name: &str,
+    (from, to): (&str, &str),
+    delivery: Delivery,
+) -> Result<Vec<RunRecord>> {
     let spec = find(config, name)?;
     let (first, last) = (parse_period(&spec, from)?, parse_period(&spec, to)?);
     if first.start > last.start {
@@ -292,7 +346,7 @@ pub async fn backfill(config: &Config, name: &str, from: &str, to: &str) -> Resu
             );
             let scheduled_for = DateTime::from_timestamp_micros(at).unwrap_or_default();
             let record = record(&spec, scheduled_for, &period, Trigger::Backfill);
-            records.push(execute(config, &lake, &spec, &period, record).await?);
+            records.push(execute(config, &lake, &spec, &period, record, delivery).await?);
         }
         bar.inc(1);
     }
@@ -310,6 +364,15 @@ fn find(config: &Config, name: &str) -> Result<PipelineSpec> {
             names.join(", ")
         ))
     })
+}
+
+/// What a panic said (`panic!("...")` gives a `&str` or a `String`).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 fn parse_period(spec: &PipelineSpec, id: &str) -> Result<Period> {
@@ -337,7 +400,14 @@ pub(crate) fn export_columns_problem(
 /// What `validate` finds in the pipelines' `sql:` steps beyond parsing: each query planned with
 /// the parameters of its pipeline's last complete period, its function calls run once on a
 /// column of NULLs (`engine::probe`), and its columns checked against the export's folder.
-pub async fn check_sql(config: &Config, pipelines: &[PipelineSpec]) -> Result<Vec<String>> {
+/// The output tables are there as at run time (`metrics.<metric>`, `breaches`, `runs`); a metric
+/// version without outputs yet has its table with the columns `validate` planned (`planned`).
+pub(crate) async fn check_sql(
+    config: &Config,
+    catalog: &crate::metrics::catalog::Catalog,
+    planned: &crate::metrics::Planned<'_>,
+    pipelines: &[PipelineSpec],
+) -> Result<Vec<String>> {
     let steps: Vec<(&PipelineSpec, usize, &super::pipeline::SqlStep)> = pipelines
         .iter()
         .flat_map(|spec| {
@@ -357,6 +427,10 @@ pub async fn check_sql(config: &Config, pipelines: &[PipelineSpec]) -> Result<Ve
     // Planning needs no cluster: `validate` runs nothing, whatever `engine` says.
     let engine = crate::engine::Engine::local(config, &lake).await?;
     let ctx = engine.ctx();
+    super::register_output_tables(ctx, &lake, catalog).await?;
+    for (metric, schema) in planned {
+        crate::metrics::output::register_planned(ctx, &lake, catalog, metric, schema)?;
+    }
     let mut problems = Vec::new();
     for (spec, i, sql) in steps {
         let field = format!("{}: steps[{i}].sql.query", spec.path.display());

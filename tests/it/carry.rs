@@ -90,6 +90,13 @@ fn rows_landing_late_for_an_older_day_make_the_next_week_start_before_that_day()
         "stage_changes/late.csv",
         "opportunity_id,from_stage,to_stage,changed_at,owner_id\nLATE-1,,lead,2026-03-12T10:00:00Z,R9\n",
     );
+    // It arrived a minute ago: the shipped config waits 30 s for a file to settle.
+    std::fs::File::options()
+        .append(true)
+        .open(ws.path().join("inbox/stage_changes/late.csv"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        .unwrap();
     ok(&ws, &["ingest"]);
 
     // The outputs of W11 and W12 no longer match the lake before their as_of; W10's does: W13

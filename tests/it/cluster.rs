@@ -381,6 +381,25 @@ fn the_metrics_on_a_ballista_cluster_give_the_local_engine_s_rows() {
     assert!(local.lines().count() > 10, "{local}");
     assert_same(&local, &remote, "query");
 
+    // What flowhealth wrote, as tables (issue 19): metric outputs, breaches and `read_parquet`
+    // (folders with `key=value` partitions, a pattern) give the same rows on the cluster, and
+    // instants in the configured timezone (Asia/Shanghai) in both.
+    for sql in [
+        "select period, team, value, as_of from metrics.process_health_index order by 1, 2 nulls first",
+        "select metric, version, period, team from breaches order by 1, 2, 3, 4 nulls first",
+        "select version, period, count(*) as n from read_parquet('metrics/evidence_rate') group by 1, 2 order by 1, 2",
+        "select dt, count(*) as n from read_parquet('raw/actions/**/*.parquet') group by 1 order by 1",
+    ] {
+        let query = ["query", sql, "--format", "csv"];
+        let local = stdout_of(&flowhealth(&ws, None, &query), sql, None);
+        let remote = stdout_of(&flowhealth(&ws, Some(&url), &query), sql, Some(&cluster));
+        assert!(local.lines().count() > 2, "{sql}:\n{local}");
+        assert_same(&local, &remote, sql);
+        if sql.contains("as_of") {
+            assert!(remote.contains("T00:00:00+08:00"), "{remote}");
+        }
+    }
+
     // Bad SQL is still the user's to fix (exit 2), named, on the cluster too.
     let bad = flowhealth(
         &ws,
@@ -491,6 +510,21 @@ fn killed_executor(
     for (path, rows) in &local {
         assert_same(rows, &remote[path], path);
     }
+
+    // The run ledger as the table `runs`, on the executor that is left and locally.
+    let sql = "select pipeline, period, trigger, status from runs order by scheduled_for";
+    let query = ["query", sql, "--format", "csv"];
+    let local = stdout_of(&flowhealth(ws, None, &query), sql, None);
+    let remote = stdout_of(
+        &flowhealth(ws, Some(&cluster.url()), &query),
+        sql,
+        Some(&cluster),
+    );
+    assert_eq!(
+        local,
+        format!("pipeline,period,trigger,status\ncluster_week,{period},manual,succeeded\n")
+    );
+    assert_eq!(remote, local);
 
     // SIGTERM: the executor tells the scheduler and stops, then the scheduler stops; both exit 0.
     for mut executor in std::mem::take(&mut cluster.executors) {

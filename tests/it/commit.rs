@@ -177,32 +177,46 @@ fn readers_during_a_large_ingest_see_only_committed_rows() {
     );
 }
 
-/// Starts `command` with `FLOWHEALTH_FAILPOINT=point`, waits until it says it paused there, and
-/// kills it with SIGKILL.
-fn kill_at(mut command: Command, point: &str) {
+/// Starts `command` and waits until a line of its standard error contains `wanted`; returns the
+/// running process.
+fn start_until(mut command: Command, wanted: &str) -> Child {
     let mut child: Child = command
-        .env("FLOWHEALTH_FAILPOINT", point)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
+    let wanted_line = wanted.to_string();
     std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("paused at") {
+            if line.contains(&wanted_line) {
+                // Reading on: the process must not block on a full pipe.
                 let _ = sender.send(Ok(line));
-                return;
+                continue;
             }
             lines.push(line);
         }
         let _ = sender.send(Err(lines.join("\n")));
     });
-    let paused = receiver
+    let seen = receiver
         .recv_timeout(Duration::from_secs(300))
-        .expect("the process reached the point");
-    assert!(paused.is_ok(), "never paused at {point}: {paused:?}");
+        .expect("the process said it");
+    assert!(seen.is_ok(), "never said {wanted:?}: {seen:?}");
+    child
+}
+
+/// Starts `command` with `FLOWHEALTH_FAILPOINT=point` and waits until it says it paused there.
+fn pause_at(mut command: Command, point: &str) -> Child {
+    command.env("FLOWHEALTH_FAILPOINT", point);
+    start_until(command, "paused at")
+}
+
+/// Starts `command` with `FLOWHEALTH_FAILPOINT=point`, waits until it says it paused there, and
+/// kills it with SIGKILL.
+fn kill_at(command: Command, point: &str) {
+    let mut child = pause_at(command, point);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 }
@@ -357,4 +371,227 @@ fn a_commit_killed_before_its_moves_finished_is_finished_by_a_reader_on_s3() {
     )
     .unwrap();
     assert_eq!(seen, vec!["9000,9000".to_string()]);
+}
+
+/// The data lines of the ingest report on standard output, by file: read, landed, quarantined,
+/// duplicates, status.
+fn report_line(stdout: &str, file: &str) -> Vec<String> {
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with(file) && !line.contains(": "))
+        .unwrap_or_else(|| panic!("no line for {file} in {stdout}"));
+    line.split_whitespace().skip(1).map(String::from).collect()
+}
+
+#[test]
+fn a_move_that_fails_after_the_commit_still_counts_the_file_as_landed() {
+    // b.csv repeats a.csv's last 1000 actions (a daily export repeating yesterday's rows). The
+    // first move of a.csv's commit fails: a.csv is committed all the same, so b.csv's repeated
+    // rows are duplicates of it, not landed a second time, and a.csv is not reported failed.
+    let ws = Workspace::new("");
+    ws.inbox("actions/a.csv", actions(0, 3000));
+    ws.inbox("actions/b.csv", actions(2000, 2000));
+    let output = ws
+        .command()
+        .arg("ingest")
+        .env("FLOWHEALTH_FAILPOINT", "commit:moved@1=error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        report_line(&stdout, "actions/a.csv"),
+        ["3000", "3000", "0", "0", "ingested"],
+        "{stdout}"
+    );
+    assert_eq!(
+        report_line(&stdout, "actions/b.csv"),
+        ["2000", "1000", "0", "1000", "ingested"],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("actions/a.csv: ingested: committed, but not every file is in place yet"),
+        "{stdout}"
+    );
+    assert_eq!(committed_rows(&ws.lake()), 4000);
+    // a.csv's commit is pending (the moves after the failed one were not made)...
+    assert!(
+        ws.lake_files()
+            .iter()
+            .any(|f| f.starts_with("_flowhealth/commits/")),
+        "{:?}",
+        ws.lake_files()
+    );
+    // ...and the next reader finishes it: every action once.
+    let seen = query(
+        ws.command(),
+        "select count(*), count(distinct action_id) from actions",
+    )
+    .unwrap();
+    assert_eq!(seen, vec!["4000,4000".to_string()]);
+    assert!(
+        ws.lake_files()
+            .iter()
+            .all(|f| !f.starts_with("_staging/") && !f.starts_with("_flowhealth/commits/")),
+        "{:?}",
+        ws.lake_files()
+    );
+}
+
+#[test]
+fn a_reader_that_cannot_finish_a_commit_reads_the_committed_files_in_place() {
+    let ws = Workspace::new("");
+    ws.inbox("actions/a.csv", actions(0, 3000));
+    ws.inbox("actions/b.csv", actions(3000, 6000));
+    let mut ingest = ws.command();
+    ingest.arg("ingest");
+    kill_at(ingest, "commit:committed@2");
+    // `validate` plans, and leaves the lake as it is: the commit is still pending.
+    let validate = ws.command().arg("validate").output().unwrap();
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    let intents: Vec<String> = ws
+        .lake_files()
+        .into_iter()
+        .filter(|f| f.starts_with("_flowhealth/commits/"))
+        .collect();
+    assert_eq!(intents.len(), 1, "{:?}", ws.lake_files());
+    // A commit whose first file cannot be moved (here: it is gone; on S3, credentials that may
+    // only read): `query` does not fail, and reads the committed files that are in place.
+    let intent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.lake().join(&intents[0])).unwrap()).unwrap();
+    let first = intent["moves"][0]["from"].as_str().unwrap();
+    std::fs::remove_file(ws.lake().join(first)).unwrap();
+    let output = ws
+        .command()
+        .args(["query", "select count(*) from actions", "--format", "csv"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "count(*)\n3000\n");
+    // Logged at info, not as a warning or an error.
+    assert!(stderr.trim().is_empty(), "{stderr}");
+}
+
+/// The distinct run_ids of `metric`'s output and of its breaches for 2026-W10, by DuckDB.
+fn run_ids(ws: &Workspace, metric: &str) -> (Vec<String>, Vec<String>) {
+    let read = |folder: String| -> Vec<String> {
+        ws.duckdb(&format!(
+            "select distinct run_id from read_parquet('{{lake}}/{folder}/version=3/period=2026-W10/*.parquet') order by 1"
+        ))
+        .into_iter()
+        .map(|row| row[0].as_str().unwrap().to_string())
+        .collect()
+    };
+    (
+        read(format!("metrics/{metric}")),
+        read(format!("breaches/metric={metric}")),
+    )
+}
+
+/// A workspace with the shipped metrics and 3000 actions of 2026-W10 ingested: evidence_rate is
+/// 0.5 there, under its threshold, so its breaches file has rows.
+fn ingested_week() -> Workspace {
+    let ws = Workspace::new(concat!(
+        "queries: ",
+        env!("CARGO_MANIFEST_DIR"),
+        "/queries\n"
+    ));
+    ws.inbox("actions/a.csv", actions(0, 3000));
+    assert!(ws.command().arg("ingest").status().unwrap().success());
+    ws
+}
+
+fn evidence_run(ws: &Workspace) -> Command {
+    let mut command = ws.command();
+    command.args(["metrics", "run", "evidence_rate", "--period", "2026-W10"]);
+    command
+}
+
+#[test]
+fn a_metrics_commit_killed_between_its_output_and_breaches_is_finished_by_the_next_reader() {
+    let ws = ingested_week();
+    // Every weekly metric, for the report.
+    let all = ws
+        .command()
+        .args(["metrics", "run", "--period", "2026-W10"])
+        .output()
+        .unwrap();
+    assert!(all.status.success());
+    let (first, breaches) = run_ids(&ws, "evidence_rate");
+    assert_eq!((first.len(), &breaches), (1, &first));
+
+    // Killed after its first move: the new output is in place, its breaches still staged.
+    kill_at(evidence_run(&ws), "commit:moved");
+    let (output, breaches) = run_ids(&ws, "evidence_rate");
+    assert_eq!(output.len(), 1);
+    assert_ne!(output, first);
+    assert_eq!(breaches, first, "a directory reader sees the old breaches");
+
+    // The report, a reader, finishes the commit first: the new pair, nothing left over.
+    let report = ws
+        .command()
+        .args(["report", "weekly", "--period", "2026-W10"])
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert_eq!(run_ids(&ws, "evidence_rate"), (output.clone(), output));
+    assert!(
+        ws.lake_files()
+            .iter()
+            .all(|f| !f.starts_with("_staging/") && !f.starts_with("_flowhealth/commits/")),
+        "{:?}",
+        ws.lake_files()
+    );
+}
+
+#[test]
+fn writers_of_metric_outputs_take_turns_and_clean_up_after_a_dead_one() {
+    let ws = ingested_week();
+    // One writer, killed later, holds the lake lock `metrics` with its files staged...
+    let mut first = pause_at(evidence_run(&ws), "commit:staged");
+    let staged: Vec<String> = ws
+        .lake_files()
+        .into_iter()
+        .filter(|f| f.starts_with("_staging/"))
+        .collect();
+    assert_eq!(staged.len(), 2, "{staged:?}");
+    // ...so another waits for it, staging nothing meanwhile...
+    let mut second = evidence_run(&ws);
+    second.env("RUST_LOG", "info");
+    let second = start_until(second, "Waiting for another writer of metric outputs");
+    let now_staged: Vec<String> = ws
+        .lake_files()
+        .into_iter()
+        .filter(|f| f.starts_with("_staging/"))
+        .collect();
+    assert_eq!(now_staged, staged);
+    // ...until it is gone: the second takes its lock over, removes what it staged, and commits
+    // its own pair.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let output = second.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let (outputs, breaches) = run_ids(&ws, "evidence_rate");
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(breaches, outputs);
+    assert!(
+        ws.lake_files().iter().all(|f| !f.starts_with("_staging/")
+            && !f.starts_with("_flowhealth/commits/")
+            && !f.starts_with("_flowhealth/locks/")),
+        "{:?}",
+        ws.lake_files()
+    );
 }

@@ -106,8 +106,11 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<String>) {
     }
 }
 
+// DuckDB draws a progress bar on standard output for a query that takes over two seconds (a busy
+// machine): off, so that standard output is the JSON alone.
 const DUCKDB: &str = "import duckdb, json, sys
 con = duckdb.connect()
+con.execute('SET enable_progress_bar = false')
 con.execute(\"SET TimeZone='UTC'\")
 print(json.dumps(con.execute(sys.argv[1]).fetchall(), default=str))";
 
@@ -187,4 +190,42 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `flowhealth ARGS` in `workspace` on a pseudo-terminal, driven by `steps` (see
+/// `tests/support/pty_session.py`: expect, send, signal), with `HOME` at `home`; returns what it
+/// printed, ending with `exit N`.
+pub fn on_a_terminal(
+    workspace: &Workspace,
+    home: &Path,
+    steps: serde_json::Value,
+    args: &[&str],
+) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pty_session.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(steps.to_string())
+        .arg(env!("CARGO_BIN_EXE_flowhealth"))
+        .args(args)
+        .current_dir(workspace.path())
+        .env("HOME", home)
+        .env("RUST_LOG", "warn")
+        .env_remove("FLOWHEALTH_CONFIG")
+        .output()
+        .expect("python3 runs");
+    let transcript = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{transcript}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    transcript
+}
+
+/// An `email:` section that sends to boss@example.com through the SMTP server `smtp` (the inside
+/// of the `smtp:` mapping), trying each message once.
+pub fn smtp_once(smtp: &str) -> String {
+    format!(
+        "email:\n  transport: smtp\n  outbox: ./outbox\n  to: [boss@example.com]\n  retry: {{ attempts: 1, backoff_s: 0 }}\n  smtp: {{ {smtp} }}\n"
+    )
 }

@@ -80,7 +80,7 @@ fn a_look_back_never_overwrites_a_week_and_the_pipeline_scores_the_week_four_wee
     let ws = workspace();
     run(&ws, &["metrics", "run", "--period", "2026-W05"]);
     let index = ws.duckdb(
-        "select team, value from read_parquet('{lake}/metrics/process_health_index/version=1/period=2026-W05/*.parquet') where team is not null order by 1",
+        "select team, value from read_parquet('{lake}/metrics/process_health_index/version=2/period=2026-W05/*.parquet') where team is not null order by 1",
     );
     assert_eq!(
         index,

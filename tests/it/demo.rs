@@ -156,6 +156,41 @@ fn demo_builds_a_conforming_lake_whose_counts_reconcile() {
     let weeks: Vec<&str> = index.iter().map(|r| r[0].as_str().unwrap()).collect();
     // 11 to 31 March: the weeks of 16 and 23 March are whole.
     assert_eq!(weeks, ["2026-W12", "2026-W13"]);
+    // People read the index as percentages with one decimal, the organisation by name, under a
+    // header: the lake's numbers, as DuckDB reads them.
+    let shown = stdout
+        .split("process health index, 2026-W13:\n")
+        .nth(1)
+        .unwrap();
+    let mut lines = shown.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "team",
+            "index",
+            "stage compliance",
+            "evidence",
+            "silent overtime"
+        ]
+    );
+    let rows = ws.duckdb(&format!(
+        "select coalesce(team, '(organisation)'), coalesce(printf('%.1f%%', value * 100), 'n/a'), coalesce(printf('%.1f%%', evidence_rate * 100), 'n/a')
+         from {} where period = '2026-W13' order by team nulls first",
+        crate::common::scan("metrics/process_health_index")
+    ));
+    for row in &rows {
+        let line: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(line[0], row[0].as_str().unwrap(), "{shown}");
+        assert_eq!(line[1], row[1].as_str().unwrap(), "{shown}");
+        assert_eq!(line[3], row[2].as_str().unwrap(), "{shown}");
+    }
     for row in &index {
         assert_eq!(row[1], 1, "{row:?}");
         assert_eq!(

@@ -13,6 +13,7 @@ mod config;
 mod correlation;
 mod demo;
 mod examples;
+mod faults;
 mod functions;
 mod ingest;
 mod inputs;

@@ -188,6 +188,35 @@ fn the_index_metrics_match_the_hand_worked_week_across_dst() {
         report.contains("east: 1 of 2 opportunities skipped a stage"),
         "{report}"
     );
+    // The summary counts in words that agree, and the index's advice speaks in percentages as
+    // the report does: 0.565 is 56.5%, the threshold 0.9 is 90.0%.
+    let line = |metric: &str| {
+        report
+            .lines()
+            .find(|l| l.trim_start().starts_with(metric))
+            .unwrap_or_else(|| panic!("{metric} in {report}"))
+            .split_whitespace()
+            .skip(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        line("stage_compliance_rate@"),
+        "3 rows 2 breaches",
+        "{report}"
+    );
+    // One row: the singular (health_outcome_correlation v2 has two rows here, teams and owners).
+    assert_eq!(
+        line("chronic_followup_validity@"),
+        "1 row 0 breaches",
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "Organisation: process health index 56.5%, healthy from 90.0% (stage compliance 50.0%"
+        ),
+        "{report}"
+    );
 
     // Every row carries run_id and as_of; the lake conforms for the metrics present.
     let stamped = ws.duckdb(&format!(

@@ -389,6 +389,143 @@ fn the_file_transport_needs_no_server_and_the_monthly_report_too() {
     );
 }
 
+/// What recipients receive: an ASCII Message-ID for every copy (a Chinese team's too), a CSV
+/// that a spreadsheet opens as UTF-8 with local times and hours to one decimal, count words that
+/// agree, display labels for codes (the CSV keeps the codes), and the metric versions read.
+#[test]
+fn recipients_get_ascii_ids_a_spreadsheet_ready_csv_and_labels_for_codes() {
+    // Only the index has a threshold: east's copy has exactly one breach.
+    let ws = fixture_with(
+        "email: { outbox: ./outbox, to: [boss@example.com], teams: { east: [east@example.com], \"华东\": [huadong@example.com] } }\n\
+         thresholds: { stage_compliance_rate: { min: 0 }, evidence_rate: { min: 0 }, silent_overtime_rate: { max: 1 } }\n\
+         report: { labels: { demo: Product demo } }\n",
+    );
+    ok(&ws, &["metrics", "run", "--period", "2026-W13"]);
+    ok(&ws, &["report", "weekly", "--period", "2026-W13", "--send"]);
+    let sent = ws.path().join("outbox/sent");
+    let org = mime(&sent.join("weekly-2026-W13.eml"));
+    let east = mime(&sent.join("weekly-2026-W13.team-east.eml"));
+    let huadong_path = sent.join("weekly-2026-W13.team-华东.eml");
+    let huadong = mime(&huadong_path);
+
+    let ids: Vec<&str> = [&org, &east, &huadong]
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[0], "<weekly-2026-W13@flowhealth>");
+    assert_eq!(ids[1], "<weekly-2026-W13.team-east@flowhealth>");
+    assert!(
+        ids[2].is_ascii()
+            && ids[2].starts_with("<weekly-2026-W13.team.")
+            && ids[2].ends_with("@flowhealth>"),
+        "{}",
+        ids[2]
+    );
+    let raw = String::from_utf8_lossy(&std::fs::read(&huadong_path).unwrap()).into_owned();
+    let header = raw
+        .lines()
+        .find(|l| l.to_lowercase().starts_with("message-id:"))
+        .unwrap();
+    assert!(header.is_ascii() && !header.contains("=?"), "{header}");
+
+    // The breaches of each copy, counted in words that agree.
+    let breaches = |team: &str| {
+        ws.duckdb(&format!(
+            "select count(*) from {} where period = '2026-W13' and coalesce(team, '') = '{team}'",
+            scan("breaches")
+        ))[0][0]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(breaches("east"), 1);
+    let subject = east["subject"].as_str().unwrap();
+    assert!(subject.ends_with(", 1 breach"), "{subject}");
+    let all = ws.duckdb(&format!(
+        "select count(*) from {} where period = '2026-W13'",
+        scan("breaches")
+    ))[0][0]
+        .as_i64()
+        .unwrap();
+    assert!(all > 1);
+    assert!(
+        org["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(", {all} breaches"))
+    );
+
+    // The CSV: a byte-order mark, the codes, local times and hours to one decimal, as DuckDB
+    // computes them from the metric's Parquet in the configured timezone.
+    let csv = org["attachments"]["overdue-2026-W13.csv"].as_str().unwrap();
+    let csv = csv
+        .strip_prefix('\u{feff}')
+        .expect("UTF-8 with a byte-order mark");
+    let expected = ws.duckdb(&format!(
+        "select opportunity_id, stage, strftime(last_activity_at AT TIME ZONE 'Europe/Berlin', '%Y-%m-%d %H:%M'), \
+         printf('%.1f', silent_hours), printf('%.1f', hours_remaining) \
+         from {} where period = '2026-W13' and status = 'overdue' order by hours_remaining",
+        scan("metrics/silent_warnings")
+    ));
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            [
+                "opportunity_id",
+                "stage",
+                "last_activity_at",
+                "silent_hours",
+                "hours_remaining",
+            ]
+            .iter()
+            .map(|c| cells[column(c)].to_string())
+            .collect()
+        })
+        .collect();
+    let expected: Vec<Vec<String>> = expected
+        .iter()
+        .map(|r| r.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+        .collect();
+    assert_eq!(rows, expected);
+    assert!(!rows.is_empty());
+
+    // People read labels; the codes stay in the CSV. A label from the config wins over the
+    // built-in one.
+    let html = org["html"].as_str().unwrap();
+    let text = org["text"].as_str().unwrap();
+    for row in &rows {
+        let label = match row[1].as_str() {
+            "demo" => "Product demo",
+            "qualified" => "Qualified",
+            "lead" => "Lead",
+            other => panic!("a stage the fixture does not have: {other}"),
+        };
+        assert!(
+            html.contains(&format!(">{label}</td>")),
+            "{label} in {html}"
+        );
+        assert!(text.contains(&format!(", {label}):")), "{label} in {text}");
+    }
+    assert!(!html.contains(">qualified</td>") && !html.contains(">demo</td>"));
+    // The footer names the versions the numbers come from.
+    let index = ws.lake().join("metrics/process_health_index");
+    let version = std::fs::read_dir(index)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let version = version.to_string_lossy().replace("version=", "");
+    assert!(
+        text.contains(&format!("process_health_index@{version}")),
+        "{text}"
+    );
+    assert!(html.contains(&format!("process_health_index@{version}")));
+}
+
 #[test]
 fn bad_input_is_reported_before_anything_is_sent() {
     // A report for a period that was not computed says how to compute it.

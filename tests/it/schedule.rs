@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::{Workspace, free_port, scan};
 use crate::metrics::{fixture_with, ok, run};
 
-fn pipeline(ws: &Workspace, name: &str, yaml: &str) {
+pub fn pipeline(ws: &Workspace, name: &str, yaml: &str) {
     let dir = ws.path().join("pipelines");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
@@ -81,20 +81,42 @@ fn backfill_runs_each_period_once_and_the_ledger_is_read_by_duckdb() {
     let out = ok(
         &ws,
         &[
-            "backfill", "weekly", "--from", "2026-W12", "--to", "2026-W13",
+            "backfill", "weekly", "--from", "2026-W12", "--to", "2026-W13", "--send",
         ],
     );
     assert!(out.contains("2 runs"), "{out}");
     assert!(ws.path().join("outbox/sent/weekly-2026-W12.eml").exists());
     assert!(ws.path().join("outbox/sent/weekly-2026-W13.eml").exists());
-    // Resumable: done periods are skipped.
+    // Resumable: done periods are skipped. Without --send nothing is sent, and it says so.
     let again = ok(
         &ws,
         &[
             "backfill", "weekly", "--from", "2026-W11", "--to", "2026-W13",
         ],
     );
-    assert!(again.contains("1 runs"), "only W11 was left: {again}");
+    assert!(again.contains("1 run in"), "only W11 was left: {again}");
+    assert!(
+        again.starts_with("backfill: reports are rendered into the lake, not sent"),
+        "{again}"
+    );
+    assert!(ws.lake().join("reports/weekly/2026-W11.html").exists());
+    assert!(!ws.path().join("outbox/sent/weekly-2026-W11.eml").exists());
+    assert!(
+        !ws.path()
+            .join("outbox/pending/weekly-2026-W11.eml")
+            .exists()
+    );
+    let held = ws.duckdb(&format!(
+        "select outputs from {} where period = '2026-W11'",
+        scan("runs")
+    ));
+    assert!(
+        held[0][0]
+            .as_str()
+            .unwrap()
+            .contains("weekly report not sent"),
+        "{held:?}"
+    );
 
     let runs = ws.duckdb(&format!(
         "select period, status, trigger, rows > 0, outputs like '%metrics/process_health_index%' from {} order by period",
@@ -168,15 +190,9 @@ fn a_bad_sql_step_fails_once_while_an_smtp_outage_is_retried() {
     // Nothing listens on this loopback port: every delivery is refused. The outbox itself tries
     // once (email.retry), so the attempts are the pipeline's.
     let port = free_port();
-    let ws = fixture_with(&format!(
-        "email:
-  transport: smtp
-  outbox: ./outbox
-  to: [boss@example.com]
-  retry: {{ attempts: 1, backoff_s: 0 }}
-  smtp: {{ host: 127.0.0.1, port: {port}, tls: none, timeout_s: 5 }}
-"
-    ));
+    let ws = fixture_with(&crate::common::smtp_once(&format!(
+        "host: 127.0.0.1, port: {port}, tls: none, timeout_s: 5"
+    )));
     ok(&ws, &["metrics", "run", "--period", "2026-W12"]);
     ok(&ws, &["metrics", "run", "--period", "2026-W13"]);
     pipeline(
@@ -205,14 +221,20 @@ fn a_bad_sql_step_fails_once_while_an_smtp_outage_is_retried() {
 }
 
 /// The daemon as a child process, killed when dropped.
-struct Daemon(Child);
+pub struct Daemon(pub Child);
 
 impl Daemon {
-    fn start(ws: &Workspace) -> Daemon {
+    pub fn start(ws: &Workspace) -> Daemon {
+        Daemon::start_with(ws, &[])
+    }
+
+    /// A daemon with these environment variables set too.
+    pub fn start_with(ws: &Workspace, env: &[(&str, &str)]) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_flowhealth"))
             .arg("daemon")
             .current_dir(ws.path())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -242,7 +264,7 @@ fn ledger(ws: &Workspace) -> Vec<(String, String, String)> {
     .collect()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
@@ -312,4 +334,57 @@ fn a_daemon_killed_mid_run_records_it_interrupted_and_redoes_it_once() {
         "{runs:?}"
     );
     assert!(runs.iter().all(|(_, s, _)| s != "running"), "{runs:?}");
+}
+
+/// On a terminal the daemon says what it does: the pipelines with their next fire time in the
+/// pipeline's local time, a line when a run starts and when it ends, and what SIGTERM does.
+#[test]
+fn on_a_terminal_the_daemon_says_what_it_runs_and_when() {
+    let ws = fixture_with("");
+    pipeline(
+        &ws,
+        "often",
+        "name: often\nschedule: \"*/3 * * * * *\"\ntimezone: America/New_York\ncatch_up: none\nsteps:\n  - sql: { query: \"select 1 as one\", output: often }\n",
+    );
+    let home = tempfile::tempdir().unwrap();
+    let steps = serde_json::json!([
+        {"expect": "next run "},
+        {"expect": " started (schedule, run "},
+        {"expect": " succeeded in "},
+        {"signal": "TERM"},
+        {"expect": "stopped"},
+    ]);
+    let before = chrono::Utc::now();
+    let transcript =
+        crate::common::on_a_terminal(&ws, home.path(), steps, &["daemon", "--grace", "5"]);
+    assert!(transcript.trim_end().ends_with("exit 0"), "{transcript}");
+    assert!(
+        transcript.contains("daemon started: 1 pipeline on ")
+            && transcript.contains(
+                "SIGTERM or Ctrl-C stops it (no new runs; running steps get 5 s to finish"
+            ),
+        "{transcript}"
+    );
+    // The next fire, in New York's wall-clock time: within a few seconds of the start.
+    let next = transcript
+        .lines()
+        .find_map(|l| l.split("often                    next run ").nth(1))
+        .unwrap_or_else(|| panic!("{transcript}"));
+    assert!(next.trim_end().ends_with(" America/New_York"), "{next}");
+    let shown = chrono::NaiveDateTime::parse_from_str(&next[..16], "%Y-%m-%d %H:%M").unwrap();
+    let new_york = before
+        .with_timezone(&chrono_tz::America::New_York)
+        .naive_local();
+    let ahead = (shown - new_york).num_seconds();
+    assert!((-60..=60).contains(&ahead), "{next} vs {new_york}");
+    // A run's lines name it and its period, and end with its status and duration.
+    let week = transcript
+        .lines()
+        .find(|l| l.contains(" started (schedule, run "))
+        .unwrap();
+    assert!(week.contains("often                    "), "{week}");
+    assert!(
+        transcript.contains("stopping: no new runs;"),
+        "{transcript}"
+    );
 }

@@ -25,6 +25,8 @@ pub async fn open(config: &Config, lake: &Lake) -> Result<Engine> {
         .scheduler_address()
         .map_err(|e| Error::Config(vec![format!("engine.scheduler: {e}")]))?;
     let libraries = Libraries::with(&crate::udf::Settings::of(config))?;
+    // Ballista takes its deadlines in whole seconds.
+    let deadline_s = config.engine.timeout_s.ceil().max(1.0) as u64;
     let session = crate::engine::session_config(config)
         .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::new(libraries.clone())))
         .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::new(libraries)))
@@ -51,7 +53,10 @@ pub async fn open(config: &Config, lake: &Lake) -> Result<Engine> {
         .set_u64(
             "datafusion.optimizer.hash_join_single_partition_threshold_rows",
             0,
-        );
+        )
+        // A scheduler that accepts and then never answers must not hold the command.
+        .set_u64("ballista.client.grpc_connect_timeout_seconds", deadline_s)
+        .set_u64("ballista.client.grpc_timeout_seconds", deadline_s);
     let state = SessionStateBuilder::new()
         .with_config(session)
         .with_default_features()
@@ -64,7 +69,7 @@ pub async fn open(config: &Config, lake: &Lake) -> Result<Engine> {
         scheduler: url.clone(),
         readyz: format!("http://{host}:{port}/readyz"),
         http: reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(5.min(deadline_s)))
             .build()
             .map_err(|e| Error::Internal(format!("cannot build an HTTP client: {e}")))?,
     };
@@ -174,6 +179,12 @@ async fn probe(engine: &Engine, config: &Config, lake: &Lake) -> Result<()> {
         let message = e.strip_backtrace();
         if is_connection_error(&message) {
             unreachable(url, &message)
+        } else if is_timeout(&message) {
+            Error::Cluster(format!(
+                "cannot reach the Ballista scheduler at {url} (engine.scheduler): no answer within \
+                 {} s (engine.timeout_s)",
+                config.engine.timeout_s
+            ))
         } else {
             Error::Cluster(format!(
                 "the Ballista cluster at {url} cannot read the lake at {}: {message}",
@@ -230,6 +241,11 @@ fn is_connection_error(message: &str) -> bool {
     ]
     .iter()
     .any(|needle| message.contains(needle))
+}
+
+/// Whether a Ballista error is a gRPC deadline that passed (`engine.timeout_s`).
+fn is_timeout(message: &str) -> bool {
+    message.contains("TimeoutExpired") || message.contains("Timeout expired")
 }
 
 fn unreachable(url: &str, message: &str) -> Error {

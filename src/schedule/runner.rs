@@ -293,7 +293,7 @@ pub async fn run_now(config: &Config, name: &str, period: Option<&str>) -> Resul
     let lake = Lake::open(config)?;
     let now = Utc::now();
     let period = match period {
-        Some(id) => parse_period(&spec, id)?,
+        Some(id) => parse_period(config, &spec, id)?,
         None => super::period_for(&spec, config.timezone, now),
     };
     let record = record(&spec, now, &period, Trigger::Manual);
@@ -311,7 +311,10 @@ pub async fn backfill(
     delivery: Delivery,
 ) -> Result<Vec<RunRecord>> {
     let spec = find(config, name)?;
-    let (first, last) = (parse_period(&spec, from)?, parse_period(&spec, to)?);
+    let (first, last) = (
+        parse_period(config, &spec, from)?,
+        parse_period(config, &spec, to)?,
+    );
     if first.start > last.start {
         return Err(Error::Usage(format!("--from {from} is after --to {to}")));
     }
@@ -360,8 +363,13 @@ fn find(config: &Config, name: &str) -> Result<PipelineSpec> {
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     specs.into_iter().find(|s| s.name == name).ok_or_else(|| {
         Error::Usage(format!(
-            "no pipeline `{name}` (pipelines: {})",
-            names.join(", ")
+            "no pipeline `{name}` in {} (`pipelines:` in the config; pipelines there: {})",
+            config.pipelines,
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
         ))
     })
 }
@@ -375,8 +383,23 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "no message".into())
 }
 
-fn parse_period(spec: &PipelineSpec, id: &str) -> Result<Period> {
-    Period::parse_as(id, spec.period, &format!("pipeline {}", spec.name))
+/// A period asked for by hand (`run --period`, `backfill --from/--to`): one of the pipeline's
+/// kind that has ended, since a run stores a period's outputs only once it has (a report of a
+/// week still under way would have no stored metrics to show).
+fn parse_period(config: &Config, spec: &PipelineSpec, id: &str) -> Result<Period> {
+    let period = Period::parse_as(id, spec.period, &format!("pipeline {}", spec.name))?;
+    if period.bounds_utc(config.timezone).1 > Utc::now().timestamp_micros() {
+        let last = Period::last_complete(spec.period, crate::time::today(config.timezone));
+        return Err(Error::Usage(format!(
+            "pipeline {}: {id} has not ended yet (it ends {} 00:00 {}), and a run stores a \
+             period's outputs once it has ended; the last complete one is {}",
+            spec.name,
+            period.end,
+            config.timezone.name(),
+            last.id
+        )));
+    }
+    Ok(period)
 }
 
 /// Why the columns of a `sql:` step's rows cannot be written to `exports/<output>/period=<id>/`,

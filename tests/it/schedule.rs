@@ -144,10 +144,38 @@ fn backfill_runs_each_period_once_and_the_ledger_is_read_by_duckdb() {
     assert_eq!(wrong.status.code(), Some(2));
     let missing = run(&ws, &["run", "nightly"]);
     assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(
-        String::from_utf8_lossy(&missing.stderr)
-            .contains("no pipeline `nightly` (pipelines: weekly)")
+        stderr.contains("no pipeline `nightly` in ") && stderr.contains("pipelines there: weekly"),
+        "{stderr}"
     );
+    // A week still under way (in the fixture's Europe/Berlin) is refused (a run stores a week
+    // once it has ended), by run and backfill alike, naming the last complete one.
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::Europe::Berlin);
+    let this_week = now.format("%G-W%V").to_string();
+    let last_week = (now - chrono::Duration::days(7))
+        .format("%G-W%V")
+        .to_string();
+    for args in [
+        vec!["run", "weekly", "--period", this_week.as_str()],
+        vec![
+            "backfill",
+            "weekly",
+            "--from",
+            "2026-W13",
+            "--to",
+            this_week.as_str(),
+        ],
+    ] {
+        let early = run(&ws, &args);
+        let stderr = String::from_utf8_lossy(&early.stderr);
+        assert_eq!(early.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{this_week} has not ended yet"))
+                && stderr.contains(&format!("the last complete one is {last_week}")),
+            "{stderr}"
+        );
+    }
 }
 
 /// The standard output of a command that must fail at run time (exit 1).

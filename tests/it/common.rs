@@ -81,6 +81,23 @@ impl Workspace {
         duckdb(&sql.replace("{lake}", &self.lake().display().to_string()))
     }
 
+    /// [`Workspace::duckdb`] for a folder that a running daemon rewrites (the run ledger): a run's
+    /// file is replaced by an atomic rename when the run ends, and DuckDB opens a file once to
+    /// bind the query and again to scan it, so a scan that straddles the rename reads the new
+    /// file with the old footer ("Invalid data"). Such a query is tried again, up to five times.
+    pub fn duckdb_live(&self, sql: &str) -> Vec<Vec<serde_json::Value>> {
+        let sql = sql.replace("{lake}", &self.lake().display().to_string());
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            match try_python_json(&["-c", DUCKDB, &sql]) {
+                Ok(rows) => return rows,
+                Err(e) => failures.push(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("DuckDB failed five times on {sql}:\n{}", failures.join("\n"))
+    }
+
     /// Every file below the lake, relative to it, sorted.
     pub fn lake_files(&self) -> Vec<String> {
         let mut files = Vec::new();
@@ -116,16 +133,22 @@ print(json.dumps(con.execute(sys.argv[1]).fetchall(), default=str))";
 
 /// Runs `python3 <args>`, which must succeed and print JSON; returns that JSON.
 pub fn python_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> T {
+    try_python_json(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `python3 <args>`; the JSON it printed, or what it wrote to standard error.
+fn try_python_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> Result<T, String> {
     let output = Command::new("python3")
         .args(args)
         .output()
         .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "python3 {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("python printed JSON")
+    if !output.status.success() {
+        return Err(format!(
+            "python3 {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(serde_json::from_slice(&output.stdout).expect("python printed JSON"))
 }
 
 /// Runs `sql` in DuckDB (Python package) and returns the rows as JSON values.

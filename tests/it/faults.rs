@@ -67,7 +67,7 @@ fn runs_of(ws: &Workspace, pipeline: &str) -> Vec<(String, String, String, Strin
     if !ws.lake().join("runs").exists() {
         return Vec::new();
     }
-    ws.duckdb(&format!(
+    ws.duckdb_live(&format!(
         "select status, coalesce(error, ''), outputs, strftime(scheduled_for, '%H:%M:%S') from {} \
          where pipeline = '{pipeline}' order by started",
         scan("runs")
@@ -139,7 +139,7 @@ fn a_failed_alert_run_shows_the_webhook_token_and_signature_nowhere() {
             "run ledger",
             format!(
                 "{:?}",
-                ws.duckdb(&format!("select * from {}", scan("runs")))
+                ws.duckdb_live(&format!("select * from {}", scan("runs")))
             ),
         ),
     ];

@@ -283,7 +283,7 @@ fn ledger(ws: &Workspace) -> Vec<(String, String, String)> {
     if !ws.lake().join("runs").exists() {
         return Vec::new();
     }
-    ws.duckdb(&format!(
+    ws.duckdb_live(&format!(
         "select strftime(scheduled_for, '%H:%M:%S'), status, trigger from {} order by scheduled_for, started",
         scan("runs")
     ))

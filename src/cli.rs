@@ -532,6 +532,24 @@ async fn backfill(config: &Config, pipeline: &str, range: (&str, &str), send: bo
 async fn runs(config: &Config, pipeline: Option<&str>, limit: usize) -> Result<i32> {
     let lake = crate::lake::Lake::open(config)?;
     let records = crate::schedule::ledger::read(&lake, pipeline).await?;
+    // A name with no run may be a typo: say so unless a pipeline of that name exists.
+    if let Some(name) = pipeline
+        && records.is_empty()
+    {
+        let catalog = crate::metrics::catalog(config)?;
+        let pipelines = crate::schedule::pipeline::load(config, &catalog).map_err(Error::Config)?;
+        if !pipelines.iter().any(|p| p.name == name) {
+            let mut names: Vec<&str> = pipelines.iter().map(|p| p.name.as_str()).collect();
+            if names.is_empty() {
+                names.push("none");
+            }
+            return Err(Error::Usage(format!(
+                "no pipeline `{name}` in {} and no run of one in the ledger (pipelines: {})",
+                config.resolve_local(&config.pipelines).display(),
+                names.join(", ")
+            )));
+        }
+    }
     say!(
         "{}",
         crate::schedule::ledger::table(&records, limit, config.timezone)

@@ -362,6 +362,12 @@ pub struct EngineConfig {
     /// (Ballista's gRPC client deadlines, whole seconds; its own default is 20).
     #[serde(default = "default_engine_timeout_s")]
     pub timeout_s: f64,
+    /// Seconds one query may run on the cluster, from being sent to its last row; past it the job
+    /// is cancelled on the scheduler and the query fails as a cluster fault (a pipeline step runs
+    /// again). Ballista 55 can wait for ever on a job whose stage it rolled back after losing an
+    /// executor.
+    #[serde(default = "default_engine_job_timeout_s")]
+    pub job_timeout_s: f64,
 }
 
 impl Default for EngineConfig {
@@ -371,12 +377,17 @@ impl Default for EngineConfig {
             scheduler: default_scheduler(),
             target_partitions: None,
             timeout_s: default_engine_timeout_s(),
+            job_timeout_s: default_engine_job_timeout_s(),
         }
     }
 }
 
 const fn default_engine_timeout_s() -> f64 {
     20.0
+}
+
+const fn default_engine_job_timeout_s() -> f64 {
+    1800.0
 }
 
 fn default_scheduler() -> String {

@@ -38,7 +38,7 @@ pub async fn run(
     let frame = ctx.sql(sql).await.map_err(|e| planning_error(ctx, e))?;
     // The plan's schema, not the first batch's: a query with no rows still has columns.
     let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-    let batches = engine.collect(frame, Error::from).await?;
+    let batches = engine.collect(frame, optimizing_error).await?;
     // One convention for instants: text is read by people, so table, CSV and JSON show them in
     // the configured timezone, alike; Parquet is read by tools, so it keeps UTC microseconds
     // (`lake::for_readers`, in `encode`), as every Parquet file flowhealth writes.
@@ -197,6 +197,21 @@ fn planning_error(ctx: &SessionContext, error: DataFusionError) -> Error {
         String::new()
     };
     Error::Query(format!("{message}{hint}"))
+}
+
+/// A query that fails once it runs: when the optimizer could not fold a constant of the SQL
+/// (`TIMESTAMP '2026-13-45'`, `CAST('abc' AS INT)`), the query is the user's to fix (exit 2);
+/// any other failure happened on the data, which the query cannot be blamed for (exit 1).
+fn optimizing_error(error: DataFusionError) -> Error {
+    match &error {
+        DataFusionError::Context(context, inner) if context.starts_with("Optimizer rule") => {
+            Error::Query(format!(
+                "a constant in the query cannot be evaluated: {}",
+                inner.strip_backtrace()
+            ))
+        }
+        _ => Error::from(error),
+    }
 }
 
 /// What `\d` prints: every table (`metrics.<metric>` and the other outputs included), then the

@@ -367,6 +367,20 @@ impl Catalog {
             None => self.latest(name),
         };
         found.ok_or_else(|| {
+            let versions: Vec<String> = self
+                .metrics
+                .iter()
+                .filter(|m| m.name() == name)
+                .map(|m| m.version().to_string())
+                .collect();
+            if !versions.is_empty() {
+                return Error::Usage(format!(
+                    "`{name}` has no version {} in {} (versions: {}; `{name}` alone is the latest)",
+                    version.unwrap_or_default(),
+                    self.dir.display(),
+                    versions.join(", ")
+                ));
+            }
             let names: Vec<String> = self.names().map(String::from).collect();
             Error::Usage(format!(
                 "no metric `{spec}` in {} (metrics: {})",

@@ -16,9 +16,14 @@ use flowhealth::lake::Lake;
 use crate::common::{Workspace, free_port};
 use crate::demo::run_demo_weeks;
 use crate::s3::start_moto;
+use crate::schedule::wait_for;
 
 /// The `engine:` section of a test config: local unless the environment says otherwise.
-const ENGINE: &str = "engine: { kind: \"${FLOWHEALTH_ENGINE:-local}\", scheduler: \"${FLOWHEALTH_SCHEDULER:-df://localhost:50050}\" }\n";
+///
+/// A job gets three minutes: after an executor is killed, Ballista 55 once waited for ever on a
+/// stage it had rolled back; past its deadline the job fails as a cluster fault and the
+/// pipeline's retry runs it on the executor that is left.
+const ENGINE: &str = "engine: { kind: \"${FLOWHEALTH_ENGINE:-local}\", scheduler: \"${FLOWHEALTH_SCHEDULER:-df://localhost:50050}\", job_timeout_s: \"${FLOWHEALTH_JOB_TIMEOUT_S:-180}\" }\n";
 
 /// A process of this binary, its output in a log file; killed when dropped.
 struct Process {
@@ -457,6 +462,34 @@ fn the_metrics_on_a_ballista_cluster_give_the_local_engine_s_rows() {
         "{stderr}"
     );
     drop(blind);
+
+    // A query past `engine.job_timeout_s` fails as a cluster fault (exit 1) and its job is
+    // cancelled on the scheduler (a cluster of its own: its executor may still be busy).
+    let busy = Cluster::start(
+        &format!("lake: {{ url: s3://flowhealth/lake, {} }}\n", moto.s3_yaml()),
+        1,
+    );
+    let mut command = ws.command();
+    command
+        .args([
+            "query",
+            "select count(*) from actions a cross join actions b cross join actions c",
+        ])
+        .env("FLOWHEALTH_ENGINE", "ballista")
+        .env("FLOWHEALTH_SCHEDULER", busy.url())
+        .env("FLOWHEALTH_JOB_TIMEOUT_S", "5");
+    let late = command.stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&late.stderr);
+    assert_eq!(late.status.code(), Some(1), "{stderr}\n{}", busy.logs());
+    assert!(
+        stderr.contains("did not finish on the Ballista cluster")
+            && stderr.contains("within 5 s (engine.job_timeout_s); its job was cancelled"),
+        "{stderr}"
+    );
+    wait_for("the scheduler to cancel the job", Duration::from_secs(10), || {
+        busy.scheduler.log().contains("Received cancellation request for job")
+    });
+    drop(busy);
 
     // An executor killed mid-run: the pipeline's run completes on the other one (after a retry
     // if the step failed), and every output is whole and the same as the local engine's.

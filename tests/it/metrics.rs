@@ -368,6 +368,14 @@ fn a_released_version_cannot_change_without_a_new_version() {
     std::fs::write(&file, GOOD).unwrap();
     ok(&ws, &["validate"]);
     assert!(ok(&ws, &["metrics", "list"]).contains("v1,v2 (draft)"));
+    // A version that is not there names the ones that are.
+    let output = run(&ws, &["metrics", "run", "rows@9", "--period", "2026-W10"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`rows` has no version 9") && stderr.contains("(versions: 1, 2;"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -193,6 +193,23 @@ fn parquet_output_is_read_by_duckdb_and_bad_queries_exit_2() {
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("--format parquet needs --output PATH")
     );
+    // A constant of the SQL that cannot be evaluated is the query's fault too.
+    let output = query(
+        &ws,
+        &["select count(*) from actions where occurred_at > timestamp '2026-13-45 00:00:00'"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("a constant in the query cannot be evaluated")
+            && stderr.contains("2026-13-45"),
+        "{stderr}"
+    );
+    // `runs` with a name that is neither a pipeline nor in the ledger.
+    let output = ws.command().args(["runs", "nosuch"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no pipeline `nosuch`"), "{stderr}");
 }
 
 #[test]

@@ -3,11 +3,16 @@
 use std::sync::Arc;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use ballista_core::execution_plans::DistributedQueryExec;
+use ballista_core::serde::protobuf::CancelJobParams;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+use datafusion_proto::protobuf::LogicalPlanNode;
 
 use super::Scratch;
 use super::codec::{Libraries, LogicalCodec, PhysicalCodec};
@@ -67,7 +72,9 @@ pub async fn open(config: &Config, lake: &Lake) -> Result<Engine> {
     let session = Session {
         scratch: Scratch::new(),
         scheduler: url.clone(),
+        grpc: format!("http://{host}:{port}"),
         readyz: format!("http://{host}:{port}/readyz"),
+        job_timeout: std::time::Duration::from_secs_f64(config.engine.job_timeout_s),
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5.min(deadline_s)))
             .build()
@@ -85,6 +92,10 @@ pub struct Session {
     pub scratch: Scratch,
     /// `engine.scheduler`, for messages.
     scheduler: String,
+    /// The scheduler's gRPC endpoint (`http://host:port`), to cancel a job past its deadline.
+    grpc: String,
+    /// `engine.job_timeout_s`.
+    job_timeout: std::time::Duration,
     /// The scheduler's readiness URL, which counts its live executors.
     readyz: String,
     http: reqwest::Client,
@@ -97,15 +108,29 @@ impl Session {
     /// 55 runs the lost executor's tasks again elsewhere, and in tests/it/cluster.rs such a job
     /// came back with wrong rows. The scheduler's count of live executors before and after the
     /// job tells (an executor that dies is dropped from it after `scheduler::EXECUTOR_TIMEOUT_S`,
-    /// while the job waits for its tasks); the error is a cluster fault, so a pipeline runs the
-    /// step again, on the executors that are left.
+    /// while the job waits for its tasks). A job still running after `engine.job_timeout_s` is
+    /// cancelled on the scheduler (Ballista 55 can wait for ever on a stage it rolled back after
+    /// losing an executor). Both are cluster faults, so a pipeline runs the step again, on the
+    /// executors that are left.
     pub(crate) async fn collect(
         &self,
         frame: DataFrame,
         failed: impl FnOnce(DataFusionError) -> Error,
     ) -> Result<Vec<RecordBatch>> {
         let before = self.executors().await;
-        let batches = frame.collect().await.map_err(|e| {
+        let task = Arc::new(frame.task_ctx());
+        let job = async {
+            let plan = frame.create_physical_plan().await?;
+            let rows = datafusion::physical_plan::collect(plan.clone(), task);
+            match tokio::time::timeout(self.job_timeout, rows).await {
+                Ok(rows) => rows.map(Some),
+                Err(_) => {
+                    self.cancel(plan.as_ref()).await;
+                    Ok(None)
+                }
+            }
+        };
+        let batches = job.await.map_err(|e| {
             let message = e.strip_backtrace();
             if is_connection_error(&message) {
                 unreachable(&self.scheduler, &message)
@@ -118,6 +143,14 @@ impl Session {
                 failed(e)
             }
         })?;
+        let Some(batches) = batches else {
+            return Err(Error::Cluster(format!(
+                "the query did not finish on the Ballista cluster at {} within {} s \
+                 (engine.job_timeout_s); its job was cancelled",
+                self.scheduler,
+                self.job_timeout.as_secs_f64()
+            )));
+        };
         let after = self.executors().await;
         if let (Some(before), Some(after)) = (before, after)
             && after < before
@@ -129,6 +162,32 @@ impl Session {
             )));
         }
         Ok(batches)
+    }
+
+    /// Asks the scheduler to cancel the job `plan` sent (a plan Ballista planned knows its job
+    /// once the scheduler accepted it). A failure is only logged: the caller is failing already.
+    async fn cancel(&self, plan: &dyn ExecutionPlan) {
+        let Some(job) = plan
+            .as_any()
+            .downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()
+            .and_then(DistributedQueryExec::job_id)
+        else {
+            return;
+        };
+        let job = String::from(job);
+        let cancelled = async {
+            SchedulerGrpcClient::connect(self.grpc.clone())
+                .await
+                .map_err(|e| e.to_string())?
+                .cancel_job(CancelJobParams { job_id: job.clone() })
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(10), cancelled).await {
+            Ok(Ok(_)) => tracing::warn!(job = %job, "Cancelled a Ballista job past its deadline."),
+            Ok(Err(e)) => tracing::warn!(job = %job, error = %e, "Cannot cancel a Ballista job."),
+            Err(_) => tracing::warn!(job = %job, "Cannot cancel a Ballista job: no answer."),
+        }
     }
 
     /// The live executors the scheduler counts (`/readyz`); `None` when it does not answer.

@@ -111,15 +111,16 @@ impl TextCheck {
         }
     }
 
-    /// Why `bytes` cannot be read as text of this file, if they cannot.
-    fn problem(&self, bytes: &[u8]) -> Option<String> {
+    /// Why `bytes` cannot be read as text of this file, if they cannot; `offset` is where they
+    /// start in the record, for the message.
+    fn problem(&self, bytes: &[u8], offset: usize) -> Option<String> {
         if self.all_valid {
             return None;
         }
         if self.raw_utf8 {
             let error = std::str::from_utf8(bytes).err()?;
-            let at = error.valid_up_to();
-            let bad: Vec<String> = bytes[at..bytes.len().min(at + 4)]
+            let at = offset + error.valid_up_to();
+            let bad: Vec<String> = bytes[at - offset..bytes.len().min(at - offset + 4)]
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();
@@ -270,7 +271,7 @@ impl CsvRecords {
                 Raw::Record { .. } => break,
             }
         }
-        if let Some(problem) = records.check.problem(&records.bytes[..records.len]) {
+        if let Some(problem) = records.text_problem() {
             return Err(format!(
                 "wrong encoding: the header is {problem}; set {}.encoding to the file's encoding",
                 spec.key
@@ -354,9 +355,35 @@ impl CsvRecords {
         }
     }
 
-    fn field(&self, i: usize) -> Cow<'_, str> {
+    fn field_bytes(&self, i: usize) -> (usize, &[u8]) {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        String::from_utf8_lossy(&self.bytes[start..self.ends[i]])
+        (start, &self.bytes[start..self.ends[i]])
+    }
+
+    /// Field `i` as text (U+FFFD for bytes that are not UTF-8: only a record with a problem, which
+    /// is quarantined, has any).
+    fn field(&self, i: usize) -> Cow<'_, str> {
+        let (_, bytes) = self.field_bytes(i);
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        }
+    }
+
+    /// Why the current record cannot be read as text, if it cannot. Read as UTF-8, each field is
+    /// checked on its own: the parser drops the delimiters and quotes between fields, and two
+    /// fields' bytes may be UTF-8 only when joined (`\xC3,\xA9` is not `é`).
+    fn text_problem(&self) -> Option<String> {
+        if self.check.all_valid {
+            None
+        } else if self.check.raw_utf8 {
+            (0..self.fields).find_map(|i| {
+                let (start, bytes) = self.field_bytes(i);
+                self.check.problem(bytes, start)
+            })
+        } else {
+            self.check.problem(&self.bytes[..self.len], 0)
+        }
     }
 
     fn is_blank_record(&self) -> bool {
@@ -442,7 +469,7 @@ impl Records for CsvRecords {
                 let step = if self.is_blank_record() {
                     Step::Blank
                 } else {
-                    self.problem = self.check.problem(&self.bytes[..self.len]);
+                    self.problem = self.text_problem();
                     if self.problem.is_none() && self.fields != self.header.len() {
                         self.problem = Some(format!(
                             "the row has {} fields, the header has {}",
@@ -656,7 +683,7 @@ impl JsonRecords {
             return Step::Blank;
         }
         self.object.clear();
-        if let Some(problem) = self.check.problem(text) {
+        if let Some(problem) = self.check.problem(text, 0) {
             self.problem = Some(problem);
             return Step::Record;
         }
@@ -1125,6 +1152,19 @@ mod tests {
             bytes.extend_from_slice(b"last,without,line,end");
         }
         bytes
+    }
+
+    #[test]
+    fn bytes_that_are_utf8_only_across_a_delimiter_are_a_problem() {
+        // `\xC3` and `\xA9` in two fields: joined (as the parser hands fields over) they read
+        // as `é`, but each field alone is not UTF-8, and must not land as U+FFFD.
+        let file = b"action_id,occurred_at,owner_id,action_type\n\xC3\xA91,x,y,z\n\xC3\xA92,x\xC3,\xA9y,z\n";
+        let lines = read_whole(file, false);
+        assert!(lines[0].starts_with("2 ") && lines[0].contains("None"), "{lines:?}");
+        assert!(
+            lines[1].contains("not valid UTF-8 (bytes c3 at byte 5 of the record)"),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -144,9 +144,10 @@ fn chunked(
 ) -> Result<(), String> {
     let in_flight = 2 * threads.len() + 2;
     let (jobs, job_queue) = sync_channel(threads.len());
-    let job_queue = Mutex::new(job_queue);
+    // Held by the workers alone: once they have all stopped, a cutter blocked handing out a
+    // chunk is let go.
+    let job_queue = Arc::new(Mutex::new(job_queue));
     let reader = &reader;
-    let job_queue = &job_queue;
     std::thread::scope(|scope| {
         let (done, pieces) = channel::<(usize, Result<Piece, String>)>();
         // A token per chunk in flight: the cutter takes one before it hands a chunk out, the
@@ -159,23 +160,34 @@ fn chunked(
         }
         for mut rows in threads {
             let done = done.clone();
+            let job_queue = Arc::clone(&job_queue);
             scope.spawn(move || {
                 loop {
-                    // A poisoned lock: another worker panicked; the scope reports it.
                     let Ok(queue) = job_queue.lock() else { break };
                     let job = queue.recv();
                     drop(queue);
                     let Ok((index, chunk)) = job else { break };
-                    let mut records = reader.records(chunk);
-                    let piece = rows
-                        .read(&mut *records, u64::MAX)
-                        .and_then(|_| rows.piece(records.position()));
-                    if done.send((index, piece)).is_err() {
+                    // A panic is this chunk's error, so the assembler, waiting for the chunk in
+                    // file order, fails the file instead of waiting for ever.
+                    let piece = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let mut records = reader.records(chunk);
+                        rows.read(&mut *records, u64::MAX)
+                            .and_then(|_| rows.piece(records.position()))
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Err(format!(
+                            "internal error: reading chunk {index} failed: {}",
+                            crate::error::panic_message(panic.as_ref())
+                        ))
+                    });
+                    let failed = piece.is_err();
+                    if done.send((index, piece)).is_err() || failed {
                         break;
                     }
                 }
             });
         }
+        drop(job_queue);
         scope.spawn(move || {
             for (index, chunk) in chunks.enumerate() {
                 if tokens.recv().is_err() {
@@ -515,4 +527,96 @@ enum Area {
     Raw,
     Derived,
     Quarantine,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::ingest::chunk::Cut;
+    use crate::ingest::spec::FileSpec;
+
+    /// Reads every chunk but the third (line 3, as chunks of one line each); that one panics, as
+    /// a bug in a reader would. The others hold no record.
+    struct PanicsAtTheThird;
+
+    impl ChunkReader for PanicsAtTheThird {
+        fn records(&self, chunk: crate::ingest::chunk::Chunk) -> Box<dyn Records> {
+            assert!(chunk.first_line != 3, "a bug in the reader");
+            Box::new(Nothing)
+        }
+    }
+
+    struct Nothing;
+
+    impl Records for Nothing {
+        fn advance(&mut self) -> Result<Step, String> {
+            Ok(Step::End)
+        }
+        fn line(&self) -> u64 {
+            0
+        }
+        fn cell(&self, _: usize) -> crate::ingest::cell::Cell<'_> {
+            crate::ingest::cell::Cell::Null
+        }
+        fn problem(&self) -> Option<String> {
+            None
+        }
+        fn raw_json(&self) -> String {
+            String::new()
+        }
+        fn position(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_reader_that_panics_fails_the_file_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().display().to_string();
+        let env = |key: &str| (key == "FLOWHEALTH_LAKE").then(|| lake.clone());
+        let config =
+            Config::parse(crate::config::EMBEDDED, "config.yaml", PathBuf::from("."), env).unwrap();
+        let spec = FileSpec::new(&config, Dataset::Actions, "actions/a.csv").unwrap();
+        let setup = Setup {
+            dataset: Dataset::Actions,
+            source: "actions/a.csv".into(),
+            prefix: "0123456789abcdef".into(),
+            ingested_at: 0,
+            lake: Lake::open(&config).unwrap(),
+            known: Arc::new(KeySet::default()),
+            progress: ProgressBar::hidden(),
+        };
+        // One record per line, a chunk each: the third chunk starts on line 3.
+        let text = (0..50).map(|i| format!("a{i}\n")).collect::<String>();
+        let chunks = Chunks::new(
+            Box::new(std::io::Cursor::new(text.into_bytes())),
+            Cut::Lines,
+            1,
+            false,
+            0,
+            1,
+        );
+        let input = Input::Chunked {
+            reader: Arc::new(PanicsAtTheThird),
+            chunks,
+        };
+        let validators = (0..2).map(|_| Validator::new(&config, &spec)).collect();
+        let (sink, mut batches) = tokio::sync::mpsc::channel(1000);
+        let (finished, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = finished.send(run(input, &setup, validators, None, sink).map(|_| ()));
+        });
+        let result = result
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the parse ends");
+        let error = result.expect_err("the file fails");
+        assert!(
+            error.contains("internal error: reading chunk 2 failed: a bug in the reader"),
+            "{error}"
+        );
+        batches.close();
+    }
 }

@@ -314,6 +314,15 @@ macro_rules! say {
 }
 pub(crate) use say;
 
+/// What a panic said (`panic!("...")` gives a `&str` or a `String`).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// A DataFusion error that is about reaching the data (the store, a file), not the SQL.
 fn reaching_the_data(error: &DataFusionError) -> bool {
     matches!(

@@ -1,5 +1,5 @@
-//! Validated rows -> Arrow record batches, one buffer per `dt=` partition. The caller flushes when
-//! [`PartitionBuffer::rows`] reaches its bound, which is what keeps memory flat whatever the size
+//! Validated rows -> Arrow record batches, one buffer per `dt=` partition. A reading thread drains
+//! it after each stretch of a file ([`super::parse`]), which keeps memory flat whatever the size
 //! of the input file.
 
 use std::collections::BTreeMap;
@@ -59,11 +59,19 @@ impl ColumnBuilder {
     }
 }
 
+/// One partition's rows: a builder per column, and the key of each row when rows are keyed.
+struct Partition {
+    builders: Vec<ColumnBuilder>,
+    keys: Vec<u128>,
+}
+
+/// A partition's rows as a batch, with the key of each row (empty when rows were not keyed).
+pub type Drained = (NaiveDate, RecordBatch, Vec<u128>);
+
 /// Rows waiting to be written, by local date.
 pub struct PartitionBuffer {
     schema: SchemaRef,
-    partitions: BTreeMap<NaiveDate, Vec<ColumnBuilder>>,
-    rows: usize,
+    partitions: BTreeMap<NaiveDate, Partition>,
 }
 
 impl PartitionBuffer {
@@ -71,42 +79,57 @@ impl PartitionBuffer {
         PartitionBuffer {
             schema,
             partitions: BTreeMap::new(),
-            rows: 0,
         }
+    }
+
+    fn partition(&mut self, dt: NaiveDate) -> &mut Partition {
+        let schema = &self.schema;
+        self.partitions.entry(dt).or_insert_with(|| Partition {
+            builders: schema
+                .fields()
+                .iter()
+                .map(|f| ColumnBuilder::new(f.data_type()))
+                .collect(),
+            keys: Vec::new(),
+        })
     }
 
     /// Appends one row; `values` follow the schema's column order.
     pub fn push<'v>(&mut self, dt: NaiveDate, values: impl IntoIterator<Item = &'v Value<'v>>) {
-        let schema = &self.schema;
-        let builders = self.partitions.entry(dt).or_insert_with(|| {
-            schema
-                .fields()
-                .iter()
-                .map(|f| ColumnBuilder::new(f.data_type()))
-                .collect()
-        });
-        for (builder, value) in builders.iter_mut().zip(values) {
+        let partition = self.partition(dt);
+        for (builder, value) in partition.builders.iter_mut().zip(values) {
             builder.append(value);
         }
-        self.rows += 1;
     }
 
-    /// Rows buffered across all partitions.
-    pub fn rows(&self) -> usize {
-        self.rows
+    /// Appends one row with its key ([`super::keys`]), which [`PartitionBuffer::drain`] hands
+    /// back beside the row.
+    pub fn push_keyed<'v>(
+        &mut self,
+        dt: NaiveDate,
+        key: u128,
+        values: impl IntoIterator<Item = &'v Value<'v>>,
+    ) {
+        self.partition(dt).keys.push(key);
+        self.push(dt, values);
     }
 
-    /// Everything buffered, as one batch per partition; the buffer is empty afterwards.
-    pub fn drain(&mut self) -> Result<Vec<(NaiveDate, RecordBatch)>> {
-        self.rows = 0;
+    /// Everything buffered, as one batch per partition with its rows' keys; the buffer is empty
+    /// afterwards.
+    pub fn drain(&mut self) -> Result<Vec<Drained>> {
         std::mem::take(&mut self.partitions)
             .into_iter()
-            .map(|(dt, mut builders)| {
-                let columns = builders
+            .map(|(dt, mut partition)| {
+                let columns = partition
+                    .builders
                     .iter_mut()
                     .map(ColumnBuilder::finish)
                     .collect::<Result<Vec<_>>>()?;
-                Ok((dt, RecordBatch::try_new(self.schema.clone(), columns)?))
+                Ok((
+                    dt,
+                    RecordBatch::try_new(self.schema.clone(), columns)?,
+                    partition.keys,
+                ))
             })
             .collect()
     }

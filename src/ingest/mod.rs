@@ -29,10 +29,12 @@
 pub(crate) mod arrival;
 pub(crate) mod buffer;
 pub(crate) mod cell;
+pub(crate) mod chunk;
 pub(crate) mod columns;
 pub(crate) mod decode;
 pub(crate) mod history;
 pub(crate) mod keys;
+pub(crate) mod parse;
 pub(crate) mod reader;
 pub mod repair;
 pub(crate) mod source;
@@ -42,20 +44,18 @@ pub(crate) mod validate;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::record_batch::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use self::buffer::PartitionBuffer;
 use self::history::{Added, Derivation, HistoryState};
-use self::keys::{KeyHasher, KeySet};
-use self::reader::{CsvRecords, JsonRecords, Records, Step, XlsxRecords};
+use self::keys::KeySet;
+use self::reader::{CsvRecords, Input, JsonRecords, Records, XlsxRecords};
 use self::source::{Format, InboxFile, Prepared};
 use self::spec::FileSpec;
-use self::validate::{Validator, Value};
+use self::validate::Validator;
 use crate::config::Config;
 use crate::error::{Domain, Error, Result};
 use crate::lake::Lake;
@@ -63,9 +63,7 @@ use crate::lake::commit::{self, Transaction};
 use crate::lake::lock::LakeLock;
 use crate::lake::schema::Dataset;
 
-/// Rows held in memory per input file before they are written out (for `raw/` and for
-/// `quarantine/` each). Bounds memory whatever the input size; it is also the largest file size.
-pub const MAX_BUFFERED_ROWS: usize = 256 * 1024;
+pub use self::parse::{Counts, MAX_BUFFERED_ROWS};
 
 /// What happened to one input file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,23 +94,6 @@ impl fmt::Display for FileStatus {
             FileStatus::Waiting => "waiting",
         })
     }
-}
-
-/// Row counts of one file. `landed + quarantined + duplicates + blank == rows_read`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub rows_read: u64,
-    pub landed: u64,
-    pub quarantined: u64,
-    pub duplicates: u64,
-    /// Blank rows skipped: empty lines, lines of bare delimiters, objects without a value, empty
-    /// spreadsheet rows. (Ledger entries written before blank rows were counted lack it: 0.)
-    #[serde(default)]
-    pub blank: u64,
-    /// Stage changes derived from the file's snapshots and landed in `stage_changes` (not rows
-    /// of the file: outside the sum above).
-    #[serde(default)]
-    pub derived: u64,
 }
 
 /// The ledger entry of an ingested file.
@@ -166,14 +147,11 @@ pub struct IngestReport {
 
 impl IngestReport {
     pub fn totals(&self) -> Counts {
-        self.files.iter().fold(Counts::default(), |t, f| Counts {
-            rows_read: t.rows_read + f.counts.rows_read,
-            landed: t.landed + f.counts.landed,
-            quarantined: t.quarantined + f.counts.quarantined,
-            duplicates: t.duplicates + f.counts.duplicates,
-            blank: t.blank + f.counts.blank,
-            derived: t.derived + f.counts.derived,
-        })
+        let mut totals = Counts::default();
+        for file in &self.files {
+            totals += file.counts;
+        }
+        totals
     }
 
     /// 0 when every file was ingested or waits for its writer (quarantined rows are not a
@@ -375,6 +353,12 @@ struct Ingest<'c> {
     /// Only these inbox files (by name), when set: `repair` lands the inputs of what it set
     /// aside, and nothing else.
     only: Option<HashSet<String>>,
+    /// Threads that read the chunks of a text file: one per core.
+    threads: usize,
+    /// Whether text files are cut into chunks read on every core (tests compare it with one
+    /// pass), and the size chunks aim at ([`chunk::CHUNK_BYTES`]; tests cut files much finer).
+    parallel: bool,
+    chunk_bytes: usize,
 }
 
 impl<'c> Ingest<'c> {
@@ -385,6 +369,9 @@ impl<'c> Ingest<'c> {
             inbox,
             ingested_at: Utc::now(),
             only: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            parallel: true,
+            chunk_bytes: chunk::CHUNK_BYTES,
         }
     }
 
@@ -710,7 +697,10 @@ impl<'c> Ingest<'c> {
         };
         let all_utf8 = prepared.first_non_utf8.is_none();
         let region = decode::region_of(spec.timezone.unwrap_or(self.config.timezone));
-        let (records, read_as): (Box<dyn Records>, String) = match format {
+        // Snapshots that derive stage history are read in order: each derivation depends on the
+        // rows before it. Other text files are cut into chunks read on every core.
+        let chunked = self.parallel && spec.history.is_none();
+        let (input, read_as): (Input, String) = match format {
             Format::Csv => {
                 let text = source::open_text(prepared, spec.encoding, region, &spec.key)
                     .map_err(rejected)?;
@@ -724,7 +714,12 @@ impl<'c> Ingest<'c> {
                     }
                 );
                 let records = CsvRecords::new(text, all_utf8, spec, delimiter).map_err(rejected)?;
-                (Box::new(records), read_as)
+                let input = if chunked {
+                    records.into_chunks(self.chunk_bytes)
+                } else {
+                    Input::Stream(Box::new(records))
+                };
+                (input, read_as)
             }
             Format::Json => {
                 let text = source::open_text(prepared, spec.encoding, region, &spec.key)
@@ -735,7 +730,13 @@ impl<'c> Ingest<'c> {
                     "lines"
                 };
                 let read_as = format!("json {shape} {}", text.decision);
-                (Box::new(JsonRecords::new(text, all_utf8, spec)), read_as)
+                let records = JsonRecords::new(text, all_utf8, spec);
+                let input = if chunked {
+                    records.into_input(self.chunk_bytes)
+                } else {
+                    Input::Stream(Box::new(records))
+                };
+                (input, read_as)
             }
             Format::Xlsx => {
                 let path = prepared.path.clone();
@@ -744,7 +745,8 @@ impl<'c> Ingest<'c> {
                     tokio::task::spawn_blocking(move || XlsxRecords::open(&path, &xlsx_spec))
                         .await?;
                 let sheet = spec.sheet.as_deref().unwrap_or("first sheet");
-                (Box::new(opened.map_err(rejected)?), format!("xlsx {sheet}"))
+                let records: Box<dyn Records> = Box::new(opened.map_err(rejected)?);
+                (Input::Stream(records), format!("xlsx {sheet}"))
             }
         };
         let progress = progress_bar(
@@ -757,15 +759,18 @@ impl<'c> Ingest<'c> {
         );
         let (sender, mut receiver) =
             tokio::sync::mpsc::channel::<(object_store::path::Path, RecordBatch)>(2);
-        let parse = FileParse {
-            records,
-            validator: Validator::new(self.config, spec),
-            history: match (&spec.history, history) {
-                (Some(history_spec), Some(state)) => {
-                    Some(Derivation::new(history_spec.clone(), state))
-                }
-                _ => None,
-            },
+        let threads = match &input {
+            Input::Chunked { .. } => self.threads,
+            Input::Stream(_) => 1,
+        };
+        let validators = (0..threads)
+            .map(|_| Validator::new(self.config, spec))
+            .collect();
+        let derivation = match (&spec.history, history) {
+            (Some(history_spec), Some(state)) => Some(Derivation::new(history_spec.clone(), state)),
+            _ => None,
+        };
+        let setup = parse::Setup {
             dataset,
             source: file.name.clone(),
             prefix: prepared.content_hash[..16].to_string(),
@@ -774,7 +779,9 @@ impl<'c> Ingest<'c> {
             known,
             progress: progress.clone(),
         };
-        let parser = tokio::task::spawn_blocking(move || parse.run(sender));
+        let parser = tokio::task::spawn_blocking(move || {
+            parse::run(input, &setup, validators, derivation, sender)
+        });
         let mut transaction = Transaction::begin(&self.lake, "ingest");
         let mut write_error = None;
         while let Some((path, batch)) = receiver.recv().await {
@@ -845,167 +852,6 @@ struct DatasetState {
     unreadable: Vec<String>,
 }
 
-/// The blocking half of landing a file: records in, batches out.
-struct FileParse {
-    records: Box<dyn Records>,
-    validator: Validator,
-    dataset: Dataset,
-    source: String,
-    prefix: String,
-    ingested_at: i64,
-    lake: Lake,
-    known: Arc<KeySet>,
-    /// Stage changes derived from snapshots, when the file's dataset derives them.
-    history: Option<Derivation>,
-    progress: ProgressBar,
-}
-
-type Sink = tokio::sync::mpsc::Sender<(object_store::path::Path, RecordBatch)>;
-
-/// What parsing one file gave: its counts, the keys it added, what it added to the stage history.
-type Parsed = (Counts, KeySet, Option<Added>);
-
-fn line_number(records: &dyn Records) -> i64 {
-    records.line() as i64
-}
-
-impl FileParse {
-    /// Returns the counts, the keys this file added and what it added to the stage history, or
-    /// why the file as a whole failed.
-    fn run(mut self, sink: Sink) -> std::result::Result<Parsed, String> {
-        let dataset = self.dataset;
-        let mut raw = PartitionBuffer::new(dataset.raw_schema());
-        let mut derived = PartitionBuffer::new(Dataset::StageChanges.raw_schema());
-        let mut quarantine = PartitionBuffer::new(dataset.quarantine_schema());
-        let mut hasher = KeyHasher::new(dataset);
-        let mut new_keys = KeySet::default();
-        let mut counts = Counts::default();
-        let mut sequence = 0usize;
-        let ingest_date = self.validator.local_date(self.ingested_at);
-        let partition = dataset.partition_column();
-        let source = Value::Text(self.source.clone().into());
-        let ingested_at = Value::Timestamp(self.ingested_at);
-        let started = Instant::now();
-        let width = dataset.columns().len();
-        loop {
-            match self.records.advance()? {
-                Step::End => break,
-                Step::Blank => {
-                    counts.rows_read += 1;
-                    counts.blank += 1;
-                    continue;
-                }
-                Step::Record => counts.rows_read += 1,
-            }
-            let line = Value::Int(self.records.line() as i64);
-            let records = &*self.records;
-            let verdict = match records.problem() {
-                Some(problem) => Err(problem),
-                None => self.validator.validate(|i| records.cell(i)),
-            };
-            // A snapshot whose stage change cannot be derived goes to quarantine whole.
-            let verdict = match (verdict, self.history.as_mut()) {
-                (Ok(values), Some(history)) => history
-                    .derive(
-                        &values,
-                        |i| records.cell(i),
-                        &self.validator,
-                        (self.ingested_at, line_number(records)),
-                    )
-                    .map(|change| (values, change)),
-                (verdict, _) => verdict.map(|values| (values, None)),
-            };
-            match verdict {
-                Ok((values, change)) => {
-                    if let Some(change) = change {
-                        let dt = match change[3] {
-                            Value::Timestamp(at) => self.validator.local_date(at),
-                            _ => ingest_date,
-                        };
-                        derived.push(dt, change.iter().chain([&source, &line, &ingested_at]));
-                    }
-                    let key = hasher.key(&values);
-                    if self.known.contains(&key) || !new_keys.insert(key) {
-                        counts.duplicates += 1;
-                    } else {
-                        let dt = match partition.map(|p| &values[p]) {
-                            Some(Value::Timestamp(t)) => self.validator.local_date(*t),
-                            _ => ingest_date,
-                        };
-                        raw.push(dt, values.iter().chain([&source, &line, &ingested_at]));
-                        counts.landed += 1;
-                    }
-                }
-                Err(reason) => {
-                    let texts: Vec<Value> = (0..width)
-                        .map(|i| {
-                            records
-                                .cell(i)
-                                .to_text()
-                                .map_or(Value::Null, |t| Value::Text(t.into()))
-                        })
-                        .collect();
-                    let extra = [
-                        Value::Text(reason.into()),
-                        source.clone(),
-                        line.clone(),
-                        Value::Text(records.raw_json().into()),
-                        ingested_at.clone(),
-                    ];
-                    quarantine.push(ingest_date, texts.iter().chain(extra.iter()));
-                    counts.quarantined += 1;
-                }
-            }
-            if raw.rows() >= MAX_BUFFERED_ROWS {
-                self.flush(&mut raw, "raw", dataset, &mut sequence, &sink)?;
-            }
-            if quarantine.rows() >= MAX_BUFFERED_ROWS {
-                self.flush(&mut quarantine, "quarantine", dataset, &mut sequence, &sink)?;
-            }
-            if derived.rows() >= MAX_BUFFERED_ROWS {
-                let to = Dataset::StageChanges;
-                self.flush(&mut derived, "raw", to, &mut sequence, &sink)?;
-            }
-            if counts.rows_read % 16384 == 0 {
-                self.progress.set_position(self.records.position());
-                let rate = counts.rows_read as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                self.progress
-                    .set_message(format!("{} rows, {:.0} rows/s", counts.rows_read, rate));
-            }
-        }
-        self.flush(&mut raw, "raw", dataset, &mut sequence, &sink)?;
-        self.flush(&mut quarantine, "quarantine", dataset, &mut sequence, &sink)?;
-        let to = Dataset::StageChanges;
-        self.flush(&mut derived, "raw", to, &mut sequence, &sink)?;
-        let history = self.history.map(|h| h.added);
-        counts.derived = history.as_ref().map_or(0, |h| h.derived);
-        Ok((counts, new_keys, history))
-    }
-
-    /// Sends what `buffer` holds to `<area>/<dataset>/dt=.../<prefix>-<n>.parquet`.
-    fn flush(
-        &self,
-        buffer: &mut PartitionBuffer,
-        area: &str,
-        dataset: Dataset,
-        sequence: &mut usize,
-        sink: &Sink,
-    ) -> std::result::Result<(), String> {
-        for (dt, batch) in buffer.drain().map_err(|e| e.to_string())? {
-            *sequence += 1;
-            let path = self.lake.path(&[
-                area,
-                dataset.name(),
-                &format!("dt={}", dt.format("%Y-%m-%d")),
-                &format!("{}-{:05}.parquet", self.prefix, sequence),
-            ]);
-            sink.blocking_send((path, batch))
-                .map_err(|_| "the writer stopped".to_string())?;
-        }
-        Ok(())
-    }
-}
-
 fn progress_bar(name: &str, bytes: Option<u64>) -> ProgressBar {
     let bar = match bytes {
         Some(total) => ProgressBar::new(total).with_style(
@@ -1040,4 +886,136 @@ fn remove_staging_files(dir: &std::path::Path) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+
+    /// Every row under `dir` as a line of text, sorted.
+    fn rows(dir: &Path) -> Vec<String> {
+        let mut rows = Vec::new();
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let file = std::fs::File::open(&path).unwrap();
+                let dt = dir.file_name().unwrap().to_string_lossy().into_owned();
+                for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                {
+                    let batch = batch.unwrap();
+                    let options = FormatOptions::default().with_null("NULL");
+                    let columns: Vec<ArrayFormatter> = batch
+                        .columns()
+                        .iter()
+                        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+                        .collect();
+                    for i in 0..batch.num_rows() {
+                        let cells: Vec<String> =
+                            columns.iter().map(|c| c.value(i).to_string()).collect();
+                        rows.push(format!("{dt} {}", cells.join(" | ")));
+                    }
+                }
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    /// A file with what makes cutting hard: multi-line quoted fields, CRLF and lone CR line ends,
+    /// blank lines, ids repeated far apart (in other chunks), rows to quarantine, a record
+    /// starting with U+FEFF, a last line without its end.
+    fn tricky_file() -> String {
+        let mut text = String::from("action_id,occurred_at,owner_id,action_type,note\r\n");
+        for i in 0..3000 {
+            let id = if i % 97 == 5 { i - 5 } else { i };
+            let time = if i % 211 == 3 {
+                "yesterday".to_string()
+            } else {
+                format!("2026-03-{:02} {:02}:{:02}", 1 + i % 28, i % 24, i % 60)
+            };
+            let note = match i % 7 {
+                0 => "\"two\nlines, \"\"quoted\"\"\"".to_string(),
+                1 => "\"cr\r\nlf\"".to_string(),
+                2 => String::new(),
+                _ => format!("n{i}"),
+            };
+            let end = match i % 5 {
+                0 => "\r\n",
+                1 => "\n\n",
+                2 => "\r",
+                _ => "\n",
+            };
+            let bom = if i % 503 == 9 { "\u{FEFF}" } else { "" };
+            text += &format!("{bom}a{id},{time},R{},call,{note}{end}", i % 13);
+        }
+        text + "a-last,2026-03-03 10:00,R1,call,end"
+    }
+
+    async fn ingest(work: &Path, content: &str, parallel: bool, chunk_bytes: usize) -> Counts {
+        let (lake, inbox) = (work.join("lake"), work.join("inbox"));
+        std::fs::create_dir_all(inbox.join("actions")).unwrap();
+        std::fs::write(inbox.join("actions/a.csv"), content).unwrap();
+        let env = |key: &str| match key {
+            "FLOWHEALTH_LAKE" => Some(lake.display().to_string()),
+            "FLOWHEALTH_INBOX" => Some(inbox.display().to_string()),
+            _ => None,
+        };
+        let config = Config::parse(
+            crate::config::EMBEDDED,
+            "config.yaml",
+            PathBuf::from("."),
+            env,
+        )
+        .unwrap();
+        let mut ingest = Ingest::new(
+            &config,
+            Lake::open(&config).unwrap(),
+            Lake::open_store(&config, &config.inbox).unwrap(),
+        );
+        ingest.ingested_at = DateTime::from_timestamp(1_772_000_000, 0).unwrap();
+        ingest.parallel = parallel;
+        ingest.chunk_bytes = chunk_bytes;
+        ingest.threads = 3;
+        let report = ingest.run(&[Dataset::Actions]).await.unwrap();
+        assert_eq!(report.files.len(), 1);
+        assert_eq!(report.files[0].status, FileStatus::Ingested, "{report}");
+        report.files[0].counts
+    }
+
+    #[tokio::test]
+    async fn chunked_ingest_lands_exactly_what_one_pass_lands() {
+        let content = tricky_file();
+        let dir = tempfile::tempdir().unwrap();
+        let one_pass = dir.path().join("one-pass");
+        let counts = ingest(&one_pass, &content, false, 0).await;
+        assert!(counts.duplicates > 20 && counts.quarantined > 10 && counts.blank > 500);
+        let (raw, quarantine) = (
+            rows(&one_pass.join("lake/raw")),
+            rows(&one_pass.join("lake/quarantine")),
+        );
+        assert_eq!(raw.len() as u64, counts.landed);
+        for chunk_bytes in [1, 100, 4096, chunk::CHUNK_BYTES] {
+            let work = dir.path().join(format!("chunks-{chunk_bytes}"));
+            assert_eq!(ingest(&work, &content, true, chunk_bytes).await, counts);
+            assert_eq!(rows(&work.join("lake/raw")), raw, "chunks of {chunk_bytes}");
+            assert_eq!(
+                rows(&work.join("lake/quarantine")),
+                quarantine,
+                "chunks of {chunk_bytes}"
+            );
+        }
+    }
 }

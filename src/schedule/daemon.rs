@@ -168,7 +168,7 @@ async fn serve(
                     Err(error) => {
                         let id = error.id();
                         let why = if error.is_panic() {
-                            runner::panic_message(error.into_panic().as_ref())
+                            crate::error::panic_message(error.into_panic().as_ref())
                         } else {
                             error.to_string()
                         };

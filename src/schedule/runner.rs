@@ -91,7 +91,7 @@ pub async fn execute(
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => Err(Error::Internal(format!(
             "a step panicked (a bug; please report it): {}",
-            panic_message(panic.as_ref())
+            crate::error::panic_message(panic.as_ref())
         ))),
         Err(_) => {
             let timeout = Error::Timeout {
@@ -372,15 +372,6 @@ fn find(config: &Config, name: &str) -> Result<PipelineSpec> {
             }
         ))
     })
-}
-
-/// What a panic said (`panic!("...")` gives a `&str` or a `String`).
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into())
 }
 
 /// A period asked for by hand (`run --period`, `backfill --from/--to`): one of the pipeline's

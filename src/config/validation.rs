@@ -491,7 +491,12 @@ fn engine(config: &Config, problems: &mut Problems) {
         problems.add("engine.target_partitions", "must be at least 1".into());
     }
     check_positive(problems, "engine.timeout_s", engine.timeout_s, HOUR_S);
-    check_positive(problems, "engine.job_timeout_s", engine.job_timeout_s, DAY_S);
+    check_positive(
+        problems,
+        "engine.job_timeout_s",
+        engine.job_timeout_s,
+        DAY_S,
+    );
 }
 
 /// `attempts` from 1 to 100, `backoff_s` from 0 to an hour (it doubles after each attempt).

@@ -961,7 +961,7 @@ mod tests {
             let bom = if i % 503 == 9 { "\u{FEFF}" } else { "" };
             text += &format!("{bom}a{id},{time},R{},call,{note}{end}", i % 13);
         }
-        text + "a-last,2026-03-03 10:00,R1,call,end"
+        text + "a-last,2026-03-03 10:00,R1,call,end\n"
     }
 
     async fn ingest(work: &Path, content: &str, parallel: bool, chunk_bytes: usize) -> Counts {
@@ -973,19 +973,21 @@ mod tests {
             "FLOWHEALTH_INBOX" => Some(inbox.display().to_string()),
             _ => None,
         };
-        let config = Config::parse(
+        let mut config = Config::parse(
             crate::config::EMBEDDED,
             "config.yaml",
             PathBuf::from("."),
             env,
         )
         .unwrap();
+        // The file was written a moment ago.
+        config.inbox.settle_s = None;
         let mut ingest = Ingest::new(
             &config,
             Lake::open(&config).unwrap(),
             Lake::open_store(&config, &config.inbox).unwrap(),
         );
-        ingest.ingested_at = DateTime::from_timestamp(1_772_000_000, 0).unwrap();
+        ingest.ingested_at = DateTime::from_timestamp(4_000_000_000, 0).unwrap();
         ingest.parallel = parallel;
         ingest.chunk_bytes = chunk_bytes;
         ingest.threads = 3;

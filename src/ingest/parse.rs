@@ -577,8 +577,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lake = dir.path().display().to_string();
         let env = |key: &str| (key == "FLOWHEALTH_LAKE").then(|| lake.clone());
-        let config =
-            Config::parse(crate::config::EMBEDDED, "config.yaml", PathBuf::from("."), env).unwrap();
+        let config = Config::parse(
+            crate::config::EMBEDDED,
+            "config.yaml",
+            PathBuf::from("."),
+            env,
+        )
+        .unwrap();
         let spec = FileSpec::new(&config, Dataset::Actions, "actions/a.csv").unwrap();
         let setup = Setup {
             dataset: Dataset::Actions,

@@ -1160,7 +1160,10 @@ mod tests {
         // as `é`, but each field alone is not UTF-8, and must not land as U+FFFD.
         let file = b"action_id,occurred_at,owner_id,action_type\n\xC3\xA91,x,y,z\n\xC3\xA92,x\xC3,\xA9y,z\n";
         let lines = read_whole(file, false);
-        assert!(lines[0].starts_with("2 ") && lines[0].contains("None"), "{lines:?}");
+        assert!(
+            lines[0].starts_with("2 ") && lines[0].contains("None"),
+            "{lines:?}"
+        );
         assert!(
             lines[1].contains("not valid UTF-8 (bytes c3 at byte 5 of the record)"),
             "{lines:?}"

@@ -95,7 +95,10 @@ impl Workspace {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("DuckDB failed five times on {sql}:\n{}", failures.join("\n"))
+        panic!(
+            "DuckDB failed five times on {sql}:\n{}",
+            failures.join("\n")
+        )
     }
 
     /// Every file below the lake, relative to it, sorted.

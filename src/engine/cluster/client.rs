@@ -108,7 +108,8 @@ impl Session {
     /// 55 runs the lost executor's tasks again elsewhere, and in tests/it/cluster.rs such a job
     /// came back with wrong rows. The scheduler's count of live executors before and after the
     /// job tells (an executor that dies is dropped from it after `scheduler::EXECUTOR_TIMEOUT_S`,
-    /// while the job waits for its tasks). A job still running after `engine.job_timeout_s` is
+    /// while the job waits for its tasks); a job that failed while an executor left is a cluster
+    /// fault too, whatever its message. A job still running after `engine.job_timeout_s` is
     /// cancelled on the scheduler (Ballista 55 can wait for ever on a stage it rolled back after
     /// losing an executor). Both are cluster faults, so a pipeline runs the step again, on the
     /// executors that are left.
@@ -130,45 +131,45 @@ impl Session {
                 }
             }
         };
-        let batches = job.await.map_err(|e| {
-            let message = e.strip_backtrace();
-            if is_connection_error(&message) {
-                unreachable(&self.scheduler, &message)
-            } else if is_cluster_fault(&message) {
-                Error::Cluster(format!(
-                    "the Ballista cluster at {} lost the query: {message}",
-                    self.scheduler
-                ))
-            } else {
-                failed(e)
-            }
-        })?;
-        let Some(batches) = batches else {
-            return Err(Error::Cluster(format!(
+        let result = job.await;
+        let after = self.executors().await;
+        let lost = match (before, after) {
+            (Some(before), Some(after)) if after < before => Some((before, after)),
+            _ => None,
+        };
+        match (result, lost) {
+            (_, Some((before, after))) => Err(Error::Cluster(format!(
+                "an executor left the Ballista cluster at {} while the query ran ({before} \
+                 executors, then {after}): its result is not trusted; run it again",
+                self.scheduler
+            ))),
+            (Ok(Some(batches)), None) => Ok(batches),
+            (Ok(None), None) => Err(Error::Cluster(format!(
                 "the query did not finish on the Ballista cluster at {} within {} s \
                  (engine.job_timeout_s); its job was cancelled",
                 self.scheduler,
                 self.job_timeout.as_secs_f64()
-            )));
-        };
-        let after = self.executors().await;
-        if let (Some(before), Some(after)) = (before, after)
-            && after < before
-        {
-            return Err(Error::Cluster(format!(
-                "an executor left the Ballista cluster at {} while the query ran ({before} \
-                 executors, then {after}): its result is not trusted; run it again",
-                self.scheduler
-            )));
+            ))),
+            (Err(e), None) => {
+                let message = e.strip_backtrace();
+                Err(if is_connection_error(&message) {
+                    unreachable(&self.scheduler, &message)
+                } else if is_cluster_fault(&message) {
+                    Error::Cluster(format!(
+                        "the Ballista cluster at {} lost the query: {message}",
+                        self.scheduler
+                    ))
+                } else {
+                    failed(e)
+                })
+            }
         }
-        Ok(batches)
     }
 
     /// Asks the scheduler to cancel the job `plan` sent (a plan Ballista planned knows its job
     /// once the scheduler accepted it). A failure is only logged: the caller is failing already.
     async fn cancel(&self, plan: &dyn ExecutionPlan) {
         let Some(job) = plan
-            .as_any()
             .downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()
             .and_then(DistributedQueryExec::job_id)
         else {
@@ -179,7 +180,9 @@ impl Session {
             SchedulerGrpcClient::connect(self.grpc.clone())
                 .await
                 .map_err(|e| e.to_string())?
-                .cancel_job(CancelJobParams { job_id: job.clone() })
+                .cancel_job(CancelJobParams {
+                    job_id: job.clone(),
+                })
                 .await
                 .map_err(|e| e.to_string())
         };

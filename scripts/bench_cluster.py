@@ -14,7 +14,8 @@ runs alternate, RUNS of each, and the median is reported with the client's peak 
 executors' memory is their own). The index and silent_warnings rows of the two must be equal.
 On one machine the cluster is not expected to be faster: it does the same work through more
 processes, shuffles through files and the network stack, and pays a job's overhead per query;
-what it buys is that the work spreads over machines.
+what it buys is that the work spreads over machines. With BENCH_KEEP=1 in the environment the
+lake is kept (its folder is printed), e.g. to profile a cold run on it.
 """
 import os, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -134,12 +135,19 @@ def main():
         t_local, t_remote = trivial["local"], trivial["ballista"]
         print(f"{'trivial query (process)':28} {t_local[0]:8.2f} {t_local[1]:5.0f} {t_remote[0]:10.2f} {t_remote[1]:5.0f} "
               f"{t_remote[0] / t_local[0]:15.2f}x")
+        spread = lambda runs: f"{min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f}"
+        ratios = [r[0] / l[0] for l, r in zip(cold["local"], cold["ballista"])]
+        print(f"spread: local {spread(cold['local'])} s, cluster {spread(cold['ballista'])} s, "
+              f"cluster / local per round {min(ratios):.2f}x-{max(ratios):.2f}x")
         print("cluster: a scheduler and two executors on this machine (MiB: the client process only);")
         print("the trivial query's cluster time includes the session's probe (one more job); the rows agree")
     finally:
         if cluster:
             cluster.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept (BENCH_KEEP): {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

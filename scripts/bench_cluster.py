@@ -144,7 +144,7 @@ def main():
     finally:
         if cluster:
             cluster.stop()
-        if os.environ.get("BENCH_KEEP"):
+        if os.environ.get("BENCH_KEEP", "0") not in ("", "0"):
             print(f"kept (BENCH_KEEP): {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)

@@ -204,7 +204,10 @@ fn planning_error(ctx: &SessionContext, error: DataFusionError) -> Error {
 /// any other failure happened on the data, which the query cannot be blamed for (exit 1).
 fn optimizing_error(error: DataFusionError) -> Error {
     match &error {
-        DataFusionError::Context(context, inner) if context.starts_with("Optimizer rule") => {
+        DataFusionError::Context(context, inner)
+            if context.contains("'simplify_expressions'")
+                && !matches!(inner.as_ref(), DataFusionError::Internal(_)) =>
+        {
             Error::Query(format!(
                 "a constant in the query cannot be evaluated: {}",
                 inner.strip_backtrace()

@@ -103,21 +103,21 @@ impl Chunks {
         }
     }
 
-    /// Reads more input into the buffer; `false` at the end of the input.
+    /// Reads up to `target` more bytes of input into the buffer; `false` at the end of the input.
+    /// Appends what the reader has buffered rather than reading into a zeroed target-sized tail:
+    /// a decoding reader hands over a few KiB at a time, and zeroing 1 MiB for each would cost
+    /// more than the parse.
     fn fill(&mut self) -> std::io::Result<bool> {
-        let start = self.buffer.len();
-        self.buffer.resize(start + self.target, 0);
-        let read = loop {
-            match self.input.read(&mut self.buffer[start..]) {
-                Ok(n) => break n,
+        let available = loop {
+            match self.input.fill_buf() {
+                Ok(bytes) => break bytes,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.buffer.truncate(start);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         };
-        self.buffer.truncate(start + read);
+        let read = available.len().min(self.target);
+        self.buffer.extend_from_slice(&available[..read]);
+        self.input.consume(read);
         Ok(read > 0)
     }
 

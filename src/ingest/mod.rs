@@ -804,6 +804,10 @@ impl<'c> Ingest<'c> {
         progress.finish_and_clear();
         let result = match (parsed, write_error) {
             (Ok(Ok(parsed)), None) => Ok(parsed),
+            // A reader that failed in flowhealth's own code is not the file's fault.
+            (Ok(Err(reason)), _) if reason.starts_with(parse::INTERNAL) => {
+                Err(Error::Internal(format!("{}: {reason}", file.name)))
+            }
             (Ok(Err(reason)), _) => Err(Error::InputFile {
                 file: file.name.clone(),
                 reason,

@@ -65,6 +65,10 @@ impl std::ops::AddAssign for Counts {
     }
 }
 
+/// How a parse failure that is flowhealth's own, not the file's, begins (the file is `failed`,
+/// exit 1, rather than `rejected`).
+pub const INTERNAL: &str = "internal error: ";
+
 /// Where batches go: the lake path of the file and its rows.
 pub type Sink = tokio::sync::mpsc::Sender<(object_store::path::Path, RecordBatch)>;
 
@@ -176,7 +180,7 @@ fn chunked(
                     }))
                     .unwrap_or_else(|panic| {
                         Err(format!(
-                            "internal error: reading chunk {index} failed: {}",
+                            "{INTERNAL}reading chunk {index} failed: {}",
                             crate::error::panic_message(panic.as_ref())
                         ))
                     });
@@ -219,9 +223,7 @@ fn chunked(
         if waiting.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "internal error: chunk {next} of the file was never read"
-            ))
+            Err(format!("{INTERNAL}chunk {next} of the file was never read"))
         }
     })
 }

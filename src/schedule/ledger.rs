@@ -182,7 +182,12 @@ pub fn table(records: &[RunRecord], limit: usize, tz: chrono_tz::Tz) -> String {
             .finished
             .map(|f| format!("{:.1}", (f - r.started).num_milliseconds() as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
-        let error: String = r.error.as_deref().unwrap_or("").chars().take(80).collect();
+        // The whole error is in the ledger (`query "select error from runs"`); a cut one says so.
+        let full = r.error.as_deref().unwrap_or("");
+        let mut error: String = full.chars().take(80).collect();
+        if error.len() < full.len() {
+            error.push('…');
+        }
         out.push_str(&format!(
             "{:22} {:17} {:9} {:9} {:11} {took:>7} {:>8}  {error}\n",
             r.pipeline,

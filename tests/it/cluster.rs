@@ -353,11 +353,15 @@ fn the_metrics_on_a_ballista_cluster_give_the_local_engine_s_rows() {
     run_demo_weeks(&ws, 3);
     // The demo wrote the shipped config: its engine gets the tests' job deadline (see ENGINE).
     let shipped = std::fs::read_to_string(ws.path().join("config.yaml")).unwrap();
+    assert!(
+        shipped.contains("\nengine:\n"),
+        "the shipped config has an engine section"
+    );
     std::fs::write(
         ws.path().join("config.yaml"),
         shipped.replacen(
-            "engine:\n",
-            "engine:\n  job_timeout_s: \"${FLOWHEALTH_JOB_TIMEOUT_S:-180}\"\n",
+            "\nengine:\n",
+            "\nengine:\n  job_timeout_s: \"${FLOWHEALTH_JOB_TIMEOUT_S:-180}\"\n",
             1,
         ),
     )
@@ -500,15 +504,17 @@ fn the_metrics_on_a_ballista_cluster_give_the_local_engine_s_rows() {
     assert_eq!(late.status.code(), Some(1), "{stderr}\n{}", busy.logs());
     assert!(
         stderr.contains("did not finish on the Ballista cluster")
-            && stderr.contains("within 5 s (engine.job_timeout_s); its job was cancelled"),
+            && stderr.contains("within 5 s (engine.job_timeout_s); its job ")
+            && stderr.contains(" was cancelled"),
         "{stderr}"
     );
     wait_for(
         "the scheduler to cancel the job",
         Duration::from_secs(10),
         || {
-            busy.scheduler
-                .log()
+            // The whole log: `log()` keeps the last lines, and the scheduler logs whole plans.
+            std::fs::read_to_string(&busy.scheduler.log)
+                .unwrap_or_default()
                 .contains("Received cancellation request for job")
         },
     );

@@ -124,11 +124,8 @@ impl Session {
             let plan = frame.create_physical_plan().await?;
             let rows = datafusion::physical_plan::collect(plan.clone(), task);
             match tokio::time::timeout(self.job_timeout, rows).await {
-                Ok(rows) => rows.map(Some),
-                Err(_) => {
-                    self.cancel(plan.as_ref()).await;
-                    Ok(None)
-                }
+                Ok(rows) => rows.map(Ok),
+                Err(_) => Ok(Err(self.cancel(plan.as_ref()).await)),
             }
         };
         let result = job.await;
@@ -143,10 +140,10 @@ impl Session {
                  executors, then {after}): its result is not trusted; run it again",
                 self.scheduler
             ))),
-            (Ok(Some(batches)), None) => Ok(batches),
-            (Ok(None), None) => Err(Error::Cluster(format!(
+            (Ok(Ok(batches)), None) => Ok(batches),
+            (Ok(Err(cancelled)), None) => Err(Error::Cluster(format!(
                 "the query did not finish on the Ballista cluster at {} within {} s \
-                 (engine.job_timeout_s); its job was cancelled",
+                 (engine.job_timeout_s); {cancelled}",
                 self.scheduler,
                 self.job_timeout.as_secs_f64()
             ))),
@@ -167,13 +164,13 @@ impl Session {
     }
 
     /// Asks the scheduler to cancel the job `plan` sent (a plan Ballista planned knows its job
-    /// once the scheduler accepted it). A failure is only logged: the caller is failing already.
-    async fn cancel(&self, plan: &dyn ExecutionPlan) {
+    /// once the scheduler accepted it); says what came of it, for the caller's error.
+    async fn cancel(&self, plan: &dyn ExecutionPlan) -> String {
         let Some(job) = plan
             .downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()
             .and_then(DistributedQueryExec::job_id)
         else {
-            return;
+            return "the scheduler had not accepted its job yet, so none was cancelled".into();
         };
         let job = String::from(job);
         let cancelled = async {
@@ -187,9 +184,9 @@ impl Session {
                 .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(std::time::Duration::from_secs(10), cancelled).await {
-            Ok(Ok(_)) => tracing::warn!(job = %job, "Cancelled a Ballista job past its deadline."),
-            Ok(Err(e)) => tracing::warn!(job = %job, error = %e, "Cannot cancel a Ballista job."),
-            Err(_) => tracing::warn!(job = %job, "Cannot cancel a Ballista job: no answer."),
+            Ok(Ok(_)) => format!("its job {job} was cancelled"),
+            Ok(Err(e)) => format!("cancelling its job {job} failed: {e}"),
+            Err(_) => format!("cancelling its job {job} got no answer within 10 s"),
         }
     }
 

@@ -12,7 +12,7 @@
 //! Finding the cuts is a scan for the few bytes that matter (`memchr`), far cheaper than parsing:
 //! the reading itself is what the threads share.
 
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 
 /// Bytes a chunk aims at: once this many are read, the chunk ends at the last cut among them (or
 /// at the first cut after them, or at the file's end).

@@ -111,31 +111,30 @@ impl TextCheck {
         }
     }
 
-    /// Why `bytes` cannot be read as text of this file, if they cannot; `offset` is where they
-    /// start in the record, for the message.
-    fn problem(&self, bytes: &[u8], offset: usize) -> Option<String> {
+    /// Why `bytes` cannot be read as text of this file, if they cannot; `field` is the 0-based
+    /// field they are (a CSV record's fields are checked one by one), `None` for a whole record.
+    fn problem(&self, bytes: &[u8], field: Option<usize>) -> Option<String> {
         if self.all_valid {
             return None;
         }
         if self.raw_utf8 {
             let error = std::str::from_utf8(bytes).err()?;
-            let at = offset + error.valid_up_to();
-            let bad: Vec<String> = bytes[at - offset..bytes.len().min(at - offset + 4)]
+            let at = error.valid_up_to();
+            let bad: Vec<String> = bytes[at..bytes.len().min(at + 4)]
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();
+            let place = match field {
+                Some(field) => format!("byte {} of field {}", at + 1, field + 1),
+                None => format!("byte {} of the record", at + 1),
+            };
             Some(match self.strays {
                 Some(other) => format!(
-                    "not valid UTF-8 (bytes {} at byte {} of the record); the rest of the file is \
-                     UTF-8 and this row looks like {other}: fix the row at its source and export it again",
+                    "not valid UTF-8 (bytes {} at {place}); the rest of the file is UTF-8 and this \
+                     row looks like {other}: fix the row at its source and export it again",
                     bad.join(" "),
-                    at + 1
                 ),
-                None => format!(
-                    "not valid UTF-8 (bytes {} at byte {} of the record)",
-                    bad.join(" "),
-                    at + 1
-                ),
+                None => format!("not valid UTF-8 (bytes {} at {place})", bad.join(" ")),
             })
         } else {
             memchr::memmem::find(bytes, "\u{FFFD}".as_bytes()).map(|_| {
@@ -355,15 +354,15 @@ impl CsvRecords {
         }
     }
 
-    fn field_bytes(&self, i: usize) -> (usize, &[u8]) {
+    fn field_bytes(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        (start, &self.bytes[start..self.ends[i]])
+        &self.bytes[start..self.ends[i]]
     }
 
     /// Field `i` as text (U+FFFD for bytes that are not UTF-8: only a record with a problem, which
     /// is quarantined, has any).
     fn field(&self, i: usize) -> Cow<'_, str> {
-        let (_, bytes) = self.field_bytes(i);
+        let bytes = self.field_bytes(i);
         match std::str::from_utf8(bytes) {
             Ok(text) => Cow::Borrowed(text),
             Err(_) => String::from_utf8_lossy(bytes),
@@ -377,12 +376,9 @@ impl CsvRecords {
         if self.check.all_valid {
             None
         } else if self.check.raw_utf8 {
-            (0..self.fields).find_map(|i| {
-                let (start, bytes) = self.field_bytes(i);
-                self.check.problem(bytes, start)
-            })
+            (0..self.fields).find_map(|i| self.check.problem(self.field_bytes(i), Some(i)))
         } else {
-            self.check.problem(&self.bytes[..self.len], 0)
+            self.check.problem(&self.bytes[..self.len], None)
         }
     }
 
@@ -683,7 +679,7 @@ impl JsonRecords {
             return Step::Blank;
         }
         self.object.clear();
-        if let Some(problem) = self.check.problem(text, 0) {
+        if let Some(problem) = self.check.problem(text, None) {
             self.problem = Some(problem);
             return Step::Record;
         }
@@ -1165,7 +1161,7 @@ mod tests {
             "{lines:?}"
         );
         assert!(
-            lines[1].contains("not valid UTF-8 (bytes c3 at byte 5 of the record)"),
+            lines[1].contains("not valid UTF-8 (bytes c3 at byte 2 of field 2)"),
             "{lines:?}"
         );
     }

@@ -51,6 +51,15 @@ def measure(argv, **kw):
         return seconds, int(rss) / 1024, float(cpu) / seconds
 
 
+def duckdb_copy(reader, path, out, options=""):
+    """The command line of DuckDB's `COPY (SELECT * FROM <reader>(path<options>)) TO out` (Parquet),
+    run as its own process."""
+    return [sys.executable, "-c",
+            f"import duckdb, sys; duckdb.sql(f\"COPY (SELECT * FROM {reader}('{{sys.argv[1]}}'{options})) "
+            f"TO '{{sys.argv[2]}}' (FORMAT parquet)\")",
+            path, out]
+
+
 def settled(path):
     """Dates `path` a minute back, as an export is by the time it is ingested: the shipped config
     waits for a file changed within inbox.settle_s (it may still be being written)."""
@@ -166,17 +175,12 @@ class Bench:
 
     def csv(self):
         path = self.file("actions.csv")
-        self.compare("csv", path, self.rows, "duckdb COPY", lambda out: [
-            sys.executable, "-c",
-            "import duckdb, sys; duckdb.sql(f\"COPY (SELECT * FROM read_csv('{sys.argv[1]}')) TO '{sys.argv[2]}' (FORMAT parquet)\")",
-            path, out])
+        self.compare("csv", path, self.rows, "duckdb COPY", lambda out: duckdb_copy("read_csv", path, out))
 
     def ndjson(self):
         path = self.file("actions.ndjson")
-        self.compare("ndjson", path, self.rows, "duckdb COPY", lambda out: [
-            sys.executable, "-c",
-            "import duckdb, sys; duckdb.sql(f\"COPY (SELECT * FROM read_json('{sys.argv[1]}', format='newline_delimited')) TO '{sys.argv[2]}' (FORMAT parquet)\")",
-            path, out])
+        self.compare("ndjson", path, self.rows, "duckdb COPY",
+                     lambda out: duckdb_copy("read_json", path, out, ", format='newline_delimited'"))
 
     def xlsx(self):
         path = self.file("actions.xlsx")
@@ -194,10 +198,7 @@ class Bench:
             runs["flowhealth gbk"].append(self.flowhealth(gbk, lake, self.rows))
             runs["flowhealth utf-8"].append(self.flowhealth(utf8, lake, self.rows))
             out = os.path.join(self.work, "other.parquet")
-            runs["duckdb COPY utf-8"].append(measure([
-                sys.executable, "-c",
-                "import duckdb, sys; duckdb.sql(f\"COPY (SELECT * FROM read_csv('{sys.argv[1]}')) TO '{sys.argv[2]}' (FORMAT parquet)\")",
-                utf8, out]))
+            runs["duckdb COPY utf-8"].append(measure(duckdb_copy("read_csv", utf8, out)))
             os.remove(out)
         self.report("gbk", gbk, self.rows, list(runs.items()))
 
